@@ -1,0 +1,241 @@
+"""adaptlab command line.
+
+    adaptlab compare examples/rotten_tomatoes.yaml        # every rung on the same split, then the leaderboard
+    adaptlab run examples/rotten_tomatoes.yaml --rung lora
+    adaptlab runs list
+    adaptlab predict runs/rotten_tomatoes/lora "a gorgeous, witty, seductive movie"
+
+User mistakes exit with code 2 and one message naming the file, row or field; internal errors exit with 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from adaptlab.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prompt or adapt? Run the adaptation ladder.")
+runs_app = typer.Typer(no_args_is_help=True, help="The run registry.")
+app.add_typer(runs_app, name="runs")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _progress(total: int):
+    state = {"i": 0, "current": None}
+    status = console.status("starting")
+
+    def update(rung: str, stage: str) -> None:
+        if rung != state["current"]:
+            state["current"] = rung
+            state["i"] += 1
+        if stage in ("ok", "failed") or stage.startswith("already"):
+            colour = {"ok": "green", "failed": "red"}.get(stage, "cyan")
+            status.stop()
+            console.print(f"[{state['i']}/{total}] {rung}: [{colour}]{stage}[/{colour}]")
+        else:
+            status.update(f"[{state['i']}/{total}] {rung}: {stage}")
+            status.start()
+
+    return update, status
+
+
+@app.command()
+def compare(
+    config: Path = typer.Argument(..., help="Ladder spec (YAML)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output folder (default: from the config)."),
+    resume: bool = typer.Option(False, help="Skip finished rungs, continue interrupted ones from checkpoints."),
+    rungs: str | None = typer.Option(None, help="Comma-separated rung names to run (default: all)."),
+) -> None:
+    """Run every rung of the ladder on the same split and print the leaderboard."""
+    from adaptlab.config import load_ladder
+    from adaptlab.pipeline import compare as run_compare
+    from adaptlab.pipeline import prepare
+    from adaptlab.reporting.table import leaderboard_table
+
+    spec = load_ladder(config)
+    only = [r.strip() for r in rungs.split(",")] if rungs else None
+    with console.status("loading data and model"):
+        ladder = prepare(spec, output)
+    d = ladder.data
+    console.print(
+        f"[bold]{spec.name}[/bold]: {spec.task.type}, model {spec.model}, split train={len(d.train)} "
+        f"validation={len(d.validation)} test={len(d.test)} (seed {spec.seed}) -> {ladder.output}"
+    )
+    update, status = _progress(len(only or spec.rungs))
+    try:
+        board = run_compare(ladder, resume=resume, only=only, progress=update)
+    finally:
+        status.stop()
+    console.print(leaderboard_table(board))
+    _after_compare(ladder.output, board)
+
+
+def _after_compare(output: Path, board: dict) -> None:
+    """Hook for the report (written when the reporting package provides it)."""
+    try:
+        from adaptlab.reporting.report import write_report
+    except ImportError:
+        return
+    paths = write_report([output], output, quiet=True)
+    console.print(f"report: {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="Ladder spec (YAML)."),
+    rung: str = typer.Option(..., "--rung", "-r", help="The rung to run."),
+    output: Path | None = typer.Option(None, "--output", "-o"),
+    resume: bool = typer.Option(False, help="Continue from the rung's last checkpoint."),
+) -> None:
+    """Run one rung of a ladder."""
+    compare(config, output=output, resume=resume, rungs=rung)
+
+
+@app.command()
+def report(
+    dirs: list[Path] = typer.Argument(..., help="One or more ladder output folders (e.g. runs/rotten_tomatoes)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Where to write report.md/html (default: first)."),
+) -> None:
+    """Write report.md and a self-contained report.html comparing rungs (and ladders) on quality and cost."""
+    from adaptlab.reporting.report import write_report
+
+    for path in write_report(list(dirs), output or dirs[0]):
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="Ladder spec (YAML).")) -> None:
+    """Check a config without running anything."""
+    from adaptlab.config import load_ladder
+
+    spec = load_ladder(config)
+    console.print(f"[green]ok[/green]: {spec.name}, {len(spec.rungs)} rungs: {', '.join(r.run_name for r in spec.rungs)}")
+
+
+@app.command()
+def methods() -> None:
+    """List the registered tasks and methods (rungs)."""
+    from adaptlab.methods import METHODS
+    from adaptlab.tasks import TASKS
+
+    console.print(f"tasks: {', '.join(TASKS.names())}")
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        console.print(f"  [bold]{name}[/bold] ({', '.join(sorted(cls.tasks))}): {doc}")
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A finished rung folder, e.g. runs/rotten_tomatoes/lora."),
+    texts: list[str] = typer.Argument(..., help="Text(s) to classify."),
+    pair: str | None = typer.Option(None, help="Second text, for text-pair tasks."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Predict with a trained rung."""
+    from adaptlab.pipeline import load_run
+
+    _, method, _ = load_run(run_dir)
+    probs = method.predict_proba(list(texts), [pair] * len(texts) if pair else None)
+    out = []
+    for text, row in zip(texts, probs):
+        scores = {n: round(float(p), 4) for n, p in zip(method.label_names, row)}
+        out.append({"text": text, "label": max(scores, key=scores.get), "scores": scores})
+    if as_json:
+        console.print_json(json.dumps(out))
+        return
+    for o in out:
+        ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(o["scores"].items(), key=lambda kv: -kv[1]))
+        console.print(f"[bold]{o['label']}[/bold]  ({ranked})  {o['text']}")
+
+
+@runs_app.command("list")
+def runs_list(ladder: str | None = typer.Option(None, help="Only runs of this ladder.")) -> None:
+    """What has run, with its primary metric."""
+    from rich.table import Table
+
+    from adaptlab.runs.registry import db_path, list_runs
+
+    rows = list_runs(ladder)
+    if not rows:
+        console.print(f"no runs recorded in {db_path()}")
+        return
+    table = Table(title=f"runs ({db_path()})")
+    for col in ("ladder", "rung", "method", "model", "status", "metric", "value [95% CI]", "train s", "updated", "path"):
+        table.add_column(col)
+    for r in rows:
+        value = "-" if r["value"] is None else f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+        status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red]"
+        secs = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}"
+        table.add_row(r["ladder"], r["rung"], r["method"], r["model"], status, r["metric"] or "-", value, secs,
+                      r["updated"], r["path"])
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_dir: Path = typer.Argument(..., help="A rung folder.")) -> None:
+    """Metrics, cost and provenance of one run."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: no metrics.json here; pass a rung folder such as runs/<ladder>/<rung>.")
+    m = json.loads(path.read_text(encoding="utf-8"))
+    console.print_json(json.dumps({k: m.get(k) for k in ("rung", "method", "status", "error", "metrics",
+                                                         "intervals", "cost", "provenance")}))
+
+
+#: Modules that add their own commands to ``app`` (each imports ``app`` from here and decorates functions).
+COMMAND_MODULES = ("adaptlab.generation.commands", "adaptlab.export.commands", "adaptlab.serving.commands")
+
+
+def _load_command_modules() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not (e.name and name.startswith(e.name)):
+                raise
+
+
+def main() -> None:
+    """Entry point: user errors -> exit 2 with one message; internal errors -> exit 1, traceback saved to a file."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        _load_command_modules()
+        app(standalone_mode=False)
+    except UserError as e:
+        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code)
+    except typer.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished rungs are kept, resume with --resume")
+        sys.exit(130)
+    except Exception as e:  # click usage errors are handled below; everything else is our bug
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(2)
+        fd, log = tempfile.mkstemp(prefix="adaptlab-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(traceback.format_exc())
+        err_console.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {e}\n(traceback: {log})")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""Typed ladder specs, read from YAML and validated once.
+
+A ladder spec names the task, the data, the base model and the rungs to run on the same split::
+
+    name: rotten_tomatoes
+    task: {type: classification, label_descriptions: {fresh: a positive review, rotten: a negative review}}
+    data: {builtin: rotten_tomatoes, test_size: 0.2, validation_size: 0.1}
+    model: minilm
+    rungs:
+      - method: linear_probe
+      - {method: lora, params: {r: 8, learning_rate: 5.0e-4}}
+
+Every problem in a config (unknown keys, wrong types, unknown methods, bad rung params) is collected and reported
+together, each with its field path and the fix (:class:`adaptlab.errors.ConfigError`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adaptlab.errors import ConfigError, UserError, did_you_mean
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class Spec(BaseModel):
+    """Base for every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class DataSpec(Spec):
+    """Where the examples come from and which columns hold what. Give exactly one source."""
+
+    builtin: str | None = Field(None, description="A dataset shipped by an installed package, e.g. rotten_tomatoes.")
+    path: str | None = Field(None, description="One file (CSV, TSV, JSONL, JSON, Parquet) or a save_to_disk folder.")
+    hub: str | None = Field(None, description="A Hugging Face hub dataset id (needs internet).")
+    hub_config: str | None = Field(None, description="The hub dataset's configuration name, if it has several.")
+    train: str | None = Field(None, description="An explicit training file; then validation/test files are optional.")
+    validation: str | None = Field(None, description="An explicit validation file.")
+    test: str | None = Field(None, description="An explicit test file.")
+    format: str | None = Field(None, description="File format when the suffix doesn't tell: csv, tsv, jsonl, json, parquet.")
+    encoding: str | None = Field(None, description="Text encoding of the files (default utf-8, BOM allowed).")
+    text_column: str = Field("text", description="Column with the input text.")
+    text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
+    label_column: str = Field("label", description="Column with the label (classification).")
+    validation_size: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction held out for validation when splitting.")
+    test_size: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction held out for test when splitting.")
+    max_train_examples: int | None = Field(None, gt=0, description="Stratified subsample of the training split.")
+    max_test_examples: int | None = Field(None, gt=0, description="Stratified subsample of the test split.")
+    max_length: int = Field(128, gt=0, le=8192, description="Tokens per example; longer inputs are truncated.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        given = [k for k in ("builtin", "path", "hub", "train") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one data source: `builtin`, `path`, `hub`, or `train` (with optional `validation`/`test`)"
+                + (f"; got {', '.join(given)}" if given else "")
+            )
+        if self.validation_size + self.test_size >= 1.0:
+            raise ValueError("validation_size + test_size must leave some data for training (sum < 1)")
+        return self
+
+
+class TaskSpec(Spec):
+    """What is being learned."""
+
+    type: str = Field("classification", description="A registered task: see `adaptlab methods`.")
+    labels: list[str] | None = Field(None, description="Label order (default: sorted label values).")
+    label_descriptions: dict[str, str] | None = Field(
+        None, description="Natural-language description per label, for zero-shot rungs (default: the label itself)."
+    )
+
+
+class RungSpec(Spec):
+    """One rung of the ladder: a registered method and its hyperparameters."""
+
+    method: str = Field(..., description="A registered method, e.g. lora, full, linear_probe.")
+    name: str | None = Field(None, description="Run name (default: the method name); must be unique in the ladder.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Method hyperparameters (see the method).")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.method
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str | None) -> str | None:
+        if v is not None and not NAME_PATTERN.match(v):
+            raise ValueError("use letters, digits, '_', '-' and '.', starting with a letter or digit (max 64)")
+        return v
+
+
+class LadderSpec(Spec):
+    """A whole ladder: every rung runs on the same split of the same data with the same base model."""
+
+    name: str = Field(..., description="Ladder name, used for the output folder and the run registry.")
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    data: DataSpec
+    model: str = Field(..., description="Local folder, packaged model (minilm, smollm2), tiny-random-<arch> or hub id.")
+    rungs: list[RungSpec] = Field(..., min_length=1)
+    seed: int = Field(0, description="Seed for the split, initialisation and data order.")
+    output_dir: str | None = Field(None, description="Where runs are written (default: runs/<name>).")
+    device: str = Field("auto", description="auto, cpu or cuda.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off unless you trust it.")
+    allow_pickle: bool = Field(False, description="Allow pickle checkpoints (.bin). Off: unpickling runs code.")
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are resolved against.")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_shorthand(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not NAME_PATTERN.match(v):
+            raise ValueError("use letters, digits, '_', '-' and '.', starting with a letter or digit (max 64)")
+        return v
+
+    def output_path(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+    def resolve_path(self, p: str) -> Path:
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def rung(self, name: str) -> RungSpec:
+        for r in self.rungs:
+            if r.run_name == name:
+                return r
+        names = [r.run_name for r in self.rungs]
+        raise UserError(f"no rung named '{name}' in ladder '{self.name}'.{did_you_mean(name, names)} Rungs: {names}")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:
+    """One line per pydantic error: the field path, what is wrong, and for unknown keys the closest valid key."""
+    problems = []
+    for e in err.errors():
+        loc = _loc(tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("function-after",))))
+        field = f"{prefix}{'.' if prefix and loc else ''}{loc}" if loc != "(top level)" else (prefix or loc)
+        if e["type"] == "extra_forbidden":
+            key = e["loc"][-1]
+            model = _model_at(err.title, e["loc"][:-1])
+            hint = did_you_mean(key, model.model_fields) if model else ""
+            allowed = f" Allowed keys: {', '.join(model.model_fields)}." if model else ""
+            problems.append(f"{field}: unknown key.{hint}{allowed}")
+        elif e["type"] == "missing":
+            problems.append(f"{field}: required, but missing.")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            problems.append(f"{field}: {msg} (got {e.get('input')!r}).")
+    return problems
+
+
+_SECTIONS: dict[str, type[BaseModel]] = {"LadderSpec": LadderSpec}
+
+
+def _model_at(title: str, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = _SECTIONS.get(title)
+    if model is None:
+        from adaptlab.methods import METHODS
+
+        for name in METHODS.names():
+            if METHODS.get(name).Params.__name__ == title:
+                model = METHODS.get(name).Params
+    for part in loc:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif ann is not None and hasattr(ann, "__args__"):
+            inner = [a for a in ann.__args__ if isinstance(a, type) and issubclass(a, BaseModel)]
+            model = inner[0] if inner else model
+    return model
+
+
+def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = None) -> LadderSpec:
+    """Validate a ladder from plain data; raise one ConfigError listing every problem."""
+    from adaptlab.methods import METHODS
+    from adaptlab.tasks import TASKS
+
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [f"expected a mapping at the top level, got {type(raw).__name__}"])
+    problems: list[str] = []
+    spec: LadderSpec | None = None
+    try:
+        spec = LadderSpec.model_validate({**raw, "base_dir": base_dir or Path(".")})
+    except ValidationError as err:
+        problems += format_validation_error(err)
+
+    task_type = (raw.get("task") or {}) if isinstance(raw.get("task"), dict) else {"type": raw.get("task")}
+    task_name = task_type.get("type") or "classification"
+    if task_name not in TASKS:
+        problems.append(f"task.type: {TASKS.unknown_message(task_name)}")
+
+    rungs = raw.get("rungs") if isinstance(raw.get("rungs"), list) else []
+    seen: dict[str, int] = {}
+    for i, rung in enumerate(rungs):
+        if not isinstance(rung, dict) or not isinstance(rung.get("method"), str):
+            continue  # already reported by the schema
+        method_name = rung["method"]
+        run_name = rung.get("name") or method_name
+        if run_name in seen:
+            problems.append(
+                f"rungs[{i}].name: '{run_name}' is also rungs[{seen[run_name]}]; give one of them a distinct `name`."
+            )
+        seen[run_name] = i
+        if method_name not in METHODS:
+            problems.append(f"rungs[{i}].method: {METHODS.unknown_message(method_name)}")
+            continue
+        method = METHODS.get(method_name)
+        if task_name in TASKS and task_name not in method.tasks:
+            problems.append(
+                f"rungs[{i}].method: '{method_name}' does not support task '{task_name}' "
+                f"(it supports: {', '.join(sorted(method.tasks))})."
+            )
+        try:
+            method.Params.model_validate(rung.get("params") or {})
+        except ValidationError as err:
+            problems += format_validation_error(err, prefix=f"rungs[{i}].params")
+    if problems:
+        raise ConfigError(source, problems)
+    assert spec is not None
+    return spec
+
+
+def load_ladder(path: str | Path) -> LadderSpec:
+    """Read and validate a YAML ladder spec. Paths inside it are relative to the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
+        raise UserError(f"config file '{path}' not found.{did_you_mean(path.name, siblings)}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the config as UTF-8.") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    return parse_ladder(raw, source=str(path), base_dir=path.parent)
+
+
+def rung_params(spec: RungSpec) -> BaseModel:
+    """The rung's validated hyperparameters (the method's Params model)."""
+    from adaptlab.methods import METHODS
+
+    return METHODS.get(spec.method).Params.model_validate(spec.params)

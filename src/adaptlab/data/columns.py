@@ -1,0 +1,138 @@
+"""Check that the configured columns exist and clean text and label columns, naming the rows that are wrong.
+
+Row numbers in messages are 1-based data rows (the ``_row`` column that :func:`adaptlab.data.readers.read_table`
+adds, so they still point at the source after a split). Where the reader knows each record is on one line
+(``frame.attrs["line_offset"]``), the line number in the file is given too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Hashable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptlab.errors import DataError, did_you_mean
+
+ROW_COLUMN = "_row"
+MAX_LISTED_ROWS = 10
+_INTEGRAL_TEXT = re.compile(r"[+-]?\d+\.0*")
+
+
+def check_columns(df: pd.DataFrame, required: dict[str, str], source: str) -> None:
+    """Raise a DataError for an empty frame or for any role (``{"text": "review"}``) whose column is missing."""
+    if len(df) == 0:
+        raise DataError(f"{source}: the dataset has no rows.")
+    columns = [str(c) for c in df.columns if c != ROW_COLUMN]
+    problems = []
+    for role, column in required.items():
+        if column is None or column in df.columns:
+            continue
+        problems.append(
+            f"column '{column}' (data.{role}_column) not found.{did_you_mean(column, columns)}"
+        )
+    if problems:
+        listing = ", ".join(columns)
+        raise DataError(f"{source}: {' '.join(problems)} Columns: {listing}.")
+
+
+def clean_text_column(df: pd.DataFrame, col: str, source: str) -> pd.Series:
+    """The column as strings; empty, whitespace-only or missing cells raise a DataError listing the rows."""
+    values = [_text_value(v) for v in df[col].tolist()]
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        raise DataError(
+            f"{source}: column '{col}' is empty in {_rows_text(df, missing)}. Drop these rows or fill in the text."
+        )
+    return pd.Series(values, index=df.index, name=col, dtype=object)
+
+
+def clean_label_column(df: pd.DataFrame, col: str, source: str, *, min_classes: int = 2) -> pd.Series:
+    """Labels as strings ("1", 1 and 1.0 are one class); missing labels and too few classes raise a DataError.
+
+    ``min_classes`` is 2 for training data; pass 1 for an evaluation split that may hold a single class.
+    """
+    values = [normalise_label(v) for v in df[col].tolist()]
+    missing = [i for i, v in enumerate(values) if v is None]
+    if missing:
+        raise DataError(
+            f"{source}: column '{col}' has no label in {_rows_text(df, missing)}. Drop these rows or fill in a label."
+        )
+    classes = sorted(set(values))
+    if len(classes) < min_classes:
+        if len(classes) == 1:
+            found = f"only one class, '{classes[0]}', in all {len(values)} rows"
+        else:
+            found = f"{len(classes)} classes ({', '.join(classes)})"
+        raise DataError(
+            f"{source}: column '{col}' has {found}; classification needs at least {min_classes} classes. "
+            "Check data.label_column or add examples of the other classes."
+        )
+    return pd.Series(values, index=df.index, name=col, dtype=object)
+
+
+def normalise_label(value: Any) -> str | None:
+    """A label as a string, or None when missing. Integral floats lose '.0': 1, "1", 1.0, "1.0" -> "1"."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if math.isnan(number):
+            return None
+        return str(int(number)) if number.is_integer() else str(number)
+    if isinstance(value, Decimal):
+        return _integral_text(str(value)) if value.is_finite() else str(value)
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    if not text:
+        return None
+    return _integral_text(text)
+
+
+def _integral_text(text: str) -> str:
+    """'3.0' -> '3', '-2.00' -> '-2'; anything else unchanged."""
+    if _INTEGRAL_TEXT.fullmatch(text):
+        try:
+            return str(int(Decimal(text)))
+        except (InvalidOperation, ValueError):
+            return text
+    return text
+
+
+def _text_value(value: Any) -> str | None:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (float, np.floating)) and math.isnan(float(value)):
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text if text.strip() else None
+
+
+def row_numbers(df: pd.DataFrame, positions: list[int]) -> list[int]:
+    """1-based source row numbers for positions in ``df`` (from ``_row`` when present)."""
+    if ROW_COLUMN in df.columns:
+        rows = df[ROW_COLUMN].tolist()
+        return [int(rows[p]) for p in positions]
+    return [p + 1 for p in positions]
+
+
+def _rows_text(df: pd.DataFrame, positions: list[int]) -> str:
+    """'3 rows: 2 (line 3), 5 (line 6), 9 (line 10)' with at most MAX_LISTED_ROWS listed."""
+    rows = row_numbers(df, positions)
+    offset = _line_offset(df.attrs.get("line_offset"))
+    shown = [f"{r} (line {r + offset})" if offset is not None else str(r) for r in rows[:MAX_LISTED_ROWS]]
+    more = f" and {len(rows) - MAX_LISTED_ROWS} more" if len(rows) > MAX_LISTED_ROWS else ""
+    noun = "row" if len(rows) == 1 else "rows"
+    return f"{len(rows)} {noun}: {noun} {', '.join(shown)}{more}"
+
+
+def _line_offset(value: Hashable | None) -> int | None:
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else None

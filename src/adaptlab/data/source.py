@@ -1,0 +1,95 @@
+"""From a data spec to train/validation/test frames: read, check columns, split (seeded, stratified), subsample."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from adaptlab.config import LadderSpec
+from adaptlab.errors import DataError
+
+
+def _read(spec: LadderSpec, path: str) -> pd.DataFrame:
+    from adaptlab.data.readers import read_table
+
+    resolved = spec.resolve_path(path)
+    frame = read_table(resolved, fmt=spec.data.format, encoding=spec.data.encoding)
+    frame.attrs["source"] = str(path)
+    return frame
+
+
+def _single_source(spec: LadderSpec) -> pd.DataFrame:
+    data = spec.data
+    if data.builtin:
+        from adaptlab.data.builtins import load_builtin
+
+        frame = load_builtin(data.builtin)
+        frame.attrs["source"] = f"builtin:{data.builtin}"
+        return frame
+    if data.hub:
+        from adaptlab.data.readers import load_hub_dataset
+
+        frame = load_hub_dataset(data.hub, split="train", config=data.hub_config)
+        frame.attrs["source"] = f"hub:{data.hub}"
+        return frame
+    assert data.path
+    return _read(spec, data.path)
+
+
+def _subsample(frame: pd.DataFrame, n: int | None, seed: int, stratify: str | None) -> pd.DataFrame:
+    if n is None or len(frame) <= n:
+        return frame
+    from sklearn.model_selection import train_test_split
+
+    strat = frame[stratify] if stratify and frame[stratify].value_counts().min() >= 2 else None
+    try:
+        keep, _ = train_test_split(frame, train_size=n, random_state=seed, stratify=strat)
+    except ValueError:
+        keep, _ = train_test_split(frame, train_size=n, random_state=seed)
+    keep = keep.sort_index()
+    keep.attrs = frame.attrs
+    return keep
+
+
+def _stratify_if_present(frame: pd.DataFrame, column: str | None) -> str | None:
+    if column and column in frame.columns:
+        values = frame[column]
+        if values.isna().any() or (values.astype(str).str.strip() == "").any():
+            return None  # missing labels are reported with row numbers by the task, after the split
+        return column
+    return None
+
+
+def load_frames(spec: LadderSpec, stratify_role: str | None = "label_column") -> dict[str, pd.DataFrame]:
+    """The three splits every rung of the ladder shares."""
+    from adaptlab.data.split import split_frame
+
+    data = spec.data
+    stratify = getattr(data, stratify_role) if stratify_role else None
+    if data.train:
+        frames = {"train": _read(spec, data.train)}
+        for name in ("validation", "test"):
+            path = getattr(data, name)
+            if path:
+                frames[name] = _read(spec, path)
+        if "test" not in frames:
+            source = frames["train"].attrs.get("source")
+            rest = split_frame(frames["train"], validation=0.0, test=data.test_size, seed=spec.seed,
+                               stratify=_stratify_if_present(frames["train"], stratify))
+            frames["train"], frames["test"] = rest["train"], rest["test"]
+            for f in (frames["train"], frames["test"]):
+                f.attrs["source"] = source
+        if "validation" not in frames:
+            frames["validation"] = frames["train"].iloc[0:0]
+    else:
+        frame = _single_source(spec)
+        source = frame.attrs.get("source")
+        if len(frame) == 0:
+            raise DataError(f"{source}: the dataset has no rows.")
+        frames = split_frame(frame, validation=data.validation_size, test=data.test_size, seed=spec.seed,
+                             stratify=_stratify_if_present(frame, stratify))
+        for f in frames.values():
+            f.attrs["source"] = source
+    strat = _stratify_if_present(frames["train"], stratify)
+    frames["train"] = _subsample(frames["train"], data.max_train_examples, spec.seed, strat)
+    frames["test"] = _subsample(frames["test"], data.max_test_examples, spec.seed, strat)
+    return frames

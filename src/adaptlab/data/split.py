@@ -1,0 +1,108 @@
+"""Seeded train/validation/test split, stratified by label where every class has enough rows."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from adaptlab.data.columns import ROW_COLUMN, normalise_label, row_numbers
+from adaptlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_MISSING = "<missing>"
+
+
+def split_frame(
+    df: pd.DataFrame, *, validation: float, test: float, seed: int, stratify: str | None
+) -> dict[str, pd.DataFrame]:
+    """Split into ``train``/``validation``/``test`` frames (``validation`` or ``test`` may be 0 -> empty frame).
+
+    Sizes follow scikit-learn: ``ceil(fraction * rows)`` rows each, the rest is train. With ``stratify`` (a
+    column name) the class mix is kept; when a class is too small for that, the split is unstratified (with a
+    warning) and a DataError is raised if some class ends up with no training rows. Every frame keeps ``_row``.
+    """
+    source = df.attrs.get("source", "data")
+    _check_fractions(validation, test, source)
+    frame = df if ROW_COLUMN in df.columns else df.assign(**{ROW_COLUMN: range(1, len(df) + 1)})
+    n_test, n_val = _count(test, len(frame)), _count(validation, len(frame))
+    if len(frame) - n_test - n_val < 1:
+        raise DataError(
+            f"{source}: {len(frame)} rows are too few to split off {n_val} validation and {n_test} test rows and "
+            "keep any for training; add rows or lower data.validation_size / data.test_size."
+        )
+    labels = _strata(frame, stratify) if stratify else None
+    parts = None
+    if labels is not None:
+        try:
+            parts = _three_way(frame, n_val, n_test, seed, labels)
+        except ValueError as err:
+            log.warning("%s: cannot stratify by '%s' (%s); splitting without stratification.", source, stratify, err)
+    if parts is None:
+        parts = _three_way(frame, n_val, n_test, seed, None)
+    if labels is not None:
+        _check_train_has_every_class(frame, parts["train"], labels, stratify, source)
+    frames = {name: frame.iloc[pos] for name, pos in parts.items()}
+    for part in frames.values():
+        part.attrs = dict(df.attrs)
+    return frames
+
+
+def _check_fractions(validation: float, test: float, source: str) -> None:
+    for name, value in (("data.validation_size", validation), ("data.test_size", test)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value < 1):
+            raise DataError(f"{source}: {name} must be a fraction in [0, 1), got {value!r}.")
+    if validation + test >= 1:
+        raise DataError(
+            f"{source}: data.validation_size ({validation}) + data.test_size ({test}) must be below 1 to leave rows "
+            "for training."
+        )
+
+
+def _count(fraction: float, rows: int) -> int:
+    return math.ceil(fraction * rows) if fraction > 0 else 0
+
+
+def _strata(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame.columns:
+        raise DataError(f"{frame.attrs.get('source', 'data')}: cannot stratify by '{column}': no such column.")
+    return np.array([normalise_label(v) or _MISSING for v in frame[column].tolist()], dtype=object)
+
+
+def _three_way(
+    frame: pd.DataFrame, n_val: int, n_test: int, seed: int, labels: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Positions are split (so a repeated index is harmless); test first, then validation from the rest."""
+    rest, test = _take(np.arange(len(frame)), n_test, seed, labels)
+    train, val = _take(rest, n_val, seed, labels)
+    return {"train": train, "validation": val, "test": test}
+
+
+def _take(positions: np.ndarray, n: int, seed: int, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, n positions taken out), seeded; stratified when labels are given."""
+    if n == 0:
+        return positions, positions[:0]
+    strata = labels[positions] if labels is not None else None
+    rest, taken = train_test_split(positions, test_size=n, random_state=seed, shuffle=True, stratify=strata)
+    return rest, taken
+
+
+def _check_train_has_every_class(
+    frame: pd.DataFrame, train: np.ndarray, labels: np.ndarray, column: str, source: str
+) -> None:
+    absent = sorted(set(labels) - set(labels[train]) - {_MISSING})
+    if not absent:
+        return
+    details = []
+    for cls in absent[:10]:
+        positions = [i for i, value in enumerate(labels) if value == cls]
+        rows = row_numbers(frame, positions)
+        details.append(f"'{cls}' (rows {', '.join(map(str, rows[:10]))})")
+    raise DataError(
+        f"{source}: class(es) {', '.join(details)} of column '{column}' have too few rows: none landed in the "
+        "training split. Add examples of them, remove them, or lower data.test_size / data.validation_size."
+    )

@@ -1,0 +1,176 @@
+"""Shared body of the rungs that train the model's weights for sequence classification.
+
+A rung only decides *what* trains by overriding :meth:`FineTuneMethod.adapt` (freeze layers, wrap with peft) and,
+if its shipped artefact differs, :meth:`save`/:meth:`load`. Loading, tokenising, training, batched prediction and
+accounting live here once.
+
+By default a rung ships only the weights it trained (``delta.safetensors``), applied over the same base model at
+load time; the base model's hash in ``run.json`` says which base that must be.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from adaptlab.context import RunContext
+from adaptlab.errors import UserError
+from adaptlab.methods.base import Method
+from adaptlab.training import TrainParams, train
+
+DELTA = "delta.safetensors"
+
+
+class FineTuneMethod(Method):
+    Params = TrainParams
+
+    # -- model -------------------------------------------------------------------------------------------------
+    def base_model(self) -> torch.nn.Module:
+        from transformers import AutoModelForSequenceClassification, set_seed
+
+        from adaptlab.models import load_kwargs
+
+        set_seed(self.ctx.seed)  # the new head's initialisation depends on it
+        names = self.label_names
+        model = AutoModelForSequenceClassification.from_pretrained(
+            self.ctx.model.location,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+            **load_kwargs(self.ctx.model, trust_remote_code=self.ctx.trust_remote_code),
+        )
+        if model.config.pad_token_id is None and self.tokenizer.pad_token_id is not None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        return model
+
+    def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Decide which weights train. Subclasses freeze parts or wrap the model."""
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            self.ctx.model.location, trust_remote_code=self.ctx.trust_remote_code
+        )
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.model = self.adapt(self.base_model()).to(self.ctx.torch_device)
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def encode(self, texts: list[str], pairs: list[str] | None, labels: np.ndarray | None = None) -> Any:
+        from datasets import Dataset
+
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.ctx.max_length)
+        columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        if "token_type_ids" in enc:
+            columns["token_type_ids"] = enc["token_type_ids"]
+        if labels is not None:
+            columns["labels"] = [int(x) for x in labels]
+        return Dataset.from_dict(columns)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
+        from transformers import DataCollatorWithPadding
+
+        train_ds = self.encode(data.train.texts, data.train.pairs, data.train.labels)
+        val = data.validation
+        eval_ds = self.encode(val.texts, val.pairs, val.labels) if len(val) else None
+        self.model.train()
+        result = train(
+            self.model,
+            params=self.params,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds,
+            collator=DataCollatorWithPadding(self.tokenizer),
+            workdir=workdir,
+            seed=self.ctx.seed,
+            use_cpu=self.ctx.torch_device == "cpu",
+            resume=resume,
+        )
+        result["tokens"] = int(sum(len(x) for x in train_ds["input_ids"]) * self.params.epochs)
+        self.model.eval()
+        return result
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        self.model.eval()
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.ctx.max_length)
+        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
+        out = np.zeros((len(texts), self.ctx.num_labels), dtype=np.float32)
+        bs = self.params.eval_batch_size
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
+            batch = {k: v.to(self.ctx.torch_device) for k, v in batch.items()}
+            logits = self.model(**batch).logits.float()
+            out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
+        return out
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state().items()}
+        save_file(state, path / DELTA, metadata={"base_model": self.ctx.model_spec})
+        self.tokenizer.save_pretrained(path / "tokenizer")
+
+    @classmethod
+    def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
+        method = cls(params, ctx)
+        method.setup()
+        method.load_delta(path / DELTA)
+        method.model.eval()
+        return method
+
+    def load_delta(self, file: Path) -> None:
+        delta = load_file(file)
+        own = dict(self.model.named_parameters())
+        unknown = sorted(set(delta) - set(own))
+        if unknown:
+            raise UserError(f"{file}: weights {unknown[:5]} don't exist in base model '{self.ctx.model_spec}'.")
+        with torch.no_grad():
+            for name, value in delta.items():
+                own[name].copy_(value.to(own[name].dtype))
+
+    # -- accounting ----------------------------------------------------------------------------------------------
+    def parameter_counts(self) -> tuple[int, int]:
+        params = list(self.model.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def frozen_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if not p.requires_grad}
+
+
+def head_parameter_names(model: torch.nn.Module) -> list[str]:
+    """Parameters outside the pretrained body (the new task head), plus the pooler if the body has one."""
+    prefix = getattr(model, "base_model_prefix", "")
+    names = []
+    for name, _ in model.named_parameters():
+        outside = not prefix or not name.startswith(prefix + ".")
+        if outside or ".pooler." in name:
+            names.append(name)
+    return names
+
+
+def transformer_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList]:
+    """The model's stack of transformer blocks: the longest ModuleList in it."""
+    best: tuple[str, torch.nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and (best is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best is None:
+        raise UserError(f"{type(model).__name__} has no list of transformer layers to unfreeze.")
+    return best
+
+
+def freeze_all_but(model: torch.nn.Module, trainable: set[str]) -> torch.nn.Module:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable)
+    return model

@@ -1,0 +1,77 @@
+"""The method lifecycle every rung implements, and the registry rungs add themselves to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from adaptlab.context import RunContext
+from adaptlab.registry import Registry
+
+
+class NoParams(BaseModel):
+    """This method has no hyperparameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method:
+    """Base of every rung.
+
+    Lifecycle: ``m = Method(params, ctx); m.setup(); m.fit(data, workdir); m.predict_proba(texts, pairs);
+    m.save(dir)``; later ``Method.load(dir, params, ctx)`` gives a method that predicts identically.
+
+    Cost accounting reads ``parameter_counts()``; the contract test reads ``trainable_state()`` (what fitting may
+    change) and ``frozen_state()`` (what it must not change).
+    """
+
+    name: ClassVar[str]
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
+    Params: ClassVar[type[BaseModel]] = NoParams
+    #: False for rungs that fit nothing (zero-shot); the contract test then expects no trainable state.
+    trains: ClassVar[bool] = True
+
+    def __init__(self, params: BaseModel, ctx: RunContext):
+        self.params = params
+        self.ctx = ctx
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.ctx.label_names
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load the base model and prepare it for this method."""
+
+    def fit(self, data: Any, workdir: Path) -> dict[str, Any]:
+        """Fit on ``data.train`` (``data.validation`` may be empty). Returns {"history": [...], "samples": n, ...}."""
+        return {"history": [], "samples": 0}
+
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        """Class probabilities, shape (len(texts), num_labels)."""
+        raise NotImplementedError
+
+    def save(self, path: Path) -> None:
+        """Write what must be shipped (safetensors only) into ``path``."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: Path, params: BaseModel, ctx: RunContext) -> Method:
+        raise NotImplementedError
+
+    # -- accounting --------------------------------------------------------------------------------------------
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts, total including the frozen base."""
+        raise NotImplementedError
+
+    def trainable_state(self) -> dict[str, Any]:
+        return {}
+
+    def frozen_state(self) -> dict[str, Any]:
+        return {}
+
+
+METHODS: Registry[type[Method]] = Registry("method")

@@ -1,0 +1,22 @@
+"""Head only: the pretrained body is frozen; only the new classification head (and pooler) trains."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from adaptlab.methods._finetune import FineTuneMethod, freeze_all_but, head_parameter_names
+from adaptlab.methods.base import METHODS
+from adaptlab.training import TrainParams
+
+
+class HeadParams(TrainParams):
+    learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate (a fresh head wants a high one).")
+
+
+@METHODS.register("head_only")
+class HeadOnly(FineTuneMethod):
+    Params = HeadParams
+
+    def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
+        return freeze_all_but(model, set(head_parameter_names(model)))

@@ -1,0 +1,74 @@
+"""LoRA: low-rank adapters on chosen linear layers (peft); the new head trains too. Ships only the adapter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from adaptlab.context import RunContext
+from adaptlab.errors import UserError, did_you_mean
+from adaptlab.methods._finetune import FineTuneMethod
+from adaptlab.methods.base import METHODS, Method
+from adaptlab.training import TrainParams
+
+
+class LoRAParams(TrainParams):
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | None = Field(
+        None, description="Linear layer names to adapt (default: peft's choice for the architecture)."
+    )
+    learning_rate: float = Field(5e-4, gt=0, lt=1, description="Peak learning rate.")
+
+
+def linear_module_names(model: torch.nn.Module) -> list[str]:
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+
+
+@METHODS.register("lora")
+class LoRA(FineTuneMethod):
+    Params = LoRAParams
+
+    def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        targets = self.params.target_modules
+        if targets:
+            known = linear_module_names(model)
+            missing = [t for t in targets if t not in known]
+            if missing:
+                hints = "".join(did_you_mean(t, known) for t in missing)
+                raise UserError(
+                    f"lora.params.target_modules: {missing} not found in {type(model).__name__}.{hints} "
+                    f"Linear layers: {', '.join(known)}"
+                )
+        config = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=self.params.r,
+            lora_alpha=self.params.alpha,
+            lora_dropout=self.params.dropout,
+            target_modules=targets,
+        )
+        try:
+            return get_peft_model(model, config)
+        except ValueError as e:
+            raise UserError(f"lora: {e} Set lora.params.target_modules (linear layers: {linear_module_names(model)}).")
+
+    def save(self, path: Path) -> None:
+        self.model.save_pretrained(path / "adapter")  # adapter_model.safetensors + adapter_config.json
+        self.tokenizer.save_pretrained(path / "adapter")
+
+    @classmethod
+    def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        method = cls(params, ctx)
+        method.tokenizer = AutoTokenizer.from_pretrained(str(path / "adapter"))
+        method.model = PeftModel.from_pretrained(method.base_model(), str(path / "adapter")).to(ctx.torch_device)
+        method.model.eval()
+        return method

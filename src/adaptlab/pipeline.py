@@ -1,0 +1,279 @@
+"""The ladder, top to bottom: data -> task -> method -> train -> evaluate -> save -> leaderboard.
+
+    ladder = prepare(load_ladder("examples/rotten_tomatoes.yaml"))
+    board = compare(ladder)            # every rung on the same split; writes <output>/leaderboard.json
+
+Each rung is built in ``<output>/.partial/<rung>/`` and published to ``<output>/<rung>/`` only when complete
+(or, if it failed, with its error), so nothing half-written looks finished. A failing rung is recorded and the
+ladder goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adaptlab.config import LadderSpec, RungSpec, rung_params
+from adaptlab.context import RunContext
+from adaptlab.cost import cost_summary, dir_size, latency_ms, measure
+from adaptlab.errors import UserError
+from adaptlab.evaluation.metrics import higher_is_better
+from adaptlab.methods import METHODS, Method
+from adaptlab.runs import registry
+from adaptlab.runs.files import (
+    OutputLock,
+    partial_dir,
+    publish,
+    read_jsonl,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
+from adaptlab.runs.provenance import hash_records, provenance
+from adaptlab.tasks import get_task
+
+LATENCY_EXAMPLES = 50
+Progress = Callable[[str, str], None]
+
+
+@dataclass
+class Ladder:
+    """A prepared ladder: the split, the task data and the context every rung shares."""
+
+    spec: LadderSpec
+    task: Any
+    data: Any
+    ctx: RunContext
+    output: Path
+    data_hash: str
+    config_hash: str
+
+
+def config_hash(spec: LadderSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json(exclude={"base_dir", "output_dir"}).encode()).hexdigest()
+
+
+def rung_hash(ladder: Ladder, rung: RungSpec) -> str:
+    """What a finished rung's result depends on: data, model, task, seed and its own (validated) params."""
+    params = rung_params(rung).model_dump(mode="json")
+    key = {
+        "data": ladder.data_hash, "model": ladder.ctx.model.sha256, "method": rung.method, "params": params,
+        "task": ladder.spec.task.model_dump(mode="json"), "seed": ladder.spec.seed,
+        "max_length": ladder.spec.data.max_length,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
+    """Load and split the data once, resolve the base model, build the shared context."""
+    from adaptlab.data.source import load_frames
+
+    task = get_task(spec.task.type)
+    frames = load_frames(spec, getattr(task, "stratify_role", "label_column"))
+    data = task.prepare(spec, frames)
+    ctx = RunContext(
+        model_spec=spec.model,
+        task=spec.task.type,
+        label_names=data.meta().get("label_names", []),
+        label_descriptions=data.meta().get("label_descriptions", {}),
+        max_length=spec.data.max_length,
+        seed=spec.seed,
+        device=spec.device,
+        trust_remote_code=spec.trust_remote_code,
+        allow_pickle=spec.allow_pickle,
+    )
+    ctx.model  # resolve now: an unknown model is a user error before any rung starts
+    data_hash = hash_records(
+        [[name, s.ids, s.texts, s.pairs, s.labels.tolist()] for name, s in
+         (("train", data.train), ("validation", data.validation), ("test", data.test))]
+    )
+    return Ladder(spec, task, data, ctx, output or spec.output_path(), data_hash, config_hash(spec))
+
+
+def build_method(rung: RungSpec, ctx: RunContext) -> Method:
+    return METHODS.get(rung.method)(rung_params(rung), ctx)
+
+
+def _uncached(method: Method) -> contextlib.AbstractContextManager:
+    embedder = getattr(method, "embedder", None)
+    return embedder.uncached() if embedder is not None else contextlib.nullcontext()
+
+
+def run_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None) -> dict:
+    """Train, evaluate and save one rung; returns its leaderboard entry. Never raises for a failing rung."""
+    say = progress or (lambda _rung, _stage: None)
+    name = rung.run_name
+    staging = partial_dir(ladder.output, name)
+    if not resume:
+        shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    ladder.ctx.reset_caches()
+    base_entry = {"rung": name, "method": rung.method, "dir": name, "primary_metric": ladder.task.primary_metric}
+    run_info = {
+        "ladder": ladder.spec.name,
+        "rung": rung.model_dump(mode="json"),
+        "params": rung_params(rung).model_dump(mode="json"),
+        "task": ladder.spec.task.model_dump(mode="json"),
+        "data": ladder.spec.data.model_dump(mode="json"),
+        "context": ladder.ctx.to_dict(),
+        "rung_sha256": rung_hash(ladder, rung),
+    }
+    write_json_atomic(staging / "run.json", run_info)
+    prov = provenance(
+        model=ladder.ctx.model, data_hash=ladder.data_hash, seed=ladder.spec.seed, config_hash=ladder.config_hash,
+        trust_remote_code=ladder.spec.trust_remote_code,
+    )
+    try:
+        say(name, "loading")
+        method = build_method(rung, ladder.ctx)
+        with measure() as meter:
+            method.setup()
+            say(name, "training")
+            fit_kwargs = {"resume": resume} if "resume" in method.fit.__code__.co_varnames else {}
+            fit = method.fit(ladder.data, staging, **fit_kwargs)
+        say(name, "evaluating")
+        records = ladder.task.predict(method, ladder.data.test)
+        write_jsonl_atomic(staging / "predictions.jsonl", records)
+        meta = {**ladder.data.meta(), "seed": ladder.spec.seed}
+        evaluation = ladder.task.evaluate(records, meta)
+        say(name, "measuring latency")
+        test = ladder.data.test
+        n = min(LATENCY_EXAMPLES, len(test))
+        with _uncached(method):
+            latency = latency_ms(
+                lambda i: method.predict_proba([test.texts[i]], [test.pairs[i]] if test.pairs else None), n
+            )
+        say(name, "saving")
+        method.save(staging / "weights")
+        trainable, total = method.parameter_counts()
+        cost = cost_summary(
+            trainable=trainable, total=total, meter=meter, samples=fit.get("samples", 0), tokens=fit.get("tokens"),
+            size_bytes=dir_size(staging / "weights"), latency=latency,
+        )
+        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+        primary = ladder.task.primary_metric
+        entry = {
+            **base_entry,
+            "status": "ok",
+            "value": evaluation["metrics"][primary],
+            "interval": evaluation["interval"].get(primary),
+            "metrics": evaluation["metrics"],
+            "cost": cost,
+            "error": None,
+        }
+        metrics = {
+            **entry,
+            "task": ladder.spec.task.type,
+            "higher_is_better": higher_is_better(primary),
+            **{k: v for k, v in evaluation.items() if k not in ("metrics", "interval")},
+            "intervals": evaluation["interval"],
+            "history": fit.get("history", []),
+            "resumed_from": fit.get("resumed_from"),
+            "provenance": prov,
+        }
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failing rung is recorded; the ladder goes on
+        detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        (staging / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+        entry = {**base_entry, "status": "failed", "value": None, "interval": None, "metrics": {}, "cost": {},
+                 "error": detail}
+        metrics = {**entry, "task": ladder.spec.task.type, "provenance": prov}
+    write_json_atomic(staging / "metrics.json", metrics)
+    final = ladder.output / name
+    publish(staging, final)
+    registry.record(entry, ladder.spec.name, ladder.spec.task.type, ladder.spec.model, final)
+    say(name, entry["status"])
+    return entry
+
+
+def finished_entry(ladder: Ladder, rung: RungSpec) -> dict | None:
+    """The leaderboard entry of a rung already finished with the same inputs, for --resume."""
+    folder = ladder.output / rung.run_name
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if metrics.get("status") != "ok" or run.get("rung_sha256") != rung_hash(ladder, rung):
+        return None
+    keys = ("rung", "method", "dir", "primary_metric", "status", "value", "interval", "metrics", "cost", "error")
+    return {k: metrics.get(k) for k in keys}
+
+
+def rank(entries: list[dict], metric_higher_is_better: bool = True) -> list[dict]:
+    ok = [e for e in entries if e["status"] == "ok"]
+    failed = [e for e in entries if e["status"] != "ok"]
+    ok.sort(key=lambda e: e["value"], reverse=metric_higher_is_better)
+    return ok + failed
+
+
+def write_leaderboard(ladder: Ladder, entries: list[dict]) -> dict:
+    primary = ladder.task.primary_metric
+    board = {
+        "ladder": ladder.spec.name,
+        "task": ladder.spec.task.type,
+        "model": ladder.spec.model,
+        "primary_metric": primary,
+        "higher_is_better": higher_is_better(primary),
+        "data_sha256": ladder.data_hash,
+        "split": {"train": len(ladder.data.train), "validation": len(ladder.data.validation),
+                  "test": len(ladder.data.test), "seed": ladder.spec.seed},
+        "rungs": rank(entries, higher_is_better(primary)),
+    }
+    write_json_atomic(ladder.output / "leaderboard.json", board)
+    return board
+
+
+def compare(
+    ladder: Ladder, *, resume: bool = False, only: list[str] | None = None, progress: Progress | None = None
+) -> dict:
+    """Run every rung (or those named in ``only``) on the ladder's split; returns the leaderboard."""
+    rungs = [ladder.spec.rung(n) for n in only] if only else ladder.spec.rungs
+    with OutputLock(ladder.output):
+        write_json_atomic(ladder.output / "ladder.json", ladder.spec.model_dump(mode="json", exclude={"base_dir"}))
+        entries: dict[str, dict] = {}
+        for rung in ladder.spec.rungs:  # keep earlier results of rungs not being re-run
+            if rung not in rungs:
+                previous = finished_entry(ladder, rung)
+                if previous:
+                    entries[rung.run_name] = previous
+        for rung in rungs:
+            previous = finished_entry(ladder, rung) if resume else None
+            if previous:
+                if progress:
+                    progress(rung.run_name, "already finished (resume)")
+                entries[rung.run_name] = previous
+            else:
+                entries[rung.run_name] = run_rung(ladder, rung, resume=resume, progress=progress)
+            write_leaderboard(ladder, list(entries.values()))
+        shutil.rmtree(ladder.output / ".partial", ignore_errors=True)
+        return write_leaderboard(ladder, list(entries.values()))
+
+
+def load_run(run_dir: Path) -> tuple[Any, Method, dict]:
+    """Rebuild a finished rung from its folder: (task, method ready to predict, run.json)."""
+    run_dir = Path(run_dir)
+    run_file = run_dir / "run.json"
+    if not run_file.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no run.json). Pass <output>/<rung>, e.g. runs/<ladder>/lora.")
+    info = json.loads(run_file.read_text(encoding="utf-8"))
+    metrics_file = run_dir / "metrics.json"
+    status = json.loads(metrics_file.read_text(encoding="utf-8")).get("status") if metrics_file.is_file() else None
+    if status != "ok":
+        raise UserError(f"{run_dir}: this rung did not finish successfully (status: {status}); nothing to load.")
+    ctx = RunContext.from_dict(info["context"])
+    method_cls = METHODS.get(info["rung"]["method"])
+    method = method_cls.load(run_dir / "weights", method_cls.Params.model_validate(info["params"]), ctx)
+    return get_task(info["context"]["task"]), method, info
+
+
+def read_predictions(run_dir: Path) -> list[dict]:
+    return read_jsonl(Path(run_dir) / "predictions.jsonl")

@@ -1,0 +1,1 @@
+"""Turning finished runs into tables and reports."""

@@ -1,0 +1,44 @@
+"""Tasks: what is being learned, how examples look, how predictions are scored.
+
+A task is a small registered plug-in (one module each). It turns loaded data frames into task data, asks a
+method for predictions on a split and writes them as records, and scores records with its metrics. The primary
+metric is what the ladder ranks rungs by.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Protocol
+
+from adaptlab.registry import Registry
+
+
+class Task(Protocol):
+    name: str
+    primary_metric: str
+
+    def prepare(self, spec: Any, frames: dict[str, Any]) -> Any:
+        """Validate the data frames (train/validation/test) and return the task's data object."""
+
+    def predict(self, method: Any, split: Any) -> list[dict]:
+        """Prediction records for a split: id, input, reference, prediction, scores."""
+
+    def evaluate(self, records: list[dict], meta: dict) -> dict:
+        """Metrics (incl. an interval for the primary metric) computed from records alone."""
+
+
+TASKS: Registry[type] = Registry("task")
+
+
+def get_task(name: str) -> Task:
+    return TASKS.get(name)()
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_discover()

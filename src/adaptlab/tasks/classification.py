@@ -1,0 +1,154 @@
+"""Text classification (single text or text pair -> one label). Primary metric: macro-F1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptlab.errors import DataError
+from adaptlab.tasks import TASKS
+
+
+@dataclass
+class Split:
+    """One split of a classification dataset. `ids` point back to the source rows."""
+
+    ids: list[str]
+    texts: list[str]
+    labels: np.ndarray
+    pairs: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: np.ndarray | list[int]) -> Split:
+        idx = list(index)
+        return Split(
+            ids=[self.ids[i] for i in idx],
+            texts=[self.texts[i] for i in idx],
+            labels=self.labels[idx],
+            pairs=[self.pairs[i] for i in idx] if self.pairs is not None else None,
+        )
+
+
+@dataclass
+class ClassificationData:
+    label_names: list[str]
+    train: Split
+    validation: Split
+    test: Split
+    label_descriptions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def meta(self) -> dict[str, Any]:
+        return {"label_names": self.label_names, "label_descriptions": self.label_descriptions}
+
+
+@TASKS.register("classification")
+class ClassificationTask:
+    primary_metric = "macro_f1"
+
+    def prepare(self, spec: Any, frames: dict[str, pd.DataFrame]) -> ClassificationData:
+        from adaptlab.data.columns import check_columns, clean_label_column, clean_text_column
+
+        data = spec.data
+        roles = {"text": data.text_column, "label": data.label_column}
+        if data.text_pair_column:
+            roles["text_pair"] = data.text_pair_column
+        cleaned: dict[str, pd.DataFrame] = {}
+        for split_name, frame in frames.items():
+            source = frame.attrs.get("source", split_name)
+            if len(frame) == 0 and split_name == "validation":
+                cleaned[split_name] = frame
+                continue
+            check_columns(frame, roles, source)
+            frame = frame.copy()
+            frame[data.text_column] = clean_text_column(frame, data.text_column, source)
+            if data.text_pair_column:
+                frame[data.text_pair_column] = clean_text_column(frame, data.text_pair_column, source)
+            frame[data.label_column] = clean_label_column(frame, data.label_column, source)
+            cleaned[split_name] = frame
+
+        seen = sorted(set(cleaned["train"][data.label_column]))
+        label_names = list(spec.task.labels) if spec.task.labels else seen
+        known = set(label_names)
+        for split_name, frame in cleaned.items():
+            if len(frame) == 0:
+                continue
+            unknown = sorted(set(frame[data.label_column]) - known)
+            if unknown:
+                source = frame.attrs.get("source", split_name)
+                raise DataError(
+                    f"{source}: label(s) {unknown[:10]} in the {split_name} split are not in the label set "
+                    f"{label_names}; add them to task.labels or fix the rows."
+                )
+        descriptions = {name: name for name in label_names}
+        for name, desc in (spec.task.label_descriptions or {}).items():
+            if name not in known:
+                raise DataError(
+                    f"task.label_descriptions: '{name}' is not a label; labels are {label_names}."
+                )
+            descriptions[name] = desc
+
+        def to_split(frame: pd.DataFrame) -> Split:
+            if len(frame) == 0:
+                return Split(ids=[], texts=[], labels=np.zeros(0, dtype=np.int64), pairs=None)
+            index = {name: i for i, name in enumerate(label_names)}
+            rows = frame["_row"] if "_row" in frame else pd.Series(range(1, len(frame) + 1), index=frame.index)
+            return Split(
+                ids=[str(r) for r in rows],
+                texts=frame[data.text_column].tolist(),
+                labels=np.array([index[v] for v in frame[data.label_column]], dtype=np.int64),
+                pairs=frame[data.text_pair_column].tolist() if data.text_pair_column else None,
+            )
+
+        return ClassificationData(
+            label_names=label_names,
+            train=to_split(cleaned["train"]),
+            validation=to_split(cleaned.get("validation", cleaned["train"].iloc[0:0])),
+            test=to_split(cleaned["test"]),
+            label_descriptions=descriptions,
+        )
+
+    def predict(self, method: Any, split: Split) -> list[dict]:
+        probs = np.asarray(method.predict_proba(split.texts, split.pairs), dtype=np.float64)
+        names = method.label_names
+        records = []
+        for i, row in enumerate(probs):
+            rec = {"id": split.ids[i], "text": split.texts[i]}
+            if split.pairs is not None:
+                rec["text_pair"] = split.pairs[i]
+            rec["reference"] = names[int(split.labels[i])] if len(split.labels) else None
+            rec["prediction"] = names[int(np.argmax(row))]
+            rec["scores"] = {n: round(float(p), 6) for n, p in zip(names, row)}
+            records.append(rec)
+        return records
+
+    def evaluate(self, records: list[dict], meta: dict) -> dict:
+        from adaptlab.evaluation.metrics import classification_metrics
+        from adaptlab.evaluation.stats import bootstrap_classification
+
+        names = meta["label_names"]
+        index = {n: i for i, n in enumerate(names)}
+        refs = np.array([index[r["reference"]] for r in records], dtype=np.int64)
+        preds = np.array([index[r["prediction"]] for r in records], dtype=np.int64)
+        result = classification_metrics(refs, preds, names)
+        metrics = {k: result[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")}
+        interval = {
+            m: list(bootstrap_classification(refs, preds, len(names), metric=m, seed=meta.get("seed", 0)))
+            for m in ("macro_f1", "accuracy")
+        }
+        return {
+            "metrics": metrics,
+            "interval": interval,
+            "per_class": result["per_class"],
+            "confusion_matrix": result["confusion_matrix"],
+            "labels": names,
+            "n": len(records),
+        }

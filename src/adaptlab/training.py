@@ -1,0 +1,216 @@
+"""Gradient training for every rung that trains weights, on top of the transformers Trainer.
+
+The Trainer brings what users expect and we should not rewrite: accelerate (DDP, FSDP, DeepSpeed through
+``accelerate launch``), TensorBoard logs, optimizer/scheduler/RNG checkpoints and exact resume. adaptlab adds:
+checkpoints written atomically (temporary folder, fsync, rename), checkpoints every N minutes, and a guard that
+stops a rung whose loss stops being finite with the step, learning rate and a suggestion.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from adaptlab.errors import TrainingError
+
+CHECKPOINTS = "checkpoints"
+
+
+class TrainParams(BaseModel):
+    """Hyperparameters shared by every rung that trains weights with gradient descent."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = Field(5e-5, gt=0, lt=1, description="Peak learning rate.")
+    batch_size: int = Field(32, gt=0, description="Examples per optimizer step (per device).")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches accumulated per step.")
+    eval_batch_size: int = Field(128, gt=0, description="Examples per forward pass at evaluation.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
+    lr_scheduler: str = Field("linear", description="transformers scheduler name: linear, cosine, constant, ...")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    evals_per_epoch: int = Field(2, ge=0, description="Validation-loss evaluations per epoch (0: none).")
+    logging_steps: int = Field(10, gt=0, description="Log training loss every N steps.")
+    checkpoint_every_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (for resume).")
+    checkpoint_every_minutes: float | None = Field(None, gt=0, description="Checkpoint every N minutes of training.")
+    group_by_length: bool = Field(True, description="Batch texts of similar length together (less padding).")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainParams:
+        from transformers.trainer_utils import SchedulerType
+
+        names = [s.value for s in SchedulerType]
+        if self.lr_scheduler not in names:
+            from adaptlab.errors import did_you_mean
+
+            raise ValueError(f"lr_scheduler '{self.lr_scheduler}' unknown.{did_you_mean(self.lr_scheduler, names)}")
+        return self
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    """Stop training as soon as a logged loss is NaN or infinite."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            lr = (logs or {}).get("learning_rate", args.learning_rate)
+            raise TrainingError(
+                f"the training loss became {loss} at step {state.global_step} (learning rate {lr:.3g}). "
+                "Try a lower learning_rate (e.g. 10x smaller), more warmup_ratio, or check the data for empty texts."
+            )
+
+
+class TimedCheckpoints(TrainerCallback):
+    """Ask for a checkpoint whenever `minutes` of training have passed since the last one."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.last = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() - self.last >= self.seconds:
+            control.should_save = True
+            self.last = time.monotonic()
+        return control
+
+
+def _fsync_tree(path: Path) -> None:
+    for root, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+
+
+class AtomicTrainer(Trainer):
+    """A Trainer whose checkpoints appear complete or not at all.
+
+    A checkpoint is written to ``tmp-checkpoint-N`` and renamed to ``checkpoint-N`` only after every file is on
+    disk, so a crash mid-write leaves no checkpoint that resume would trust.
+    """
+
+    def _save_checkpoint(self, model, trial):
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        run_dir = Path(self._get_output_dir(trial=trial))
+        final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        tmp = run_dir / f"tmp-{final.name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        real_output_dir = self.args.output_dir
+        # Let the base class write into a scratch run dir, then move the finished checkpoint into place.
+        scratch = run_dir / ".scratch"
+        shutil.rmtree(scratch, ignore_errors=True)
+        self.args.output_dir = str(scratch)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = real_output_dir
+        written = scratch / final.name
+        _fsync_tree(written)
+        written.rename(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        shutil.rmtree(scratch, ignore_errors=True)
+        for old in sorted(run_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])):
+            if old != final:  # keep only the newest complete checkpoint
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def last_checkpoint(workdir: Path) -> Path | None:
+    """The newest complete checkpoint under ``workdir``, ignoring half-written ones."""
+    root = workdir / CHECKPOINTS
+    done = [p for p in root.glob("checkpoint-*") if (p / "trainer_state.json").is_file()] if root.is_dir() else []
+    return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1])) if done else None
+
+
+def train(
+    model: Any,
+    *,
+    params: TrainParams,
+    train_dataset: Any,
+    eval_dataset: Any | None,
+    collator: Any,
+    workdir: Path,
+    seed: int,
+    use_cpu: bool,
+    resume: bool,
+) -> dict[str, Any]:
+    """Train ``model`` in place; returns {"history", "train_seconds", "samples", "steps"}."""
+    steps_per_epoch = max(1, math.ceil(len(train_dataset) / (params.batch_size * params.gradient_accumulation_steps)))
+    eval_steps = None
+    if eval_dataset is not None and len(eval_dataset) and params.evals_per_epoch:
+        eval_steps = max(1, steps_per_epoch // params.evals_per_epoch)
+    save_steps = params.checkpoint_every_steps
+    args = TrainingArguments(
+        output_dir=str(workdir / CHECKPOINTS),
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps or -1,
+        learning_rate=params.learning_rate,
+        per_device_train_batch_size=params.batch_size,
+        per_device_eval_batch_size=params.eval_batch_size,
+        gradient_accumulation_steps=params.gradient_accumulation_steps,
+        weight_decay=params.weight_decay,
+        warmup_steps=float(params.warmup_ratio),  # a float in [0, 1) is a ratio of total steps
+        logging_nan_inf_filter=False,  # the guard must see a NaN loss, not a filtered one
+        lr_scheduler_type=params.lr_scheduler,
+        max_grad_norm=params.max_grad_norm,
+        logging_steps=params.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if eval_steps else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        seed=seed,
+        data_seed=seed,
+        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
+        report_to=["tensorboard"],
+        dataloader_num_workers=0,
+        use_cpu=use_cpu,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+    )
+    callbacks: list[TrainerCallback] = [NonFiniteLossGuard()]
+    if params.checkpoint_every_minutes:
+        callbacks.append(TimedCheckpoints(params.checkpoint_every_minutes))
+    old_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(workdir / "tensorboard")  # read once, when the Trainer is built
+    try:
+        trainer = AtomicTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset if eval_steps else None,
+            data_collator=collator,
+            callbacks=callbacks,
+        )
+    finally:
+        if old_tb is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = old_tb
+    checkpoint = last_checkpoint(workdir) if resume else None
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - start
+    history = [
+        {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")}
+        for entry in trainer.state.log_history
+    ]
+    final_loss = output.training_loss
+    if not math.isfinite(final_loss):
+        raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")
+    epochs_done = min(params.epochs, trainer.state.epoch or params.epochs)
+    return {
+        "history": [h for h in history if len(h) > 2],
+        "train_seconds": seconds,
+        "samples": int(round(len(train_dataset) * epochs_done)),
+        "steps": trainer.state.global_step,
+        "resumed_from": checkpoint.name if checkpoint else None,
+    }
