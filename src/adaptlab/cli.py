@@ -54,6 +54,8 @@ def compare(
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder (default: from the config)."),
     resume: bool = typer.Option(False, help="Skip finished rungs, continue interrupted ones from checkpoints."),
     rungs: str | None = typer.Option(None, help="Comma-separated rung names to run (default: all)."),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle checkpoints (.bin/.pt). Unpickling runs code."),
+    check_repro: str | None = typer.Option(None, help="Re-run this finished rung and diff it with the record."),
 ) -> None:
     """Run every rung of the ladder on the same split and print the leaderboard."""
     from adaptlab.config import load_ladder
@@ -62,9 +64,13 @@ def compare(
     from adaptlab.reporting.table import leaderboard_table
 
     spec = load_ladder(config)
+    spec.allow_pickle = spec.allow_pickle or allow_pickle
     only = [r.strip() for r in rungs.split(",")] if rungs else None
     with console.status("loading data and model"):
         ladder = prepare(spec, output)
+    if check_repro:
+        _check_repro(ladder, check_repro)
+        return
     d = ladder.data
     console.print(
         f"[bold]{spec.name}[/bold]: {spec.task.type}, model {spec.model}, split train={len(d.train)} "
@@ -77,6 +83,21 @@ def compare(
         status.stop()
     console.print(leaderboard_table(board))
     _after_compare(ladder.output, board)
+
+
+def _check_repro(ladder, rung: str) -> None:
+    from adaptlab.pipeline import check_repro
+
+    with tempfile.TemporaryDirectory(prefix="adaptlab-repro-") as scratch:
+        with console.status(f"re-running {rung}"):
+            result = check_repro(ladder, rung, Path(scratch))
+    if result["identical"]:
+        console.print(f"[green]reproduced[/green]: {rung} gives identical predictions and metrics.")
+        return
+    console.print(f"[red]not reproduced[/red]: {rung}")
+    for d in result["differences"]:
+        console.print(f"  - {d}", soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def _after_compare(output: Path, board: dict) -> None:
@@ -95,9 +116,10 @@ def run(
     rung: str = typer.Option(..., "--rung", "-r", help="The rung to run."),
     output: Path | None = typer.Option(None, "--output", "-o"),
     resume: bool = typer.Option(False, help="Continue from the rung's last checkpoint."),
+    allow_pickle: bool = typer.Option(False, help="Allow pickle checkpoints (.bin/.pt). Unpickling runs code."),
 ) -> None:
     """Run one rung of a ladder."""
-    compare(config, output=output, resume=resume, rungs=rung)
+    compare(config, output=output, resume=resume, rungs=rung, allow_pickle=allow_pickle, check_repro=None)
 
 
 @app.command()
@@ -210,6 +232,8 @@ def _load_command_modules() -> None:
 def main() -> None:
     """Entry point: user errors -> exit 2 with one message; internal errors -> exit 1, traceback saved to a file."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # load reports and warnings: not for end users
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         _load_command_modules()
         app(standalone_mode=False)

@@ -110,7 +110,8 @@ def run_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: 
     say = progress or (lambda _rung, _stage: None)
     name = rung.run_name
     staging = partial_dir(ladder.output, name)
-    if not resume:
+    digest = rung_hash(ladder, rung)
+    if not resume or _staged_hash(staging) != digest:  # never resume from a checkpoint of other settings
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True, exist_ok=True)
     ladder.ctx.reset_caches()
@@ -122,7 +123,7 @@ def run_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: 
         "task": ladder.spec.task.model_dump(mode="json"),
         "data": ladder.spec.data.model_dump(mode="json"),
         "context": ladder.ctx.to_dict(),
-        "rung_sha256": rung_hash(ladder, rung),
+        "rung_sha256": digest,
     }
     write_json_atomic(staging / "run.json", run_info)
     prov = provenance(
@@ -194,6 +195,13 @@ def run_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: 
     return entry
 
 
+def _staged_hash(staging: Path) -> str | None:
+    try:
+        return json.loads((staging / "run.json").read_text(encoding="utf-8")).get("rung_sha256")
+    except (OSError, ValueError):
+        return None
+
+
 def finished_entry(ladder: Ladder, rung: RungSpec) -> dict | None:
     """The leaderboard entry of a rung already finished with the same inputs, for --resume."""
     folder = ladder.output / rung.run_name
@@ -256,6 +264,35 @@ def compare(
             write_leaderboard(ladder, list(entries.values()))
         shutil.rmtree(ladder.output / ".partial", ignore_errors=True)
         return write_leaderboard(ladder, list(entries.values()))
+
+
+def check_repro(ladder: Ladder, rung_name: str, scratch: Path) -> dict:
+    """Re-run a finished rung into ``scratch`` and diff its predictions and metrics with the recorded run."""
+    rung = ladder.spec.rung(rung_name)
+    recorded = ladder.output / rung_name
+    if not (recorded / "metrics.json").is_file():
+        raise UserError(f"{recorded}: no finished run to check; run `adaptlab compare` first.")
+    again = Ladder(**{**ladder.__dict__, "output": scratch})
+    run_rung(again, rung)
+    differences = []
+    old_m = json.loads((recorded / "metrics.json").read_text(encoding="utf-8"))
+    new_m = json.loads((scratch / rung_name / "metrics.json").read_text(encoding="utf-8"))
+    for key in ("status", "metrics", "intervals", "per_class", "confusion_matrix"):
+        if old_m.get(key) != new_m.get(key):
+            differences.append(f"metrics.json `{key}`: recorded {old_m.get(key)} vs now {new_m.get(key)}")
+    for label, (a, b) in {
+        "provenance.data_sha256": (old_m["provenance"]["data_sha256"], new_m["provenance"]["data_sha256"]),
+        "provenance.model_sha256": (old_m["provenance"]["model_sha256"], new_m["provenance"]["model_sha256"]),
+        "provenance.packages": (old_m["provenance"]["packages"], new_m["provenance"]["packages"]),
+    }.items():
+        if a != b:
+            differences.append(f"{label}: recorded {a} vs now {b}")
+    if (recorded / "predictions.jsonl").is_file() and (scratch / rung_name / "predictions.jsonl").is_file():
+        old_p, new_p = read_predictions(recorded), read_predictions(scratch / rung_name)
+        changed = [o["id"] for o, n in zip(old_p, new_p) if o != n]
+        if changed or len(old_p) != len(new_p):
+            differences.append(f"predictions differ on {len(changed)} of {len(old_p)} examples, e.g. ids {changed[:5]}")
+    return {"rung": rung_name, "identical": not differences, "differences": differences}
 
 
 def load_run(run_dir: Path) -> tuple[Any, Method, dict]:

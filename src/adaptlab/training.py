@@ -113,6 +113,7 @@ class AtomicTrainer(Trainer):
         finally:
             self.args.output_dir = real_output_dir
         written = scratch / final.name
+        _fault_point(f"checkpoint:{self.state.global_step}")
         _fsync_tree(written)
         written.rename(tmp)
         shutil.rmtree(final, ignore_errors=True)
@@ -121,6 +122,15 @@ class AtomicTrainer(Trainer):
         for old in sorted(run_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"), key=lambda p: int(p.name.rsplit("-", 1)[1])):
             if old != final:  # keep only the newest complete checkpoint
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _fault_point(name: str) -> None:
+    """Crash-test hook: ``ADAPTLAB_FAULT=checkpoint:N`` kills the process (SIGKILL) while checkpoint N is half
+    written. Used by the crash/resume tests; inert unless that variable is set."""
+    if os.environ.get("ADAPTLAB_FAULT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def last_checkpoint(workdir: Path) -> Path | None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adaptlab.data.readers import short
 from adaptlab.errors import DataError, did_you_mean
 
 ROW_COLUMN = "_row"
@@ -33,10 +34,10 @@ def check_columns(df: pd.DataFrame, required: dict[str, str], source: str) -> No
         if column is None or column in df.columns:
             continue
         problems.append(
-            f"column '{column}' (data.{role}_column) not found.{did_you_mean(column, columns)}"
+            f"column '{short(column)}' (data.{role}_column) not found.{did_you_mean(column, columns)}"
         )
     if problems:
-        listing = ", ".join(columns)
+        listing = ", ".join(short(c) for c in columns)
         raise DataError(f"{source}: {' '.join(problems)} Columns: {listing}.")
 
 
@@ -65,7 +66,7 @@ def clean_label_column(df: pd.DataFrame, col: str, source: str, *, min_classes: 
     classes = sorted(set(values))
     if len(classes) < min_classes:
         if len(classes) == 1:
-            found = f"only one class, '{classes[0]}', in all {len(values)} rows"
+            found = f"only one class, '{short(classes[0])}', in all {len(values)} rows"
         else:
             found = f"{len(classes)} classes ({', '.join(classes)})"
         raise DataError(

@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from adaptlab.reporting.recommend import pareto_front  # noqa: E402
 
@@ -76,13 +76,13 @@ def _format_cost(kind: str):
         if kind == "bytes":
             for unit, size in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
                 if abs(x) >= size:
-                    return f"{x / size:g} {unit}"
-            return f"{x:g} B"
+                    return f"{x / size:.3g} {unit}"
+            return f"{x:.3g} B"
         if kind == "count":
             for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
                 if abs(x) >= size:
-                    return f"{x / size:g}{unit}"
-        return f"{x:g}"
+                    return f"{x / size:.3g}{unit}"
+        return f"{x:.3g}"
 
     return FuncFormatter(fmt)
 
@@ -95,7 +95,7 @@ def _scale(ax: plt.Axes, values: Sequence[float]) -> None:
     if len(positive) == len(values):
         ax.set_xscale("log")
     else:
-        ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xscale("symlog", linthresh=10 ** math.floor(math.log10(min(positive))))
 
 
 def quality_cost_chart(
@@ -118,10 +118,12 @@ def quality_cost_chart(
         ax.annotate(p.name, (x, p.value), textcoords="offset points", xytext=(6, 5), fontsize=8)
     ordered = sorted((float(p.cost[cost_name]), p.value) for p in usable if p.name in front)
     if len(ordered) > 1:
-        xs, ys = zip(*ordered)
+        xs, ys = zip(*ordered, strict=True)
         ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1, zorder=2, label="Pareto front")
         ax.legend(loc="lower right" if higher_is_better else "upper right", fontsize=8, frameon=False)
     _scale(ax, [float(p.cost[cost_name]) for p in usable])
+    if ax.get_xscale() == "linear":
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.xaxis.set_major_formatter(_format_cost(kind))
     ax.set_xlabel(cost_label)
     ax.set_ylabel(metric + ("" if higher_is_better else " (lower is better)"))
@@ -155,7 +157,7 @@ def learning_curves(histories: Sequence[tuple[str, int, list[dict]]]) -> Chart |
     ``loss`` and/or ``eval_loss``; None when no rung logged any loss.
     """
     drawn = False
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig, ax = plt.subplots(figsize=(10.0, 3.6))
     for name, color, history in histories:
         for key, style, label in (("loss", "-", "train"), ("eval_loss", "--", "validation")):
             pts = sorted(
@@ -165,7 +167,7 @@ def learning_curves(histories: Sequence[tuple[str, int, list[dict]]]) -> Chart |
             )
             if not pts:
                 continue
-            xs, ys = zip(*pts)
+            xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, style, color=colour(color), marker="o" if key == "eval_loss" else None, markersize=4,
                     linewidth=1.5, label=f"{name} ({label})")
             drawn = True
@@ -177,5 +179,7 @@ def learning_curves(histories: Sequence[tuple[str, int, list[dict]]]) -> Chart |
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_title("learning curves", fontsize=10)
-    caption = "Training loss (solid) and validation loss (dashed) per optimizer step, for every rung that trains by steps."
+    caption = (
+        "Training loss (solid) and validation loss (dashed) per optimizer step, for every rung that trains by steps."
+    )
     return Chart("learning-curves", "learning curves", caption, to_svg(fig, "learning-curves"))

@@ -98,7 +98,7 @@ def indistinguishable(
         return True, "the best rung"
     if p_value is not None and math.isfinite(p_value):
         verdict = p_value >= alpha
-        return verdict, f"p = {fmt_p(p_value)} {'>=' if verdict else '<'} {alpha} vs the best"
+        return verdict, f"{p_phrase(p_value)} {'>=' if verdict else '<'} {alpha} vs the best"
     overlap = intervals_overlap(entry.get("interval"), best.get("interval"))
     if overlap is not None:
         return overlap, f"no paired test; 95% intervals {'overlap' if overlap else 'do not overlap'}"
@@ -159,6 +159,11 @@ def _runner_up(
 ) -> tuple[str | None, str]:
     if len(tied) > 1:
         nxt = tied[1]
+        if nxt is ranked[0]:
+            return nxt["rung"], (
+                f"{nxt['rung']} has the best {metric} ({nxt['value']:.4g}) but costs more "
+                f"({cost_phrase(nxt, choice)}), for a difference the test cannot tell from chance."
+            )
         return nxt["rung"], (
             f"{nxt['rung']} ({metric} {nxt['value']:.4g}) is also indistinguishable from the best "
             f"({evidence[nxt['rung']][1]}) and the next cheapest ({cost_phrase(nxt, choice)})."
@@ -197,6 +202,12 @@ def _cost_value(name: str, v: float) -> str:
 def fmt_p(p: float) -> str:
     """A p-value for people: 3 significant digits, '< 0.001' below that."""
     return "< 0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def p_phrase(p: float) -> str:
+    """'p = 0.21' or 'p < 0.001'."""
+    text = fmt_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
 
 
 def pareto_front(points: Sequence[tuple[str, float, float]], higher_is_better: bool = True) -> list[str]:

@@ -1,0 +1,150 @@
+"""Crashes, resume, locks and reproducibility (issue 5).
+
+A training process is killed with SIGKILL at random moments (and once in the middle of writing a checkpoint),
+then resumed until it finishes: predictions and metrics must equal those of an uninterrupted run with the same seed,
+and the run registry must stay consistent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_config
+
+TRAIN = {"method": "full", "params": {"max_steps": 60, "batch_size": 8, "learning_rate": 1e-3,
+                                       "checkpoint_every_steps": 5, "evals_per_epoch": 0, "logging_steps": 5}}
+
+
+def adaptlab(*args, env=None, **kw) -> subprocess.Popen:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "adaptlab", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env, **kw)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def results(folder: Path) -> tuple[list[dict], dict]:
+    preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return preds, metrics["metrics"]
+
+
+def registry_rows(home: Path) -> list[tuple]:
+    con = sqlite3.connect(home / "runs.sqlite")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    rows = con.execute("SELECT path, rung, status FROM runs").fetchall()
+    con.close()
+    return rows
+
+
+@pytest.fixture
+def crash_config(tmp_path, sentiment_csv, tiny_bert):
+    return write_config(tmp_path, sentiment_csv, tiny_bert, [TRAIN])
+
+
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted(crash_config, tmp_path, _home):
+    # The uninterrupted reference, in its own output folder.
+    start = time.monotonic()
+    code, _, err = finish(adaptlab("run", crash_config, "--rung", "full", "-o", tmp_path / "reference"))
+    duration = time.monotonic() - start
+    assert code == 0, err
+    reference = results(tmp_path / "reference" / "full")
+
+    out = tmp_path / "crashy"
+    rng = random.Random(1234)
+    kills = 0
+    # 1) killed while checkpoint 10 is half written: the half checkpoint must not be trusted on resume.
+    code, _, _ = finish(adaptlab("run", crash_config, "--rung", "full", "-o", out,
+                                 env={"ADAPTLAB_FAULT": "checkpoint:10"}))
+    assert code == -signal.SIGKILL
+    kills += 1
+    staged = out / ".partial" / "full" / "checkpoints"
+    assert not (staged / "checkpoint-10").exists(), "a half-written checkpoint looks complete"
+    assert (staged / "checkpoint-5" / "trainer_state.json").is_file()
+    assert not (out / "full").exists(), "an interrupted rung must not look finished"
+    # 2) killed at random moments, each time resuming.
+    for _ in range(3):
+        proc = adaptlab("run", crash_config, "--rung", "full", "-o", out, "--resume")
+        time.sleep(rng.uniform(0.4, 0.9) * duration)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.communicate(timeout=60)
+        if (out / "full" / "metrics.json").is_file():
+            break
+    # 3) resume to the end.
+    if not (out / "full" / "metrics.json").is_file():
+        code, _, err = finish(adaptlab("run", crash_config, "--rung", "full", "-o", out, "--resume"))
+        assert code == 0, err
+    assert kills >= 2
+    resumed = results(out / "full")
+    assert resumed[1] == reference[1]
+    assert [p["scores"] for p in resumed[0]] == [p["scores"] for p in reference[0]]
+    metrics = json.loads((out / "full" / "metrics.json").read_text())
+    assert metrics["resumed_from"] is None or metrics["resumed_from"].startswith("checkpoint-")
+    rows = registry_rows(_home)
+    paths = [r[0] for r in rows]
+    assert len(paths) == len(set(paths)) == 2  # reference + crashy, no duplicates or orphans
+    assert all(Path(p).is_dir() for p in paths)
+
+
+def test_second_compare_on_same_output_refuses(crash_config, tmp_path):
+    from adaptlab.runs.files import OutputLock
+
+    with OutputLock(tmp_path / "out"):
+        code, out, err = finish(adaptlab("compare", crash_config))
+    assert code == 2
+    assert "another adaptlab process" in err and "--output" in err
+
+
+def test_same_seed_same_predictions_and_check_repro(tmp_path, sentiment_csv, tiny_bert):
+    rungs = [{"method": "lora", "params": {"max_steps": 15, "batch_size": 8, "evals_per_epoch": 0}},
+             {"method": "linear_probe"}]
+    config = write_config(tmp_path, sentiment_csv, tiny_bert, rungs)
+    for out in ("a", "b"):
+        code, _, err = finish(adaptlab("compare", config, "-o", tmp_path / out))
+        assert code == 0, err
+    for rung in ("lora", "linear_probe"):
+        assert results(tmp_path / "a" / rung) == results(tmp_path / "b" / rung)
+    code, out, err = finish(adaptlab("compare", config, "-o", tmp_path / "a", "--check-repro", "lora"))
+    assert code == 0, err
+    assert "reproduced" in out
+
+
+def test_nan_loss_stops_the_rung_with_step_and_advice(tmp_path, sentiment_csv, tiny_bert, monkeypatch):
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from adaptlab.config import load_ladder
+    from adaptlab.pipeline import compare, prepare
+
+    original = BertForSequenceClassification.forward
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        if out.loss is not None:
+            out.loss = out.loss * torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", poisoned)
+    rungs = [{"method": "head_only", "params": {"max_steps": 5, "logging_steps": 1}}, {"method": "linear_probe"}]
+    board = compare(prepare(load_ladder(write_config(tmp_path, sentiment_csv, tiny_bert, rungs))))
+    status = {e["rung"]: e for e in board["rungs"]}
+    assert status["linear_probe"]["status"] == "ok"
+    failed = status["head_only"]
+    assert failed["status"] == "failed"
+    assert "nan" in failed["error"] and "step 1" in failed["error"] and "learning_rate" in failed["error"]
+    assert (tmp_path / "out" / "head_only" / "error.log").is_file()
