@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -89,12 +90,43 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(f.fileno())
 
 
+class EpochSeededLengthGroupedSampler(torch.utils.data.Sampler):
+    """Length-grouped batches whose order depends only on (seed, epoch).
+
+    transformers' LengthGroupedSampler draws from the global RNG, whose state on resume is the checkpoint's, not
+    the epoch start's, so a resumed run would see other batches. Seeding per epoch makes resume exact.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 class AtomicTrainer(Trainer):
-    """A Trainer whose checkpoints appear complete or not at all.
+    """A Trainer whose checkpoints appear complete or not at all, and whose resume is exact.
 
     A checkpoint is written to ``tmp-checkpoint-N`` and renamed to ``checkpoint-N`` only after every file is on
     disk, so a crash mid-write leaves no checkpoint that resume would trust.
     """
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and "input_ids" in dataset.column_names:
+            lengths = [len(x) for x in dataset["input_ids"]]
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            return EpochSeededLengthGroupedSampler(lengths, batch, self.args.data_seed or self.args.seed)
+        return super()._get_train_sampler(train_dataset)
 
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR

@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tests.unit.test_report import make_ladder
 
 from adaptlab.reporting.report import write_report
-from tests.unit.test_report import make_ladder
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [

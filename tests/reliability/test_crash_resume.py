@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import write_config
 
-TRAIN = {"method": "full", "params": {"max_steps": 60, "batch_size": 8, "learning_rate": 1e-3,
+TRAIN = {"method": "full", "params": {"max_steps": 80, "batch_size": 8, "learning_rate": 1e-3,
                                        "checkpoint_every_steps": 5, "evals_per_epoch": 0, "logging_steps": 5}}
 
 
@@ -40,6 +40,11 @@ def results(folder: Path) -> tuple[list[dict], dict]:
     preds = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     metrics = json.loads((folder / "metrics.json").read_text())
     return preds, metrics["metrics"]
+
+
+def newest_checkpoint(folder: Path) -> int:
+    steps = [int(p.name.rsplit("-", 1)[1]) for p in folder.glob("checkpoint-*")] if folder.is_dir() else []
+    return max(steps, default=0)
 
 
 def registry_rows(home: Path) -> list[tuple]:
@@ -75,10 +80,15 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(crash_config,
     assert not (staged / "checkpoint-10").exists(), "a half-written checkpoint looks complete"
     assert (staged / "checkpoint-5" / "trainer_state.json").is_file()
     assert not (out / "full").exists(), "an interrupted rung must not look finished"
-    # 2) killed at random moments, each time resuming.
+    # 2) killed at random moments of training, each time resuming: wait for training to progress past the last
+    #    checkpoint, then kill after a random delay (which may land inside the next checkpoint's write).
     for _ in range(3):
+        seen = newest_checkpoint(staged)
         proc = adaptlab("run", crash_config, "--rung", "full", "-o", out, "--resume")
-        time.sleep(rng.uniform(0.4, 0.9) * duration)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and newest_checkpoint(staged) <= seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -89,7 +99,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(crash_config,
     if not (out / "full" / "metrics.json").is_file():
         code, _, err = finish(adaptlab("run", crash_config, "--rung", "full", "-o", out, "--resume"))
         assert code == 0, err
-    assert kills >= 2
+    assert kills >= 3
     resumed = results(out / "full")
     assert resumed[1] == reference[1]
     assert [p["scores"] for p in resumed[0]] == [p["scores"] for p in reference[0]]

@@ -291,6 +291,27 @@ def test_missing_or_corrupted_metrics_skipped_with_a_warning(tmp_path, capsys):
     assert not list(ladder.glob(".report.*.tmp"))  # atomic writes leave no temporary files
 
 
+def test_missing_predictions_fall_back_to_intervals(tmp_path, capsys):
+    ladder = make_ladder(tmp_path, failed=False)
+    (ladder / "lora" / "predictions.jsonl").unlink()
+    report = build_report([ladder], quiet_warn(messages := []))
+    assert any(str(ladder / "lora" / "predictions.jsonl") in m and "missing" in m for m in messages)
+    assert report.tests["lora"]["p_value"] is None and report.tests["lora"]["detail"] == "no predictions to pair"
+    assert report.tests["zero_shot"]["p_value"] < 0.001  # the others are still tested
+    # lora's interval [0.82, 0.94] overlaps full's [0.84, 0.96]: still indistinguishable, and cheaper
+    assert report.recommendation.choice == "lora"
+    assert "no paired test; 95% intervals overlap" in report.recommendation.reason
+
+
+def test_text_from_the_data_is_escaped_in_the_page(tmp_path):
+    ladder = make_ladder(tmp_path, failed=False)
+    path = ladder / "zero_shot" / "predictions.jsonl"
+    path.write_text(path.read_text().replace("review number", "<script>alert(1)</script> review"), encoding="utf-8")
+    page = write_report([ladder], tmp_path / "out", quiet=True)[1].read_text()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; review" in page
+    assert page.count("<script>") == 1  # only the page's own sorting script
+
+
 def test_all_runs_unreadable_is_an_error_and_nothing_is_written(tmp_path):
     ladder = make_ladder(tmp_path, failed=False)
     for rung in ("full", "lora", "zero_shot"):

@@ -150,6 +150,14 @@ def quality_cost_charts(points: Sequence[Point], metric: str, higher_is_better: 
     return charts
 
 
+def _loss_point(h: object, key: str) -> bool:
+    """A history entry with a finite ``key`` (loss or eval_loss) at a numeric step."""
+    if not isinstance(h, dict):
+        return False
+    value, step = h.get(key), h.get("step")
+    return isinstance(value, (int, float)) and isinstance(step, (int, float)) and math.isfinite(value)
+
+
 def learning_curves(histories: Sequence[tuple[str, int, list[dict]]]) -> Chart | None:
     """Training loss (solid) and validation loss (dashed, markers) per step, one colour per rung.
 
@@ -160,11 +168,7 @@ def learning_curves(histories: Sequence[tuple[str, int, list[dict]]]) -> Chart |
     fig, ax = plt.subplots(figsize=(10.0, 3.6))
     for name, color, history in histories:
         for key, style, label in (("loss", "-", "train"), ("eval_loss", "--", "validation")):
-            pts = sorted(
-                (float(h["step"]), float(h[key])) for h in history
-                if isinstance(h.get(key), (int, float)) and isinstance(h.get("step"), (int, float))
-                and math.isfinite(h[key])
-            )
+            pts = sorted((float(h["step"]), float(h[key])) for h in history if _loss_point(h, key))
             if not pts:
                 continue
             xs, ys = zip(*pts, strict=True)

@@ -109,7 +109,7 @@ def leaderboard_section(report: Report) -> str:
         method = r.metrics.get("method") or "-"
         if not is_usable(r.entry()):
             cells = [cell(i, i, "num"), cell(name, r.name, raw=True), cell(method),
-                     cell(f"failed: {r.metrics.get('error') or ''}", ""), cell("-", ""), cell("-", "", "num"),
+                     cell(f"failed: {r.failure}", ""), cell("-", ""), cell("-", "", "num"),
                      *[cell("-", "", "num") for _ in range(5)]]
             cls = "failed"
         else:
@@ -226,7 +226,7 @@ def failed_section(report: Report) -> str:
     failed = [r for r in report.runs if not is_usable(r.entry())]
     if not failed:
         return ""
-    items = "".join(f"<li><code>{esc(r.name)}</code>: {esc(r.metrics.get('error') or 'no error recorded')} "
+    items = "".join(f"<li><code>{esc(r.name)}</code>: {esc(r.failure)} "
                     f"(<code>{esc(r.path / 'error.log')}</code>)</li>" for r in failed)
     return f'<section id="failed"><h2>Failed rungs</h2><ul>{items}</ul></section>'
 

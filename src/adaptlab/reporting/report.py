@@ -96,6 +96,15 @@ class Run:
     def model(self) -> str | None:
         return self.provenance.get("model") or (self.board or {}).get("model")
 
+    @property
+    def failure(self) -> str:
+        """Why an unusable run has no result, in words."""
+        if self.metrics.get("error"):
+            return str(self.metrics["error"])
+        if self.status != "ok":
+            return f"status '{self.status}', no error recorded"
+        return f"value {self.value!r} is not a finite number"
+
     def entry(self) -> dict:
         """The leaderboard entry, named by the report's run name."""
         m = self.metrics
@@ -250,9 +259,15 @@ def is_generative(records: list[dict] | None) -> bool:
     return bool(records) and "scores" not in records[0] and isinstance(records[0].get("prediction"), str)
 
 
+def _key(r: dict, line: int) -> str:
+    """A record's example id (its line number when it has none)."""
+    return str(r["id"]) if r.get("id") is not None else f"line {line}"
+
+
 def _pair(best: list[dict], other: list[dict]) -> tuple[list[dict], list[dict]]:
-    by_id = {str(r.get("id")): r for r in other}
-    pairs = [(r, by_id[str(r.get("id"))]) for r in best if str(r.get("id")) in by_id]
+    by_id = {_key(r, i): r for i, r in enumerate(other)}
+    keys = [_key(r, i) for i, r in enumerate(best)]
+    pairs = [(r, by_id[k]) for r, k in zip(best, keys, strict=True) if k in by_id]
     return [a for a, _ in pairs], [b for _, b in pairs]
 
 
@@ -352,11 +367,6 @@ class Report:
         return [r for r in self.runs if is_usable(r.entry())]
 
     @property
-    def best(self) -> Run | None:
-        name = self.recommendation.best
-        return next((r for r in self.runs if r.name == name), None)
-
-    @property
     def has_forgetting(self) -> bool:
         return any(r.metrics.get("forgetting") is not None for r in self.runs)
 
@@ -383,6 +393,13 @@ def _test_n(runs: list[Run]) -> int | None:
     return None
 
 
+def _interval(run: Run) -> tuple[float, float] | None:
+    iv = run.metrics.get("interval")
+    if isinstance(iv, (list, tuple)) and len(iv) == 2 and all(isinstance(x, (int, float)) for x in iv):
+        return float(iv[0]), float(iv[1])
+    return None
+
+
 def build_report(dirs: list[Path], warn: Warn) -> Report:
     """Read, check and analyse the runs in ``dirs``; nothing is written."""
     sources = load_sources(dirs, warn)
@@ -405,8 +422,7 @@ def build_report(dirs: list[Path], warn: Warn) -> Report:
                     higher_is_better=hib, metric=metric)
     group_index = {r.ladder: i for i, s in enumerate(sources) for r in s.runs}
     points = [
-        C.Point(r.name, float(r.value), tuple(r.metrics["interval"]) if r.metrics.get("interval") else None, r.cost,
-                colours[r.name], group_index.get(r.ladder, 0))
+        C.Point(r.name, float(r.value), _interval(r), r.cost, colours[r.name], group_index.get(r.ladder, 0))
         for r in ok
     ]
     pareto = {
@@ -499,7 +515,7 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 
 def fmt_interval(run: Run) -> str:
-    iv = run.metrics.get("interval")
+    iv = _interval(run)
     return f"{fmt(run.value)} [{fmt(iv[0])}, {fmt(iv[1])}]" if iv else fmt(run.value)
 
 
@@ -584,7 +600,7 @@ def leaderboard_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     rows = []
     for i, r in enumerate(report.runs, 1):
         if not is_usable(r.entry()):
-            row = [str(i), r.name, str(r.metrics.get("method") or "-"), f"failed: {r.metrics.get('error') or ''}",
+            row = [str(i), r.name, str(r.metrics.get("method") or "-"), f"failed: {r.failure}",
                    "-", "-", *["-"] * 5]
         else:
             test, p = significance_text(report, r)
@@ -658,7 +674,7 @@ def _md_details(report: Report) -> list[str]:
     failed = [r for r in report.runs if not is_usable(r.entry())]
     if failed:
         out += ["## Failed rungs", ""]
-        out += [f"- `{r.name}`: {r.metrics.get('error') or 'no error recorded'} ({r.path / 'error.log'})"
+        out += [f"- `{r.name}`: {r.failure} ({r.path / 'error.log'})"
                 for r in failed]
         out.append("")
     return out

@@ -1,0 +1,254 @@
+"""Export a finished rung as a bundle: copy -> (merge) -> (ONNX) -> (int8) -> parity -> manifest -> publish.
+
+    adaptlab export runs/rotten_tomatoes/lora --to bundles/rt-lora --merge --onnx --int8
+
+The bundle is built in a hidden sibling folder. Only if every artefact passes parity is it renamed to ``--to``;
+otherwise it is kept at ``<to>.failed`` (with its ``parity.json``) and :class:`ParityError` says by how much.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from adaptlab.bundle import (
+    ARTIFACT_PATHS,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PARITY,
+    MethodPredictor,
+    OnnxPredictor,
+    TransformersPredictor,
+    load_method,
+)
+from adaptlab.errors import UserError
+from adaptlab.export import parity
+from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE, ParityError, ParityReference, Tolerance
+from adaptlab.runs.files import read_jsonl, write_json_atomic
+
+Progress = Callable[[str], None]
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def read_run(run_dir: Path) -> tuple[dict, dict]:
+    """(run.json, metrics.json) of a finished rung; UserError naming the folder if it isn't one."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "run.json").is_file():
+        raise UserError(f"{run_dir}: not a run folder (no run.json). Pass <output>/<rung>, e.g. runs/<ladder>/lora.")
+    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
+    if metrics.get("status") != "ok":
+        raise UserError(f"{run_dir}: this rung did not finish successfully (status: {metrics.get('status')}); "
+                        "nothing to export.")
+    if not (run_dir / "weights").is_dir():
+        raise UserError(f"{run_dir}: no weights/ folder; the rung saved nothing to ship.")
+    return info, metrics
+
+
+def prompt_template(info: dict) -> str | None:
+    """The prompt template a rung formats its inputs with, if it has one (prompting and generative rungs)."""
+    for source in (info.get("params") or {}, info.get("task") or {}):
+        for key in ("prompt_template", "template"):
+            if isinstance(source.get(key), str):
+                return source[key]
+    return None
+
+
+def build_manifest(run_dir: Path, info: dict, metrics: dict) -> dict:
+    """Everything needed to rebuild and judge the rung, without the run folder."""
+    from adaptlab import __version__
+
+    ctx = info["context"]
+    prov = metrics.get("provenance") or {}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": metrics.get("rung") or run_dir.name,
+        "task": ctx["task"],
+        "method": info["rung"]["method"],
+        "params": info["params"],
+        "base_model": {"spec": ctx["model_spec"], "source": prov.get("model_source"), "sha256": prov.get("model_sha256")},
+        "labels": ctx.get("label_names", []),
+        "label_descriptions": ctx.get("label_descriptions", {}),
+        "max_length": ctx.get("max_length"),
+        "prompt_template": prompt_template(info),
+        "primary_metric": metrics.get("primary_metric"),
+        "metrics": metrics.get("metrics", {}),
+        "intervals": metrics.get("intervals", {}),
+        "context": ctx,
+        "provenance": {
+            **prov,
+            "run_dir": str(Path(run_dir).resolve()),
+            "ladder": info.get("ladder"),
+            "rung_sha256": info.get("rung_sha256"),
+            "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "exported_by": f"adaptlab {__version__}",
+        },
+        "artifacts": {},
+    }
+
+
+def copy_weights(run_dir: Path, dest: Path) -> None:
+    pickles = [str(p.relative_to(run_dir)) for p in (run_dir / "weights").rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise UserError(f"{run_dir}: weights hold pickle files {pickles[:3]}; bundles ship safetensors only.")
+    shutil.copytree(run_dir / "weights", dest / "weights")
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    from adaptlab.models.hashing import file_sha256
+
+    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}
+
+
+def export_run(
+    run_dir: Path,
+    to: Path,
+    *,
+    merge: bool = False,
+    onnx: bool = False,
+    int8: bool = False,
+    tolerance: Tolerance = FP32_TOLERANCE,
+    int8_tolerance: Tolerance = INT8_TOLERANCE,
+    parity_limit: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Write the bundle of ``run_dir`` to ``to``; returns the parity report. Raises ParityError past tolerance."""
+    say = progress or (lambda _msg: None)
+    run_dir, to = Path(run_dir), Path(to)
+    info, metrics = read_run(run_dir)
+    if info["context"]["task"] != "classification":
+        raise UserError(f"{run_dir}: exporting {info['context']['task']!r} runs is not supported yet; only "
+                        "classification rungs can be exported and parity-checked today.")
+    _check_destination(to, run_dir)
+    onnx = onnx or int8  # int8 quantises the fp32 ONNX file
+    to.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{to.name}.partial-", dir=to.parent))
+    try:
+        manifest = build_manifest(run_dir, info, metrics)
+        report = _build(run_dir, staging, manifest, merge, onnx, int8, tolerance, int8_tolerance, parity_limit, say)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    final = to if report["passed"] else to.with_name(to.name + ".failed")
+    _publish(staging, final)
+    report["bundle"] = str(final)
+    if not report["passed"]:
+        raise ParityError(parity.failure_message(report) + f"\nthe rejected export is kept at {final}", report)
+    return report
+
+
+def _build(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool, int8: bool, tolerance: Tolerance,
+           int8_tolerance: Tolerance, limit: int | None, say: Progress) -> dict:
+    say("copying weights")
+    copy_weights(run_dir, staging)
+    manifest["artifacts"]["weights"] = {"path": ARTIFACT_PATHS["weights"]}
+    records = read_jsonl(run_dir / "predictions.jsonl")
+    ref = ParityReference.from_records(records, manifest["labels"], manifest["primary_metric"] or "macro_f1", limit)
+    say(f"parity: rung weights on {len(ref)} test examples")
+    method = load_method(staging, manifest)
+    checks = []
+    result, ref.logits = parity.check(ref, "weights", MethodPredictor(method, manifest), tolerance, "weights/")
+    if ref.logits is not None:
+        ref.logits = ref.logits.astype("float64")
+    checks.append(result)
+    max_length = int(manifest["max_length"] or 512)
+    if merge or onnx:
+        from adaptlab.export.merge import merged_model, save_merged
+
+        model = merged_model(method)
+        if merge:
+            say("merging and saving merged/")
+            save_merged(model, method.tokenizer, staging / "merged")
+            manifest["artifacts"]["merged"] = {"path": ARTIFACT_PATHS["merged"], "format": "transformers"}
+            predictor = TransformersPredictor(staging / "merged", manifest["labels"], max_length)
+            checks.append(parity.check(ref, "merged", predictor, tolerance, "merged/")[0])
+            del predictor
+        if onnx:
+            from adaptlab.export.onnx import INT8_FILE, export_classifier, quantize_int8
+
+            say("exporting ONNX")
+            fp32 = export_classifier(model, method.tokenizer, staging / "onnx", max_length)
+            manifest["artifacts"]["onnx"] = {"path": ARTIFACT_PATHS["onnx"], "opset": _opset(fp32)}
+            predictor = OnnxPredictor(fp32, manifest["labels"], max_length, backend="onnx")
+            checks.append(parity.check(ref, "onnx", predictor, tolerance, ARTIFACT_PATHS["onnx"])[0])
+            if int8:
+                say("quantising to int8")
+                q = quantize_int8(fp32, staging / "onnx" / INT8_FILE)
+                manifest["artifacts"]["int8"] = {"path": ARTIFACT_PATHS["int8"], "quantization": "dynamic int8"}
+                predictor = OnnxPredictor(q, manifest["labels"], max_length, backend="int8")
+                checks.append(parity.check(ref, "int8", predictor, int8_tolerance, ARTIFACT_PATHS["int8"])[0])
+    report = {
+        "run": str(run_dir.resolve()),
+        "split": "test",
+        "examples": len(ref),
+        "primary_metric": ref.primary_metric,
+        "reference": "the trained run: its recorded test predictions (predictions.jsonl) for probabilities, labels "
+                     "and the metric; its weights reloaded for logits",
+        "checks": checks,
+        "passed": all(c["passed"] for c in checks),
+    }
+    write_json_atomic(staging / PARITY, report)
+    manifest["parity"] = {"file": PARITY, "passed": report["passed"],
+                          "artifacts": {c["artifact"]: c["passed"] for c in checks}}
+    for name, artifact in manifest["artifacts"].items():
+        artifact["bytes"] = _size(staging / ARTIFACT_PATHS[name])
+    manifest["files"] = file_hashes(staging)
+    write_json_atomic(staging / MANIFEST, manifest)
+    return report
+
+
+def _opset(file: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(file), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _check_destination(to: Path, run_dir: Path) -> None:
+    """Refuse to replace anything but an earlier bundle, and never write into the run itself."""
+    if to.resolve() == run_dir.resolve() or run_dir.resolve() in to.resolve().parents:
+        raise UserError(f"--to {to}: choose a folder outside the run folder {run_dir}.")
+    if to.exists() and (not to.is_dir() or (any(to.iterdir()) and not (to / MANIFEST).is_file())):
+        raise UserError(f"--to {to}: exists and is not an adaptlab bundle; choose a new or empty folder.")
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Rename the finished folder into place, replacing an earlier bundle there."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def summary_rows(report: dict) -> list[dict[str, Any]]:
+    """The parity table as rows (for printing)."""
+    return [
+        {
+            "artifact": c["artifact"],
+            "max |Δlogit|": "-" if c["max_abs_logit_diff"] is None else f"{c['max_abs_logit_diff']:.2e}",
+            "max |Δprob|": f"{c['max_abs_prob_diff']:.2e}",
+            "changed": str(c["changed_predictions"]),
+            c["metric"]: f"{c['value']:.4f} ({c['metric_delta']:+.4f})",
+            "status": "ok" if c["passed"] else "FAILED",
+        }
+        for c in report["checks"]
+    ]

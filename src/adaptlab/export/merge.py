@@ -1,0 +1,42 @@
+"""Merged export: the rung folded into the base model and saved as a plain transformers model (safetensors only).
+
+LoRA and (IA)3 adapters are merged with peft's ``merge_and_unload``; rungs that ship a delta (head only, top
+layers) or a whole model (full) already are a plain model once loaded. Embedding rungs (zero-shot, few-shot,
+linear probe) have no transformers head to merge into.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adaptlab.errors import UserError
+
+
+def merged_model(method: Any) -> Any:
+    """The rung's model with any peft adapter merged into its base weights (modifies ``method.model``)."""
+    model = getattr(method, "model", None)
+    if model is None or not hasattr(model, "save_pretrained"):
+        raise UserError(
+            f"rung '{method.name}' classifies sentence embeddings with a small head; there is no transformers model "
+            "to merge. Ship its bundle (adaptlab export RUN --to DIR) and load it with adaptlab.load."
+        )
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        if getattr(model.peft_config[model.active_adapter], "is_prompt_learning", False):
+            raise UserError(f"rung '{method.name}': prompt-learning adapters can't be merged into the weights; ship "
+                            "the adapter bundle instead.")
+        model = model.merge_and_unload()
+        method.model = model
+    return model.eval()
+
+
+def save_merged(model: Any, tokenizer: Any, dest: Path) -> None:
+    """``save_pretrained`` with safetensors only, plus the tokenizer; refuses to leave a pickle behind."""
+    dest.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(dest), safe_serialization=True)
+    tokenizer.save_pretrained(str(dest))
+    pickles = [p.name for p in dest.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    if pickles:  # pragma: no cover - transformers writes safetensors when asked
+        raise RuntimeError(f"{dest}: save_pretrained wrote pickle files {pickles}")

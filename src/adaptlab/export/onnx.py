@@ -1,0 +1,61 @@
+"""ONNX and int8 exports with ``torch.onnx.export`` and onnxruntime (optimum 2.x no longer exports ONNX).
+
+Encoder classifiers export with the TorchScript exporter (``dynamo=False``) and dynamic batch and sequence axes;
+the int8 file is onnxruntime's dynamic quantisation of the fp32 one (weights int8, activations quantised at run
+time). The tokenizer is saved beside the model so the folder is all a CPU-only consumer needs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+OPSET = 17
+MODEL_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+
+
+def _logits_module(model: Any, inputs: list[str]) -> Any:
+    """Wrap a sequence classifier so that ONNX sees positional int64 inputs and a single ``logits`` output."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            return self.model(**dict(zip(inputs, tensors))).logits
+
+    return Logits().eval()
+
+
+def export_classifier(model: Any, tokenizer: Any, dest: Path, max_length: int) -> Path:
+    """Write ``dest/model.onnx`` (inputs as the tokenizer gives them, output ``logits``) and the tokenizer."""
+    import torch
+
+    dest.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval().to("cpu")
+    sample = tokenizer(["a short example", "a somewhat longer second example text"], padding=True, truncation=True,
+                       max_length=max_length, return_tensors="pt")
+    inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+    axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
+    axes["logits"] = {0: "batch"}
+    file = dest / MODEL_FILE
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # TorchScript tracer warnings about Python control flow in the model
+        torch.onnx.export(
+            _logits_module(model, inputs), tuple(sample[k] for k in inputs), str(file), input_names=inputs,
+            output_names=["logits"], dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+        )
+    tokenizer.save_pretrained(str(dest))
+    return file
+
+
+def quantize_int8(source: Path, dest: Path) -> Path:
+    """onnxruntime dynamic quantisation (int8 weights) of an fp32 ONNX file."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8)
+    return dest
