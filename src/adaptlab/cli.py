@@ -140,7 +140,8 @@ def validate(config: Path = typer.Argument(..., help="Ladder spec (YAML).")) -> 
     from adaptlab.config import load_ladder
 
     spec = load_ladder(config)
-    console.print(f"[green]ok[/green]: {spec.name}, {len(spec.rungs)} rungs: {', '.join(r.run_name for r in spec.rungs)}")
+    names = ", ".join(r.run_name for r in spec.rungs)
+    console.print(f"[green]ok[/green]: {spec.name}, {len(spec.rungs)} rungs: {names}")
 
 
 @app.command()
@@ -192,7 +193,8 @@ def runs_list(ladder: str | None = typer.Option(None, help="Only runs of this la
         console.print(f"no runs recorded in {db_path()}")
         return
     table = Table(title=f"runs ({db_path()})")
-    for col in ("ladder", "rung", "method", "model", "status", "metric", "value [95% CI]", "train s", "updated", "path"):
+    columns = ("ladder", "rung", "method", "model", "status", "metric", "value [95% CI]", "train s", "updated", "path")
+    for col in columns:
         table.add_column(col)
     for r in rows:
         value = "-" if r["value"] is None else f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"

@@ -88,7 +88,7 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
         trust_remote_code=spec.trust_remote_code,
         allow_pickle=spec.allow_pickle,
     )
-    ctx.model  # resolve now: an unknown model is a user error before any rung starts
+    _ = ctx.model  # resolve now: an unknown model is a user error before any rung starts
     data_hash = hash_records(
         [[name, s.ids, s.texts, s.pairs, s.labels.tolist()] for name, s in
          (("train", data.train), ("validation", data.validation), ("test", data.test))]
@@ -291,7 +291,8 @@ def check_repro(ladder: Ladder, rung_name: str, scratch: Path) -> dict:
         old_p, new_p = read_predictions(recorded), read_predictions(scratch / rung_name)
         changed = [o["id"] for o, n in zip(old_p, new_p) if o != n]
         if changed or len(old_p) != len(new_p):
-            differences.append(f"predictions differ on {len(changed)} of {len(old_p)} examples, e.g. ids {changed[:5]}")
+            n = len(old_p)
+            differences.append(f"predictions differ on {len(changed)} of {n} examples, e.g. ids {changed[:5]}")
     return {"rung": rung_name, "identical": not differences, "differences": differences}
 
 

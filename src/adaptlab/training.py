@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -43,6 +43,9 @@ class TrainParams(BaseModel):
     checkpoint_every_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (for resume).")
     checkpoint_every_minutes: float | None = Field(None, gt=0, description="Checkpoint every N minutes of training.")
     group_by_length: bool = Field(True, description="Batch texts of similar length together (less padding).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Mixed precision on GPU (bf16 on Ampere or newer); CPU training stays fp32."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:
@@ -217,6 +220,8 @@ def train(
         use_cpu=use_cpu,
         disable_tqdm=True,
         remove_unused_columns=False,
+        bf16=params.precision == "bf16" and not use_cpu,
+        fp16=params.precision == "fp16" and not use_cpu,
     )
     callbacks: list[TrainerCallback] = [NonFiniteLossGuard()]
     if params.checkpoint_every_minutes:

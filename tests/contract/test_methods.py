@@ -9,11 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.conftest import write_config
 
 from adaptlab.config import load_ladder
 from adaptlab.methods import METHODS
 from adaptlab.pipeline import build_method, prepare
-from tests.conftest import write_config
 
 CLASSIFICATION = [n for n in METHODS.names() if "classification" in METHODS.get(n).tasks]
 FAST = {"epochs": 1, "batch_size": 16, "learning_rate": 1e-2, "evals_per_epoch": 0, "logging_steps": 2}

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from tests.conftest import write_config
 
 from adaptlab.cli import main
-from tests.conftest import write_config
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import write_config
 
 TRAIN = {"method": "full", "params": {"max_steps": 80, "batch_size": 8, "learning_rate": 1e-3,
@@ -62,9 +61,7 @@ def crash_config(tmp_path, sentiment_csv, tiny_bert):
 
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted(crash_config, tmp_path, _home):
     # The uninterrupted reference, in its own output folder.
-    start = time.monotonic()
     code, _, err = finish(adaptlab("run", crash_config, "--rung", "full", "-o", tmp_path / "reference"))
-    duration = time.monotonic() - start
     assert code == 0, err
     reference = results(tmp_path / "reference" / "full")
 

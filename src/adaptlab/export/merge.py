@@ -34,8 +34,12 @@ def merged_model(method: Any) -> Any:
 
 def save_merged(model: Any, tokenizer: Any, dest: Path) -> None:
     """``save_pretrained`` with safetensors only, plus the tokenizer; refuses to leave a pickle behind."""
+    import warnings
+
     dest.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(dest), safe_serialization=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' own deprecations inside save_pretrained
+        model.save_pretrained(str(dest), safe_serialization=True)
     tokenizer.save_pretrained(str(dest))
     pickles = [p.name for p in dest.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
     if pickles:  # pragma: no cover - transformers writes safetensors when asked

@@ -56,6 +56,12 @@ def export_classifier(model: Any, tokenizer: Any, dest: Path, max_length: int) -
 def quantize_int8(source: Path, dest: Path) -> Path:
     """onnxruntime dynamic quantisation (int8 weights) of an fp32 ONNX file."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quantize_dynamic(str(source), str(dest), weight_type=QuantType.QInt8)
+    prepared = dest.with_name(dest.stem + ".pre.onnx")
+    try:  # shape inference + graph optimisation first, as onnxruntime recommends for quantisation
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(dest), weight_type=QuantType.QInt8)
+    finally:
+        prepared.unlink(missing_ok=True)
     return dest

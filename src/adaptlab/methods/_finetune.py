@@ -62,10 +62,16 @@ class FineTuneMethod(Method):
         self.model = self.adapt(self.base_model()).to(self.ctx.torch_device)
 
     # -- data ----------------------------------------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """The configured length, clamped to what the model's position embeddings allow."""
+        limit = getattr(self.tokenizer, "model_max_length", None) or 0
+        return min(self.ctx.max_length, limit) if 0 < limit < 1_000_000 else self.ctx.max_length
+
     def encode(self, texts: list[str], pairs: list[str] | None, labels: np.ndarray | None = None) -> Any:
         from datasets import Dataset
 
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.ctx.max_length)
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
         columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if "token_type_ids" in enc:
             columns["token_type_ids"] = enc["token_type_ids"]
@@ -99,7 +105,7 @@ class FineTuneMethod(Method):
     @torch.inference_mode()
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         self.model.eval()
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.ctx.max_length)
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
         order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
         out = np.zeros((len(texts), self.ctx.num_labels), dtype=np.float32)
         bs = self.params.eval_batch_size

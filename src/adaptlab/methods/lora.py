@@ -56,7 +56,8 @@ class LoRA(FineTuneMethod):
         try:
             return get_peft_model(model, config)
         except ValueError as e:
-            raise UserError(f"lora: {e} Set lora.params.target_modules (linear layers: {linear_module_names(model)}).")
+            known = linear_module_names(model)
+            raise UserError(f"lora: {e} Set lora.params.target_modules (linear layers: {known}).") from None
 
     def save(self, path: Path) -> None:
         self.model.save_pretrained(path / "adapter")  # adapter_model.safetensors + adapter_config.json

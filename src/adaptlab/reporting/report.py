@@ -529,8 +529,12 @@ def forgetting_text(value: Any) -> str:
         parts = []
         if isinstance(value.get("delta"), (int, float)):
             parts.append(f"{value['delta']:+.4g}")
-        if isinstance(value.get("before"), (int, float)) and isinstance(value.get("after"), (int, float)):
-            parts.append(f"({value['before']:.4g} -> {value['after']:.4g})")
+        before = value.get("before", value.get("base_ppl"))
+        after = value.get("after", value.get("adapted_ppl"))
+        if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+            parts.append(f"({before:.4g} -> {after:.4g})")
+        if "base_ppl" in value and not value.get("metric"):
+            parts.append("perplexity")
         if value.get("metric"):
             parts.append(str(value["metric"]))
         return " ".join(parts) or json.dumps(value, sort_keys=True)

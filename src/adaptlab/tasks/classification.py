@@ -72,7 +72,8 @@ class ClassificationTask:
             frame[data.text_column] = clean_text_column(frame, data.text_column, source)
             if data.text_pair_column:
                 frame[data.text_pair_column] = clean_text_column(frame, data.text_pair_column, source)
-            frame[data.label_column] = clean_label_column(frame, data.label_column, source)
+            min_classes = 2 if split_name == "train" else 1  # a held-out split may hold a single class
+            frame[data.label_column] = clean_label_column(frame, data.label_column, source, min_classes=min_classes)
             cleaned[split_name] = frame
 
         seen = sorted(set(cleaned["train"][data.label_column]))

@@ -1,0 +1,141 @@
+"""Adapter names and sources: what ``--adapter NAME=PATH`` (or the admin endpoint) may name, and what it points to.
+
+A source is a finished run folder, an exported bundle, or a bare peft adapter folder (``adapter_config.json``).
+It resolves to an :class:`AdapterSpec`: a peft adapter (LoRA, (IA)3, ...) loaded into the shared base with
+``load_adapter``, or a small head over the base model's sentence embeddings (zero-shot, few-shot, linear probe).
+Rungs that change the base's own weights (head only, top layers, full) can't share a base: export them
+``--merge`` and serve the merged folder as ``--base``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adaptlab.errors import UserError
+from adaptlab.serving.engine import BASE
+
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_NAME = re.compile(rf"^{NAME_PATTERN}$")
+PEFT_CONFIG = "adapter_config.json"
+#: peft task types -> adaptlab tasks.
+PEFT_TASKS = {"SEQ_CLS": "classification", "CAUSAL_LM": "generation"}
+
+
+class InvalidName(UserError):
+    """An adapter name that is not a plain identifier."""
+
+
+def check_name(name: str, *, allow_base: bool = False) -> str:
+    """``name`` if it is 1-64 of [A-Za-z0-9_.-], starting alphanumeric, without ``..``; InvalidName otherwise."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        shown = repr(name)[:80]
+        raise InvalidName(f"invalid adapter name {shown}: use 1-64 letters, digits, '_', '-' or '.', starting with a "
+                          "letter or digit, no path separators and no '..'.")
+    if name == BASE and not allow_base:
+        raise InvalidName(f"'{BASE}' is reserved for the bare base model; choose another adapter name.")
+    return name
+
+
+def parse_adapter_option(value: str) -> tuple[str, Path]:
+    """``NAME=PATH`` from the command line."""
+    name, sep, path = value.partition("=")
+    if not sep or not path:
+        raise UserError(f"--adapter {value!r}: expected NAME=PATH, e.g. --adapter rt=runs/rotten_tomatoes/lora")
+    return check_name(name.strip()), Path(path.strip()).expanduser()
+
+
+def check_path(path: str | Path, roots: list[Path] | None = None) -> Path:
+    """The resolved folder, which must exist and, when ``roots`` are given, lie inside one of them."""
+    text = str(path)
+    if not text or "\x00" in text or len(text) > 4096:
+        raise UserError("invalid adapter path.")
+    try:
+        resolved = Path(text).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise UserError(f"adapter path {text!r} does not exist.") from None
+    if roots is not None and not any(resolved == r or r in resolved.parents for r in roots):
+        allowed = ", ".join(str(r) for r in roots) or "(none)"
+        raise UserError(f"adapter path {text!r} is outside the allowed adapter roots ({allowed}); start the server "
+                        "with --adapter-root to allow more.")
+    if not resolved.is_dir():
+        raise UserError(f"adapter path {text!r} is not a folder.")
+    return resolved
+
+
+@dataclass
+class AdapterSpec:
+    """A resolved adapter source."""
+
+    name: str
+    path: Path
+    kind: str  # "peft" | "head"
+    task: str
+    weights: Path  # the peft adapter folder, or the rung's weights folder for a head
+    method: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    label_descriptions: dict[str, str] = field(default_factory=dict)
+    max_length: int | None = None
+    base_spec: str | None = None
+    base_sha256: str | None = None
+    prompt_template: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_adapter(name: str, path: str | Path, roots: list[Path] | None = None) -> AdapterSpec:
+    """Read a run folder, bundle or peft adapter folder into an :class:`AdapterSpec` (UserError if it is none)."""
+    from adaptlab.bundle import MANIFEST, read_manifest
+
+    name = check_name(name)
+    folder = check_path(path, roots)
+    if (folder / MANIFEST).is_file():
+        manifest = read_manifest(folder)
+        return _from_rung(name, folder, folder / "weights", manifest["method"], manifest["params"],
+                          manifest["context"], manifest.get("base_model", {}).get("sha256"),
+                          manifest.get("prompt_template"), manifest.get("metrics", {}))
+    if (folder / "run.json").is_file():
+        from adaptlab.export.exporter import prompt_template, read_run
+
+        info, metrics = read_run(folder)
+        return _from_rung(name, folder, folder / "weights", info["rung"]["method"], info["params"], info["context"],
+                          (metrics.get("provenance") or {}).get("model_sha256"), prompt_template(info),
+                          metrics.get("metrics", {}))
+    if (folder / PEFT_CONFIG).is_file():
+        return _from_peft_folder(name, folder)
+    raise UserError(f"adapter '{name}': {folder} is not a run folder (run.json), an adaptlab bundle (manifest.json) "
+                    f"or a peft adapter folder ({PEFT_CONFIG}).")
+
+
+def _from_rung(name: str, folder: Path, weights: Path, method: str, params: dict, context: dict,
+               base_sha256: str | None, template: str | None, metrics: dict) -> AdapterSpec:
+    common = dict(
+        name=name, path=folder, task=context["task"], method=method, params=params, context=context,
+        labels=list(context.get("label_names", [])), label_descriptions=dict(context.get("label_descriptions", {})),
+        max_length=context.get("max_length"), base_spec=context.get("model_spec"), base_sha256=base_sha256,
+        prompt_template=template, metrics=metrics,
+    )
+    peft_dirs = sorted(p.parent for p in weights.rglob(PEFT_CONFIG)) if weights.is_dir() else []
+    if peft_dirs:
+        return AdapterSpec(kind="peft", weights=peft_dirs[0], **common)
+    if (weights / "head.safetensors").is_file():
+        return AdapterSpec(kind="head", weights=weights, **common)
+    raise UserError(
+        f"adapter '{name}': rung '{method}' ({folder}) changes the base model's own weights, so it can't share a "
+        f"base with other adapters. Export it merged and serve that as the base: adaptlab export {folder} --to DIR "
+        "--merge && adaptlab serve --base DIR/merged"
+    )
+
+
+def _from_peft_folder(name: str, folder: Path) -> AdapterSpec:
+    config = json.loads((folder / PEFT_CONFIG).read_text(encoding="utf-8"))
+    task_type = config.get("task_type")
+    if task_type not in PEFT_TASKS:
+        raise UserError(f"adapter '{name}': peft task_type {task_type!r} in {folder / PEFT_CONFIG} is not served; "
+                        f"supported: {', '.join(PEFT_TASKS)}.")
+    return AdapterSpec(name=name, path=folder, kind="peft", task=PEFT_TASKS[task_type], weights=folder,
+                       method=str(config.get("peft_type", "peft")).lower())
