@@ -115,11 +115,12 @@ class MethodPredictor(Predictor):
         self.method = method
 
     def predict_logits(self, texts, pairs=None):
-        model = getattr(self.method, "model", None)
-        tokenizer = getattr(self.method, "tokenizer", None)
-        if model is None or tokenizer is None or not hasattr(model, "forward"):
-            return None  # embedding rungs: probabilities only
-        return torch_logits(model, tokenizer, texts, pairs, self.method.ctx.max_length, self.method.ctx.torch_device)
+        from adaptlab.methods._finetune import FineTuneMethod
+
+        if not isinstance(self.method, FineTuneMethod):
+            return None  # embedding and prompting rungs: probabilities only
+        m = self.method
+        return torch_logits(m.model, m.tokenizer, texts, pairs, m.ctx.max_length, m.ctx.torch_device)
 
     def predict_proba(self, texts, pairs=None):
         logits = self.predict_logits(texts, pairs)

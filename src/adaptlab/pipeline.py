@@ -37,6 +37,7 @@ from adaptlab.runs.files import (
 )
 from adaptlab.runs.provenance import hash_records, provenance
 from adaptlab.tasks import get_task
+from adaptlab.training import STEP_REPORTER
 
 LATENCY_EXAMPLES = 50
 Progress = Callable[[str, str], None]
@@ -87,13 +88,28 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
         device=spec.device,
         trust_remote_code=spec.trust_remote_code,
         allow_pickle=spec.allow_pickle,
+        extra={"task": spec.task.model_dump(mode="json"), "base_dir": str(spec.base_dir.resolve())},
     )
     _ = ctx.model  # resolve now: an unknown model is a user error before any rung starts
+    check_rungs(spec, ctx, data)
     data_hash = hash_records(
         [[name, s.ids, s.texts, s.pairs, s.labels.tolist()] for name, s in
          (("train", data.train), ("validation", data.validation), ("test", data.test))]
     )
     return Ladder(spec, task, data, ctx, output or spec.output_path(), data_hash, config_hash(spec))
+
+
+def check_rungs(spec: LadderSpec, ctx: RunContext, data: Any) -> None:
+    """Before any rung starts: each method's optional ``check(params, ctx, data) -> [problems]`` (e.g. a generative
+    rung on an encoder-only model, a prompt that cannot fit the context window). All problems raise together."""
+    problems = []
+    for i, rung in enumerate(spec.rungs):
+        check = getattr(METHODS.get(rung.method), "check", None)
+        if check is not None:
+            problems += [f"rungs[{i}] ({rung.run_name}): {p}" for p in check(rung_params(rung), ctx, data)]
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise UserError(f"ladder '{spec.name}': {len(problems)} rung(s) cannot run on this model and data:\n{lines}")
 
 
 def build_method(rung: RungSpec, ctx: RunContext) -> Method:
@@ -103,6 +119,14 @@ def build_method(rung: RungSpec, ctx: RunContext) -> Method:
 def _uncached(method: Method) -> contextlib.AbstractContextManager:
     embedder = getattr(method, "embedder", None)
     return embedder.uncached() if embedder is not None else contextlib.nullcontext()
+
+
+def _predict_one(task: Any, method: Method, split: Any) -> Callable[[int], object]:
+    """Predict example i alone (for latency): the task's ``predict_one`` hook, else class probabilities."""
+    hook = getattr(task, "predict_one", None)
+    if hook is not None:
+        return lambda i: hook(method, split, i)
+    return lambda i: method.predict_proba([split.texts[i]], [split.pairs[i]] if split.pairs else None)
 
 
 def run_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None) -> dict:
@@ -137,19 +161,23 @@ def run_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: 
             method.setup()
             say(name, "training")
             fit_kwargs = {"resume": resume} if "resume" in method.fit.__code__.co_varnames else {}
-            fit = method.fit(ladder.data, staging, **fit_kwargs)
+            token = STEP_REPORTER.set(lambda step, total, loss: say(name, _step_text(step, total, loss)))
+            try:
+                fit = method.fit(ladder.data, staging, **fit_kwargs)
+            finally:
+                STEP_REPORTER.reset(token)
         say(name, "evaluating")
         records = ladder.task.predict(method, ladder.data.test)
         write_jsonl_atomic(staging / "predictions.jsonl", records)
         meta = {**ladder.data.meta(), "seed": ladder.spec.seed}
         evaluation = ladder.task.evaluate(records, meta)
+        extra = method.extra_metrics() if hasattr(method, "extra_metrics") else {}  # e.g. forgetting
+        evaluation = {**evaluation, **extra, "metrics": {**evaluation["metrics"], **extra}}
         say(name, "measuring latency")
         test = ladder.data.test
-        n = min(LATENCY_EXAMPLES, len(test))
+        n = min(getattr(ladder.task, "latency_examples", LATENCY_EXAMPLES), len(test))
         with _uncached(method):
-            latency = latency_ms(
-                lambda i: method.predict_proba([test.texts[i]], [test.pairs[i]] if test.pairs else None), n
-            )
+            latency = latency_ms(_predict_one(ladder.task, method, test), n)
         say(name, "saving")
         method.save(staging / "weights")
         trainable, total = method.parameter_counts()
@@ -200,6 +228,10 @@ def _staged_hash(staging: Path) -> str | None:
         return json.loads((staging / "run.json").read_text(encoding="utf-8")).get("rung_sha256")
     except (OSError, ValueError):
         return None
+
+
+def _step_text(step: int, total: int, loss: float | None) -> str:
+    return f"training step {step}/{total}" + (f", loss {loss:.4f}" if loss is not None else "")
 
 
 def finished_entry(ladder: Ladder, rung: RungSpec) -> dict | None:

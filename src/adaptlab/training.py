@@ -8,16 +8,18 @@ stops a rung whose loss stops being finite with the step, learning rate and a su
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import shutil
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from adaptlab.errors import TrainingError
 
@@ -70,6 +72,23 @@ class NonFiniteLossGuard(TrainerCallback):
                 f"the training loss became {loss} at step {state.global_step} (learning rate {lr:.3g}). "
                 "Try a lower learning_rate (e.g. 10x smaller), more warmup_ratio, or check the data for empty texts."
             )
+
+
+#: Set by the pipeline: called with (step, total_steps, last_loss) as training goes, e.g. to update a status line.
+STEP_REPORTER: contextvars.ContextVar[Callable[[int, int, float | None], None] | None] = contextvars.ContextVar(
+    "STEP_REPORTER", default=None
+)
+
+
+class StepReporter(TrainerCallback):
+    def __init__(self, report: Callable[[int, int, float | None], None]):
+        self.report, self.loss = report, None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.loss = (logs or {}).get("loss", self.loss)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.report(state.global_step, state.max_steps, self.loss)
 
 
 class TimedCheckpoints(TrainerCallback):
@@ -226,6 +245,8 @@ def train(
     callbacks: list[TrainerCallback] = [NonFiniteLossGuard()]
     if params.checkpoint_every_minutes:
         callbacks.append(TimedCheckpoints(params.checkpoint_every_minutes))
+    if STEP_REPORTER.get() is not None:
+        callbacks.append(StepReporter(STEP_REPORTER.get()))
     old_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(workdir / "tensorboard")  # read once, when the Trainer is built
     try:
@@ -237,6 +258,7 @@ def train(
             data_collator=collator,
             callbacks=callbacks,
         )
+        trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; progress goes through STEP_REPORTER
     finally:
         if old_tb is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)

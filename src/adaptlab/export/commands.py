@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from adaptlab.cli import app, console, err_console
+from adaptlab.cli import app, console
 from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE
 
 
@@ -20,7 +20,7 @@ from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE
 def export(
     run_dir: Path = typer.Argument(..., help="A finished rung folder, e.g. runs/rotten_tomatoes/lora."),
     to: Path = typer.Option(..., "--to", help="Bundle folder to write (replaced if it is an earlier bundle)."),
-    merge: bool = typer.Option(False, "--merge", help="Also save the adapter merged into the base (plain transformers)."),
+    merge: bool = typer.Option(False, "--merge", help="Also save the rung merged into the base (plain transformers)."),
     onnx: bool = typer.Option(False, "--onnx", help="Also export ONNX (fp32) with the tokenizer."),
     int8: bool = typer.Option(False, "--int8", help="Also export a dynamically quantised int8 ONNX (implies --onnx)."),
     tol_logit: float = typer.Option(FP32_TOLERANCE.logit, help="fp32 artefacts: max |Δlogit| against the run."),
@@ -59,6 +59,5 @@ def export(
         table.add_row(*row.values(), style=style)
     console.print(table)
     if failure is not None:
-        err_console.print(f"[bold red]error:[/bold red] {failure}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise failure  # main() prints it and exits with ParityError.exit_code (1)
     console.print(f"[green]exported[/green] {report['bundle']} (parity.json, manifest.json)")

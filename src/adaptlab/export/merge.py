@@ -15,12 +15,15 @@ from adaptlab.errors import UserError
 
 def merged_model(method: Any) -> Any:
     """The rung's model with any peft adapter merged into its base weights (modifies ``method.model``)."""
-    model = getattr(method, "model", None)
-    if model is None or not hasattr(model, "save_pretrained"):
+    from adaptlab.methods._finetune import FineTuneMethod
+
+    if not isinstance(method, FineTuneMethod):
         raise UserError(
-            f"rung '{method.name}' classifies sentence embeddings with a small head; there is no transformers model "
-            "to merge. Ship its bundle (adaptlab export RUN --to DIR) and load it with adaptlab.load."
+            f"rung '{method.name}' has no transformers sequence classifier to merge (embedding and prompting rungs "
+            "keep the base model as it is); --merge and --onnx take lora, full, head_only and top_layers runs. Ship "
+            "its bundle (adaptlab export RUN --to DIR) and load it with adaptlab.load."
         )
+    model = method.model
     from peft import PeftModel
 
     if isinstance(model, PeftModel):

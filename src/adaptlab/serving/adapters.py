@@ -124,10 +124,11 @@ def _from_rung(name: str, folder: Path, weights: Path, method: str, params: dict
         return AdapterSpec(kind="peft", weights=peft_dirs[0], **common)
     if (weights / "head.safetensors").is_file():
         return AdapterSpec(kind="head", weights=weights, **common)
+    shipped = ", ".join(sorted(p.name for p in weights.iterdir())) if weights.is_dir() else "nothing"
     raise UserError(
-        f"adapter '{name}': rung '{method}' ({folder}) changes the base model's own weights, so it can't share a "
-        f"base with other adapters. Export it merged and serve that as the base: adaptlab export {folder} --to DIR "
-        "--merge && adaptlab serve --base DIR/merged"
+        f"adapter '{name}': rung '{method}' ({folder}) ships no peft adapter or embedding head (weights/: {shipped}), "
+        "so there is nothing to load next to other adapters. A rung that changes the base model's own weights can "
+        f"be served as the base instead: adaptlab export {folder} --to DIR --merge && adaptlab serve --base DIR/merged"
     )
 
 

@@ -96,7 +96,8 @@ class Engine(Protocol):
     def classify(self, adapter: str, batch: list[ClassifyItem]) -> list[Classification]:
         """One classification per item, all with ``adapter``."""
 
-    def generate(self, adapter: str, prompts: list[str], params: list[GenerationParams]) -> Iterator[list[GenerationChunk]]:
+    def generate(self, adapter: str, prompts: list[str],
+                 params: list[GenerationParams]) -> Iterator[list[GenerationChunk]]:
         """Stream the completions of ``prompts`` (one params per prompt): per step, the chunks that have news."""
 
     def chat_prompt(self, adapter: str, messages: list[dict[str, str]]) -> str:

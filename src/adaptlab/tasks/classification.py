@@ -11,6 +11,9 @@ import pandas as pd
 from adaptlab.errors import DataError
 from adaptlab.tasks import TASKS
 
+#: The prediction of a method that gave no answer (e.g. free text naming no label); it is never right.
+NO_ANSWER = "(no answer)"
+
 
 @dataclass
 class Split:
@@ -126,8 +129,9 @@ class ClassificationTask:
             if split.pairs is not None:
                 rec["text_pair"] = split.pairs[i]
             rec["reference"] = names[int(split.labels[i])] if len(split.labels) else None
-            rec["prediction"] = names[int(np.argmax(row))]
-            rec["scores"] = {n: round(float(p), 6) for n, p in zip(names, row)}
+            answered = bool(np.isfinite(row).all())  # a row of NaN: the method gave no answer (counts as wrong)
+            rec["prediction"] = names[int(np.argmax(row))] if answered else None
+            rec["scores"] = {n: round(float(p), 6) if answered else None for n, p in zip(names, row)}
             records.append(rec)
         return records
 
@@ -138,18 +142,27 @@ class ClassificationTask:
         names = meta["label_names"]
         index = {n: i for i, n in enumerate(names)}
         refs = np.array([index[r["reference"]] for r in records], dtype=np.int64)
-        preds = np.array([index[r["prediction"]] for r in records], dtype=np.int64)
-        result = classification_metrics(refs, preds, names)
-        metrics = {k: result[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1")}
+        # No answer (prediction None) is an extra column that is never right; macro averages stay over the labels.
+        preds = np.array([index[r["prediction"]] if r["prediction"] is not None else len(names) for r in records],
+                         dtype=np.int64)
+        k = len(names) + int((preds == len(names)).any())
+        shown = names if k == len(names) else [*names, NO_ANSWER]
+        result = classification_metrics(refs, preds, shown)
+        per_class = {n: result["per_class"][n] for n in names}
+        metrics = {"accuracy": result["accuracy"]}
+        for m in ("precision", "recall", "f1"):
+            metrics[f"macro_{m}"] = float(np.mean([c[m] for c in per_class.values()]))
+        # The no-answer column scores 0 in every resample, so a macro interval over k columns is (k-1)/k of ours.
+        scale = {"macro_f1": k / len(names), "accuracy": 1.0}
         interval = {
-            m: list(bootstrap_classification(refs, preds, len(names), metric=m, seed=meta.get("seed", 0)))
+            m: [x * scale[m] for x in bootstrap_classification(refs, preds, k, metric=m, seed=meta.get("seed", 0))]
             for m in ("macro_f1", "accuracy")
         }
         return {
             "metrics": metrics,
             "interval": interval,
-            "per_class": result["per_class"],
+            "per_class": per_class,
             "confusion_matrix": result["confusion_matrix"],
-            "labels": names,
+            "labels": shown,
             "n": len(records),
         }

@@ -1,0 +1,195 @@
+"""Text generation: batched (left padding for decoders, KV cache on), and the token-at-a-time ``--explain`` view.
+
+Decoding follows :class:`adaptlab.config.GenerationSpec`: greedy unless ``do_sample`` (temperature, top-k, top-p)
+or ``num_beams > 1``; a repetition penalty; stop strings, after which the output is cut; a seed for sampling.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from adaptlab.errors import UserError
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every token that ends a generation: the tokenizer's end-of-sequence token and the model's own."""
+    ids = set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, configured):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(int(v) for v in value)
+    return sorted(ids)
+
+
+def generation_config(model: Any, tokenizer: Any, settings: Any) -> Any:
+    """A transformers GenerationConfig for ``settings`` (a GenerationSpec), starting from the model's own."""
+    from transformers import GenerationConfig
+
+    base = getattr(model, "generation_config", None)
+    gc = copy.deepcopy(base) if base is not None else GenerationConfig()
+    sample = bool(settings.do_sample)
+    gc.update(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=sample,
+        num_beams=settings.num_beams,
+        temperature=settings.temperature if sample else None,
+        top_k=(settings.top_k or 0) if sample else None,
+        top_p=(settings.top_p if settings.top_p is not None else 1.0) if sample else None,
+        repetition_penalty=settings.repetition_penalty,
+        stop_strings=list(settings.stop) or None,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=eos_ids(model, tokenizer),
+        use_cache=True,
+        num_return_sequences=1,
+    )
+    return gc
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    return ids, mask
+
+
+def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([list(r) + [pad_id] * (width - len(r)) for r in rows], dtype=torch.long)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+    return ids, mask
+
+
+@torch.inference_mode()
+def generate_ids(model: Any, tokenizer: Any, kind: str, prompts: Sequence[Sequence[int]], settings: Any, *,
+                 seed: int, device: str = "cpu") -> list[list[int]]:
+    """The new token ids for each prompt (prompt excluded). Prompts of similar length are batched together."""
+    gc = generation_config(model, tokenizer, settings)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    torch.manual_seed(seed)
+    for start in range(0, len(order), settings.batch_size):
+        idx = order[start : start + settings.batch_size]
+        rows = [prompts[i] for i in idx]
+        pad = _right_pad if kind == "seq2seq" else _left_pad  # decoders continue from the right end
+        ids, mask = pad(rows, tokenizer.pad_token_id)
+        kwargs: dict[str, Any] = {"generation_config": gc}
+        if gc.stop_strings:
+            kwargs["tokenizer"] = tokenizer
+        with warnings.catch_warnings():  # peft's soft prompts ignore position ids, and say so on every call
+            warnings.filterwarnings("ignore", message="Position ids are not supported")
+            seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        seqs = seqs[:, 1:] if kind == "seq2seq" else seqs[:, ids.shape[1]:]  # drop decoder start / the prompt
+        for row, i in enumerate(idx):
+            out[i] = _until_end(seqs[row].tolist(), set(gc.eos_token_id or []), tokenizer.pad_token_id)
+    return out
+
+
+def _until_end(ids: list[int], eos: set[int], pad_id: int | None) -> list[int]:
+    """Tokens up to and including the first end-of-sequence token; padding after it dropped."""
+    for j, t in enumerate(ids):
+        if t in eos:
+            return ids[: j + 1]
+    while ids and pad_id is not None and ids[-1] == pad_id and pad_id not in eos:
+        ids = ids[:-1]
+    return ids
+
+
+def finish_text(tokenizer: Any, ids: Sequence[int], stop: Sequence[str] = ()) -> str:
+    """Decoded text without special tokens, cut at the first stop string, stripped."""
+    text = tokenizer.decode(list(ids), skip_special_tokens=True)
+    return cut_at_stop(text, stop).strip()
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to (not including) the earliest of the stop strings."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+# ------------------------------------------------------------------------------------------------------ explain
+
+
+@dataclass
+class Step:
+    """One generation step: the chosen token, its probability, and the top candidates."""
+
+    index: int
+    token_id: int
+    token: str
+    probability: float
+    top: list[tuple[str, float]]
+
+
+def _processors(settings: Any) -> Any:
+    from transformers.generation import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    procs = LogitsProcessorList()
+    if settings.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+    if settings.do_sample:
+        if settings.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(settings.temperature))
+        if settings.top_k:
+            procs.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p is not None and settings.top_p < 1.0:
+            procs.append(TopPLogitsWarper(settings.top_p))
+    return procs
+
+
+@torch.inference_mode()
+def explain(model: Any, tokenizer: Any, kind: str, prompt_ids: Sequence[int], settings: Any, *, seed: int,
+            top_k: int = 5, device: str = "cpu", use_cache: bool = True) -> list[Step]:
+    """Generate one token at a time, recording the top ``top_k`` next tokens and their probabilities.
+
+    Probabilities are those the choice is made from: after the repetition penalty and, when sampling, temperature,
+    top-k and top-p. Greedy picks the most likely; sampling draws with the same seed as :func:`generate_ids`.
+    """
+    if settings.num_beams > 1:
+        raise UserError("--explain follows one sequence at a time; use it with num_beams 1 (greedy or sampling).")
+    procs = _processors(settings)
+    stops = set(eos_ids(model, tokenizer))
+    torch.manual_seed(seed)
+    prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
+    if kind == "seq2seq":
+        encoder_outputs = model.get_encoder()(input_ids=prompt)
+        start = model.config.decoder_start_token_id
+        history = torch.tensor([[start if start is not None else tokenizer.pad_token_id]], device=device)
+    else:
+        history = prompt
+    past, step_input, steps, text_ids = None, history, [], []
+    for i in range(settings.max_new_tokens):
+        if kind == "seq2seq":
+            out = model(encoder_outputs=encoder_outputs, decoder_input_ids=step_input if use_cache else history,
+                        past_key_values=past, use_cache=use_cache)
+        else:
+            out = model(input_ids=step_input if use_cache else history, past_key_values=past, use_cache=use_cache)
+        past = out.past_key_values if use_cache else None
+        scores = procs(history, out.logits[:, -1, :].float())
+        probs = torch.softmax(scores, dim=-1)
+        chosen = torch.multinomial(probs, 1) if settings.do_sample else probs.argmax(dim=-1, keepdim=True)
+        values, indices = probs[0].topk(min(top_k, probs.shape[-1]))
+        token_id = int(chosen[0, 0])
+        steps.append(Step(i + 1, token_id, tokenizer.decode([token_id]), float(probs[0, token_id]),
+                          [(tokenizer.decode([int(t)]), float(v)) for v, t in zip(values, indices)]))
+        history = torch.cat([history, chosen], dim=-1)
+        step_input = chosen
+        text_ids.append(token_id)
+        if token_id in stops:
+            break
+        if settings.stop and cut_at_stop(tokenizer.decode(text_ids), settings.stop) != tokenizer.decode(text_ids):
+            break
+    return steps

@@ -1,0 +1,45 @@
+"""(IA)3 on a generative model: learned vectors rescale keys, values and feed-forward activations; ships the vectors.
+
+Far fewer trainable parameters than LoRA (one vector per adapted layer). Default targets are peft's for the
+architecture (e.g. k/v/down projections for Llama, c_attn/c_proj for GPT-2, k/v/wo for T5).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from adaptlab.errors import UserError
+from adaptlab.methods._sft import SFTMethod, SFTParams, check_targets, linear_layer_names, peft_task_type
+from adaptlab.methods.base import METHODS
+
+
+class LMIA3Params(SFTParams):
+    target_modules: list[str] | None = Field(None, description="Layers whose outputs are rescaled (default: peft's "
+                                             "choice for the architecture).")
+    feedforward_modules: list[str] | None = Field(
+        None, description="Which of target_modules are feed-forward layers (their inputs are rescaled)."
+    )
+    learning_rate: float = Field(3e-3, gt=0, lt=1, description="Peak learning rate.")
+
+
+@METHODS.register("lm_ia3")
+class LMIA3(SFTMethod):
+    """(IA)3 scaling vectors trained on prompt -> answer pairs."""
+
+    Params = LMIA3Params
+
+    def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
+        from peft import IA3Config, get_peft_model
+
+        check_targets(model, self.params.target_modules, self.name)
+        targets, ff = self.params.target_modules, self.params.feedforward_modules
+        if ff and not targets:
+            raise UserError(f"{self.name}.params.feedforward_modules needs target_modules too (a subset of them).")
+        config = IA3Config(task_type=peft_task_type(self.kind), target_modules=targets,
+                           feedforward_modules=ff if targets else None)
+        try:
+            return get_peft_model(model, config)
+        except ValueError as e:
+            raise UserError(f"{self.name}: {e} Set params.target_modules and params.feedforward_modules "
+                            f"(linear layers: {', '.join(linear_layer_names(model))}).") from None

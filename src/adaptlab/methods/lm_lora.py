@@ -1,0 +1,48 @@
+"""LoRA on a generative model (supervised fine-tuning, loss on the answer only); ships only the adapter.
+
+Low-rank adapters on the linear layers (default: all of them, peft's ``all-linear``). For classification the
+answer is the label's word and prediction is by constrained choice; for generation the answer is the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from adaptlab.errors import UserError
+from adaptlab.methods._sft import SFTMethod, SFTParams, check_targets, linear_layer_names, peft_task_type
+from adaptlab.methods.base import METHODS
+
+
+class LMLoRAParams(SFTParams):
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | None = Field(
+        None, description="Linear layer names to adapt (default: every linear layer but the output head)."
+    )
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
+
+
+@METHODS.register("lm_lora")
+class LMLoRA(SFTMethod):
+    """LoRA adapters trained on prompt -> answer pairs."""
+
+    Params = LMLoRAParams
+
+    def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
+        from peft import LoraConfig, get_peft_model
+
+        check_targets(model, self.params.target_modules, self.name)
+        from transformers.pytorch_utils import Conv1D
+
+        config = LoraConfig(
+            task_type=peft_task_type(self.kind), r=self.params.r, lora_alpha=self.params.alpha,
+            lora_dropout=self.params.dropout, target_modules=self.params.target_modules or "all-linear",
+            fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),  # GPT-2 stores weights transposed
+        )
+        try:
+            return get_peft_model(model, config)
+        except ValueError as e:
+            raise UserError(f"{self.name}: {e} Set params.target_modules (linear layers: "
+                            f"{', '.join(linear_layer_names(model))}).") from None

@@ -1,0 +1,244 @@
+"""Micro-batching in front of the engine: a bounded queue and one worker thread.
+
+HTTP handlers (asyncio) submit jobs; the worker takes the oldest job and every other waiting job for the same
+adapter and kind (up to ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for more), runs them as one
+engine call and hands each job its own results. Admin calls (load/unload) run on the same thread, in order, so
+the engine never sees two things at once. A full queue raises :class:`QueueFull` (HTTP 429); a job whose
+request timed out or went away is skipped, or dropped from a running generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from adaptlab.serving.engine import ClassifyItem, Engine, GenerationParams
+
+_DONE = object()
+
+
+class QueueFull(Exception):
+    """The server has ``max_queue`` requests waiting already."""
+
+
+class RequestTimeout(Exception):
+    """A request waited or ran longer than the server's per-request timeout."""
+
+
+@dataclass
+class Job:
+    kind: str  # "classify" | "generate" | "call"
+    adapter: str
+    payload: Any
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future | None = None
+    stream: asyncio.Queue | None = None
+    params: list[GenerationParams] = field(default_factory=list)
+    cancelled: bool = False
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) if self.kind in ("classify", "generate") else 1
+
+    def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
+        def _set() -> None:
+            if self.future is None or self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+        self.loop.call_soon_threadsafe(_set)
+
+    def push(self, item: Any) -> None:
+        assert self.stream is not None
+        self.loop.call_soon_threadsafe(self.stream.put_nowait, item)
+
+
+class Batcher:
+    """Bounded queue + worker thread over an :class:`~adaptlab.serving.engine.Engine`."""
+
+    def __init__(self, engine: Engine, *, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_queue: int = 256,
+                 on_batch: Callable[[str, int], None] | None = None):
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self.on_batch = on_batch or (lambda _kind, _n: None)
+        self._queue: list[Job] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._running = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._running = True
+            self._thread = threading.Thread(target=self._work, name="adaptlab-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    # -- submitting (from the event loop) ----------------------------------------------------------------------
+    def _submit(self, job: Job) -> None:
+        with self._cond:
+            if job.kind != "call" and len(self._queue) >= self.max_queue:
+                raise QueueFull(f"{len(self._queue)} requests are waiting (server limit {self.max_queue}); "
+                                "retry later.")
+            self._queue.append(job)
+            self._cond.notify_all()
+
+    async def _wait(self, job: Job, timeout: float) -> Any:
+        assert job.future is not None
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+        except asyncio.TimeoutError:
+            job.cancelled = True
+            raise RequestTimeout(f"the request took longer than the server's timeout ({timeout:g} s).") from None
+        except asyncio.CancelledError:
+            job.cancelled = True
+            raise
+
+    async def classify(self, adapter: str, items: list[ClassifyItem], timeout: float) -> list:
+        loop = asyncio.get_running_loop()
+        job = Job("classify", adapter, items, loop, future=loop.create_future())
+        self._submit(job)
+        return await self._wait(job, timeout)
+
+    async def call(self, fn: Callable[[], Any], timeout: float) -> Any:
+        """Run ``fn`` on the worker thread, in queue order (admin operations)."""
+        loop = asyncio.get_running_loop()
+        job = Job("call", "", fn, loop, future=loop.create_future())
+        self._submit(job)
+        return await self._wait(job, timeout)
+
+    async def generate(self, adapter: str, prompts: list[str], params: list[GenerationParams],
+                       timeout: float) -> AsyncIterator[list]:
+        """Chunks for these prompts as the worker produces them; RequestTimeout past ``timeout`` in total."""
+        loop = asyncio.get_running_loop()
+        job = Job("generate", adapter, prompts, loop, stream=asyncio.Queue(), params=params)
+        self._submit(job)
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise RequestTimeout(f"the request took longer than the server's timeout ({timeout:g} s).")
+                try:
+                    item = await asyncio.wait_for(job.stream.get(), remaining)
+                except asyncio.TimeoutError:
+                    raise RequestTimeout(
+                        f"the request took longer than the server's timeout ({timeout:g} s).") from None
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled = True
+
+    # -- the worker thread -------------------------------------------------------------------------------------
+    def _take(self) -> list[Job] | None:
+        """The next batch: the oldest job plus waiting jobs of the same adapter and kind."""
+        with self._cond:
+            while self._running and not self._queue:
+                self._cond.wait(timeout=0.5)
+            if not self._running:
+                return None
+            first = self._queue[0]
+            if first.kind == "call":
+                return [self._queue.pop(0)]
+            deadline = time.monotonic() + self.max_wait
+            while self._running:
+                batch = self._matching(first)
+                if sum(j.size for j in batch) >= self.max_batch_size or time.monotonic() >= deadline:
+                    break
+                self._cond.wait(timeout=max(0.0, deadline - time.monotonic()))
+            for job in batch:
+                self._queue.remove(job)
+            return batch
+
+    def _matching(self, first: Job) -> list[Job]:
+        batch, size = [], 0
+        for job in self._queue:
+            if job.kind == first.kind and job.adapter == first.adapter:
+                if batch and size + job.size > self.max_batch_size:
+                    break
+                batch.append(job)
+                size += job.size
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            live = [j for j in batch if not j.cancelled]
+            if not live:
+                continue
+            try:
+                if live[0].kind == "call":
+                    live[0].resolve(live[0].payload())
+                elif live[0].kind == "classify":
+                    self._classify(live)
+                else:
+                    self._generate(live)
+            except BaseException as e:  # the request gets the error; the worker goes on
+                for job in live:
+                    if job.stream is not None:
+                        job.push(e)
+                    else:
+                        job.resolve(error=e)
+
+    def _classify(self, jobs: list[Job]) -> None:
+        items = [item for job in jobs for item in job.payload]
+        self.on_batch("classify", len(items))
+        results = self.engine.classify(jobs[0].adapter, items)
+        start = 0
+        for job in jobs:
+            job.resolve(results[start : start + job.size])
+            start += job.size
+
+    def _generate(self, jobs: list[Job]) -> None:
+        prompts = [p for job in jobs for p in job.payload]
+        params = [p for job in jobs for p in job.params]
+        owners = [(job, i) for job in jobs for i in range(job.size)]
+        self.on_batch("generate", len(prompts))
+        stream = self.engine.generate(jobs[0].adapter, prompts, params)
+        try:
+            for chunks in stream:
+                per_job: dict[int, list] = {}
+                for chunk in chunks:
+                    job, local = owners[chunk.index]
+                    chunk.index = local
+                    per_job.setdefault(id(job), []).append(chunk)
+                for job in jobs:
+                    if id(job) in per_job and not job.cancelled:
+                        job.push(per_job[id(job)])
+                if all(job.cancelled for job in jobs):
+                    break
+        except BaseException as e:  # reported to every request of the batch, before its end marker
+            for job in jobs:
+                job.push(e)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            for job in jobs:
+                job.push(_DONE)

@@ -1,0 +1,250 @@
+"""Text generation: instruction/completion and chat (causal LMs) or source/target (seq2seq). Primary metric: rougeL.
+
+Data formats, detected from an explicit list of column pairs unless configured:
+
+- prompt/completion columns (``data.text_column`` + ``data.target_column``, or detected: prompt/completion,
+  source/target, input/output, instruction/response, context/reply, question/answer);
+- chat messages (``data.messages_column``, or a ``messages`` column): a list of ``{role, content}`` (or its JSON
+  text) ending with the assistant turn to learn; the turns before it are the prompt.
+
+Records: id, prompt (as the model saw it), input, reference, prediction, the reference's negative log-likelihood and
+token count, and per-example ROUGE/exact match. Metrics: ROUGE-1/2/L/Lsum (stemmed), BLEU and chrF (sacrebleu),
+exact match, perplexity of the references; bootstrap intervals for each (per-example means for ROUGE and exact
+match, resampled corpus scores for BLEU, chrF and perplexity).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptlab.errors import DataError, UserError, did_you_mean
+from adaptlab.tasks import TASKS
+
+#: (input column, output column) pairs recognised when data.target_column is not set, in this order.
+COLUMN_PAIRS = (
+    ("prompt", "completion"), ("source", "target"), ("input", "output"), ("instruction", "response"),
+    ("context", "reply"), ("question", "answer"), ("text", "target"), ("text", "summary"),
+)
+MESSAGES = "messages"
+METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "perplexity")
+CORPUS_RESAMPLES = 200
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class GenSplit:
+    """One split of a generation dataset: inputs (texts or chat messages before the answer) and references."""
+
+    ids: list[str]
+    inputs: list[Any]
+    references: list[str]
+    pairs: None = None
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def texts(self) -> list[str]:
+        """The inputs as text (chat messages as JSON)."""
+        return [x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in self.inputs]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The references, for code that fingerprints a split by its labels."""
+        return np.array(self.references, dtype=object)
+
+
+@dataclass
+class GenerationData:
+    train: GenSplit
+    validation: GenSplit
+    test: GenSplit
+    format: str
+    columns: dict[str, str]
+    dropped_for_groups: int = 0
+
+    def meta(self) -> dict[str, Any]:
+        return {"label_names": [], "label_descriptions": {}, "format": self.format, "columns": self.columns,
+                "dropped_for_groups": self.dropped_for_groups}
+
+
+def detect_format(spec: Any, frame: pd.DataFrame, source: str) -> tuple[str, dict[str, str]]:
+    """("chat", {"messages": col}) or ("completion", {"input": col, "target": col}) for this data spec and frame."""
+    data = spec.data
+    columns = [str(c) for c in frame.columns if c != "_row"]
+    if data.messages_column or (MESSAGES in columns and not data.target_column):
+        col = data.messages_column or MESSAGES
+        if col not in columns:
+            raise DataError(f"{source}: column '{col}' (data.messages_column) not found.{did_you_mean(col, columns)} "
+                            f"Columns: {', '.join(columns)}.")
+        return "chat", {"messages": col}
+    if data.target_column:
+        missing = [c for c in (data.text_column, data.target_column) if c not in columns]
+        if missing:
+            hint = did_you_mean(missing[0], columns)
+            raise DataError(f"{source}: column '{missing[0]}' not found.{hint} Columns: {', '.join(columns)}.")
+        return "completion", {"input": data.text_column, "target": data.target_column}
+    for inp, out in COLUMN_PAIRS:
+        if inp in columns and out in columns:
+            return "completion", {"input": inp, "target": out}
+    pairs = ", ".join(f"{a}/{b}" for a, b in COLUMN_PAIRS)
+    raise DataError(
+        f"{source}: cannot tell which columns hold the input and the reference output. Set data.text_column and "
+        f"data.target_column (or data.messages_column for chat data). Recognised pairs: {pairs}, or a 'messages' "
+        f"column. Columns: {', '.join(columns)}."
+    )
+
+
+def parse_messages(value: Any, source: str, row: int, column: str) -> tuple[list[dict], str]:
+    """(prompt messages, assistant answer) from one chat cell; DataError naming the row when it isn't usable."""
+    where = f"{source}: row {row}, column '{column}'"
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise DataError(f"{where}: not a list of messages (invalid JSON). Give [{{\"role\": \"user\", "
+                            "\"content\": ...}, {\"role\": \"assistant\", \"content\": ...}].") from None
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, list) or not value:
+        got = type(value).__name__
+        raise DataError(f"{where}: expected a non-empty list of {{role, content}} messages, got {got}.")
+    messages = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"{where}: message {i + 1} must be an object with string 'role' and 'content'.")
+        if m["role"] not in ROLES:
+            raise DataError(f"{where}: message {i + 1} has role '{m['role']}'.{did_you_mean(m['role'], ROLES)} "
+                            f"Roles: {', '.join(ROLES)}.")
+        messages.append({"role": m["role"], "content": m["content"]})
+    if messages[-1]["role"] != "assistant":
+        raise DataError(f"{where}: the conversation has no assistant turn at the end, so there is nothing to learn "
+                        "or compare with. End each conversation with the assistant's reply.")
+    if not messages[-1]["content"].strip():
+        raise DataError(f"{where}: the final assistant turn is empty. Fill it in or drop the row.")
+    if not any(m["role"] != "system" for m in messages[:-1]):
+        raise DataError(f"{where}: the conversation has no user turn before the assistant's reply.")
+    return messages[:-1], messages[-1]["content"]
+
+
+def _row_ids(frame: pd.DataFrame) -> list[int]:
+    return [int(r) for r in frame["_row"]] if "_row" in frame else list(range(1, len(frame) + 1))
+
+
+@TASKS.register("generation")
+class GenerationTask:
+    primary_metric = "rougeL"
+    stratify_role = None  # no labels to stratify by
+    latency_examples = 10  # one generation per example is slow on CPU
+
+    def prepare(self, spec: Any, frames: dict[str, pd.DataFrame]) -> GenerationData:
+        metric = spec.task.primary_metric or "rougeL"
+        if metric not in METRICS:
+            hint = did_you_mean(metric, METRICS)
+            raise UserError(f"task.primary_metric: '{metric}' is not a generation metric.{hint} "
+                            f"Choose one of: {', '.join(METRICS)}.")
+        self.primary_metric = metric
+        first = frames["train"]
+        fmt, columns = detect_format(spec, first, first.attrs.get("source", "train"))
+        frames, dropped = self._drop_shared_groups(spec, frames)
+        splits = {name: self._split(frame, fmt, columns, name) for name, frame in frames.items()}
+        if len(splits["train"]) == 0 and dropped:
+            raise DataError(f"every training row shares a data.group_column ('{spec.data.group_column}') value with a "
+                            "test row, so none is left to train on; use more groups or a smaller data.test_size.")
+        if len(splits["train"]) == 0 or len(splits["test"]) == 0:
+            raise DataError("the generation data needs training and test rows; one of the splits is empty.")
+        return GenerationData(splits["train"], splits.get("validation") or GenSplit([], [], []), splits["test"],
+                              fmt, columns, dropped)
+
+    @staticmethod
+    def _drop_shared_groups(spec: Any, frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
+        col = spec.data.group_column
+        if not col:
+            return frames, 0
+        test = frames["test"]
+        if col not in test.columns:
+            columns = [str(c) for c in test.columns if c != "_row"]
+            raise DataError(f"{test.attrs.get('source', 'test')}: column '{col}' (data.group_column) not found."
+                            f"{did_you_mean(col, columns)} Columns: {', '.join(columns)}.")
+        held_out = set(test[col].astype(str))
+        out, dropped = dict(frames), 0
+        for name in ("train", "validation"):
+            frame = frames.get(name)
+            if frame is None or len(frame) == 0:
+                continue
+            keep = ~frame[col].astype(str).isin(held_out)
+            dropped += int((~keep).sum())
+            out[name] = frame[keep]
+            out[name].attrs = frame.attrs
+        return out, dropped
+
+    @staticmethod
+    def _split(frame: pd.DataFrame, fmt: str, columns: dict[str, str], name: str) -> GenSplit:
+        from adaptlab.data.columns import check_columns, clean_text_column
+
+        if len(frame) == 0:
+            return GenSplit([], [], [])
+        source = frame.attrs.get("source", name)
+        rows = _row_ids(frame)
+        if fmt == "chat":
+            col = columns["messages"]
+            parsed = [parse_messages(v, source, r, col) for v, r in zip(frame[col].tolist(), rows)]
+            return GenSplit([str(r) for r in rows], [p for p, _ in parsed], [a for _, a in parsed])
+        check_columns(frame, {"text": columns["input"], "target": columns["target"]}, source)
+        inputs = clean_text_column(frame, columns["input"], source).tolist()
+        targets = clean_text_column(frame, columns["target"], source).tolist()  # empty completions: DataError
+        return GenSplit([str(r) for r in rows], inputs, targets)
+
+    # -- predictions ---------------------------------------------------------------------------------------------
+    def predict(self, method: Any, split: GenSplit) -> list[dict]:
+        from adaptlab.evaluation.metrics import ROUGE_TYPES, normalize_answer, rouge_per_example
+
+        predictions = method.generate(split.inputs)
+        nll = method.reference_nll(split.inputs, split.references)
+        per_example = rouge_per_example(predictions, split.references)
+        records = []
+        for i, (x, ref, pred) in enumerate(zip(split.inputs, split.references, predictions)):
+            scores = {t: round(per_example[t][i], 6) for t in ROUGE_TYPES}
+            scores["exact_match"] = float(normalize_answer(pred) == normalize_answer(ref))
+            records.append({
+                "id": split.ids[i], "prompt": method.render_prompt(x), "input": x, "reference": ref,
+                "prediction": pred, "nll": round(nll[i][0], 6), "tokens": nll[i][1], "metrics": scores,
+            })
+        return records
+
+    def predict_one(self, method: Any, split: GenSplit, i: int) -> Any:
+        """One example's generation, for latency."""
+        return method.generate([split.inputs[i]])
+
+    # -- metrics --------------------------------------------------------------------------------------------------
+    def evaluate(self, records: list[dict], meta: dict) -> dict:
+        from adaptlab.evaluation import metrics as M
+        from adaptlab.evaluation.stats import bootstrap_interval, bootstrap_mean
+
+        seed = meta.get("seed", 0)
+        preds = [r["prediction"] for r in records]
+        refs = [r["reference"] for r in records]
+        per_example = M.rouge_per_example(preds, refs)
+        exact = [float(M.normalize_answer(p) == M.normalize_answer(r)) for p, r in zip(preds, refs)]
+        metrics = {t: float(np.mean(v)) for t, v in per_example.items()}
+        metrics.update(bleu=M.bleu(preds, refs), chrf=M.chrf(preds, refs), exact_match=float(np.mean(exact)))
+        interval = {t: list(bootstrap_mean(v, seed=seed)) for t, v in per_example.items()}
+        interval["exact_match"] = list(bootstrap_mean(exact, seed=seed))
+        n = len(records)
+        for name, corpus in (("bleu", M.bleu), ("chrf", M.chrf)):
+            interval[name] = list(bootstrap_interval(
+                lambda idx, f=corpus: f([preds[i] for i in idx], [refs[i] for i in idx]), n,
+                n_resamples=CORPUS_RESAMPLES, seed=seed))
+        if all("nll" in r and r.get("tokens") for r in records):
+            nll = np.array([r["nll"] for r in records], dtype=np.float64)
+            tokens = np.array([r["tokens"] for r in records], dtype=np.float64)
+            metrics["perplexity"] = M.perplexity_from_nll(float(nll.sum()), int(tokens.sum()))
+            interval["perplexity"] = list(bootstrap_interval(
+                lambda idx: math.exp(nll[idx].sum() / tokens[idx].sum()), n, seed=seed))
+        return {"metrics": metrics, "interval": interval, "n": n}

@@ -1,0 +1,138 @@
+"""`adaptlab export` and `adaptlab.load` on a tiny trained ladder: bundles, merged, ONNX, int8, parity, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from tests.conftest import sentiment_rows, write_config
+from tests.e2e.test_cli import run_cli
+
+import adaptlab
+from adaptlab.errors import UserError
+
+RUNGS = [
+    {"method": "lora", "params": {"learning_rate": 5e-3, "batch_size": 16, "max_steps": 4, "evals_per_epoch": 0}},
+    {"method": "linear_probe"},
+]
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory, tiny_bert):
+    """A finished tiny ladder (LoRA and linear probe on tiny-random-bert), trained once for this module."""
+    import csv
+
+    from adaptlab.config import load_ladder
+    from adaptlab.pipeline import compare, prepare
+
+    root = tmp_path_factory.mktemp("export_ladder")
+    data = root / "sentiment.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(sentiment_rows(120))
+    board = compare(prepare(load_ladder(write_config(root, data, tiny_bert, RUNGS))))
+    assert [e["status"] for e in board["rungs"]] == ["ok", "ok"]
+    return root / "out"
+
+
+def recorded(run_dir):
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    labels = list(rows[0]["scores"])
+    return [r["text"] for r in rows], np.array([[r["scores"][n] for n in labels] for r in rows]), labels
+
+
+def test_export_merge_onnx_int8_then_load_every_backend(ladder, tmp_path, monkeypatch, capsys):
+    run_dir, bundle = ladder / "lora", tmp_path / "bundle"
+    code, out, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", bundle, "--merge", "--int8")
+    assert code == 0, err
+    assert "parity against" in out and "exported" in out
+
+    report = json.loads((bundle / "parity.json").read_text())
+    assert report["passed"] and report["examples"] == 30
+    assert [c["artifact"] for c in report["checks"]] == ["weights", "merged", "onnx", "int8"]
+    fp32 = report["checks"][:3]
+    assert all(c["max_abs_prob_diff"] < 1e-5 and c["changed_predictions"] == 0 for c in fp32)
+    assert all(c["max_abs_logit_diff"] < 1e-5 for c in fp32[1:])  # merged and ONNX against the reloaded weights
+    assert report["checks"][3]["max_abs_logit_diff"] > 0  # int8 really is quantised
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert manifest["method"] == "lora" and manifest["task"] == "classification"
+    assert manifest["base_model"] == {"spec": "tiny-random-bert", "source": "tiny",
+                                      "sha256": metrics["provenance"]["model_sha256"]}
+    assert manifest["labels"] == ["neg", "pos"] and manifest["metrics"] == metrics["metrics"]
+    assert manifest["provenance"]["data_sha256"] == metrics["provenance"]["data_sha256"]
+    assert set(manifest["artifacts"]) == {"weights", "merged", "onnx", "int8"}
+    from adaptlab.models.hashing import file_sha256
+
+    assert manifest["files"]["onnx/model.int8.onnx"] == file_sha256(bundle / "onnx" / "model.int8.onnx")
+    assert not [p for p in bundle.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    assert (bundle / "onnx" / "tokenizer.json").is_file()
+
+    texts, probs, labels = recorded(run_dir)
+    for backend, tol in (("weights", 1e-5), ("merged", 1e-5), ("onnx", 1e-5), ("int8", 0.05)):
+        predictor = adaptlab.load(bundle, backend=backend)
+        assert predictor.labels == labels
+        got = predictor.predict_proba(texts)
+        assert np.max(np.abs(got - probs)) < tol, backend
+    assert adaptlab.load(bundle).backend == "onnx"  # auto: the exact ONNX export first
+    one = adaptlab.load(bundle, backend="merged").predict("the wonderful superb film")
+    assert one[0]["label"] in labels and abs(sum(one[0]["scores"].values()) - 1) < 1e-4
+
+    # the merged folder is a plain transformers model
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(bundle / "merged", use_safetensors=True)
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_parity_failure_exits_1_and_says_by_how_much(ladder, tmp_path, monkeypatch, capsys):
+    bundle = tmp_path / "bundle"
+    code, out, err = run_cli(monkeypatch, capsys, "export", ladder / "lora", "--to", bundle, "--int8",
+                             "--int8-tol-prob", "1e-9")
+    assert code == 1, (out, err)
+    text = " ".join(err.split())
+    assert "parity check failed" in text and "int8" in text and "max |Δprob|" in text and "over by" in text
+    assert "internal error" not in text
+    assert not bundle.exists()
+    rejected = tmp_path / "bundle.failed"
+    report = json.loads((rejected / "parity.json").read_text())
+    assert report["passed"] is False
+    assert {c["artifact"]: c["passed"] for c in report["checks"]} == {"weights": True, "onnx": True, "int8": False}
+
+
+def test_embedding_rung_bundle(ladder, tmp_path, monkeypatch, capsys):
+    run_dir, bundle = ladder / "linear_probe", tmp_path / "probe"
+    code, _, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", bundle)
+    assert code == 0, err
+    texts, probs, _ = recorded(run_dir)
+    predictor = adaptlab.load(bundle)
+    assert predictor.backend == "weights"
+    assert np.max(np.abs(predictor.predict_proba(texts) - probs)) < 1e-5
+    code, _, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", tmp_path / "merged", "--merge")
+    assert code == 2 and "no transformers sequence classifier to merge" in " ".join(err.split())
+
+
+def test_user_mistakes(ladder, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "export", tmp_path, "--to", tmp_path / "b")
+    assert code == 2 and "not a run folder" in err
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    code, _, err = run_cli(monkeypatch, capsys, "export", ladder / "lora", "--to", occupied)
+    assert code == 2 and "not an adaptlab bundle" in err and (occupied / "notes.txt").exists()
+
+    bundle = tmp_path / "bundle"
+    assert run_cli(monkeypatch, capsys, "export", ladder / "lora", "--to", bundle)[0] == 0
+    with pytest.raises(UserError, match="no 'onnx' export"):
+        adaptlab.load(bundle, backend="onnx")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    manifest = json.loads((tampered / "manifest.json").read_text())
+    manifest["base_model"]["sha256"] = "0" * 64
+    (tampered / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="wrong base"):
+        adaptlab.load(tampered, backend="weights")
