@@ -153,9 +153,9 @@ class NaiveEngine:
 
     def __init__(self, base: str, adapters: dict[str, Path]):
         from adaptlab.serving.adapters import resolve_adapter
-        from adaptlab.serving.transformers_engine import TransformersEngine
+        from adaptlab.serving.transformers_engine import TransformersEngine, default_threads
 
-        self.engine = TransformersEngine(base, device="cpu")
+        self.engine = TransformersEngine(base, device="cpu", threads=default_threads())  # as adaptlab serve
         self.base_name = base
         self.specs = {name: resolve_adapter(name, path) for name, path in adapters.items()}
         infos = {}

@@ -250,7 +250,8 @@ def load(path: str | Path, backend: str = "auto", *, base: str | None = None, de
     manifest = read_manifest(path)
     if manifest.get("task") != "classification":
         raise UserError(f"{path}: adaptlab.load gives classifiers; this bundle's task is {manifest.get('task')!r}. "
-                        "Serve it with `adaptlab serve --adapter NAME=" + str(path) + "`.")
+                        f"Serve it (adaptlab serve --adapter NAME={path}), load merged/ with transformers, or run "
+                        "onnx/model.onnx with adaptlab.export.decoder.OnnxDecoder.")
     have = available_backends(path, manifest)
     if backend == "auto":
         backend = next((b for b in AUTO_ORDER if b in have), "weights")

@@ -195,13 +195,13 @@ def runs_list(ladder: str | None = typer.Option(None, help="Only runs of this la
     table = Table(title=f"runs ({db_path()})")
     columns = ("ladder", "rung", "method", "model", "status", "metric", "value [95% CI]", "train s", "updated", "path")
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, no_wrap=col != "path", overflow="fold")
     for r in rows:
         value = "-" if r["value"] is None else f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
         status = r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/red]"
         secs = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.1f}"
         table.add_row(r["ladder"], r["rung"], r["method"], r["model"], status, r["metric"] or "-", value, secs,
-                      r["updated"], r["path"])
+                      r["updated"][:16].replace("T", " "), r["path"])
     console.print(table)
 
 
@@ -241,7 +241,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notes are not for users
     try:
         _load_command_modules()
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)

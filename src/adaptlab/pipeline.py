@@ -129,7 +129,9 @@ def _predict_one(task: Any, method: Method, split: Any) -> Callable[[int], objec
     return lambda i: method.predict_proba([split.texts[i]], [split.pairs[i]] if split.pairs else None)
 
 
-def run_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None) -> dict:
+def run_rung(
+    ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None, record: bool = True
+) -> dict:
     """Train, evaluate and save one rung; returns its leaderboard entry. Never raises for a failing rung."""
     say = progress or (lambda _rung, _stage: None)
     name = rung.run_name
@@ -218,7 +220,8 @@ def run_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: 
     write_json_atomic(staging / "metrics.json", metrics)
     final = ladder.output / name
     publish(staging, final)
-    registry.record(entry, ladder.spec.name, ladder.spec.task.type, ladder.spec.model, final)
+    if record:
+        registry.record(entry, ladder.spec.name, ladder.spec.task.type, ladder.spec.model, final)
     say(name, entry["status"])
     return entry
 
@@ -305,7 +308,7 @@ def check_repro(ladder: Ladder, rung_name: str, scratch: Path) -> dict:
     if not (recorded / "metrics.json").is_file():
         raise UserError(f"{recorded}: no finished run to check; run `adaptlab compare` first.")
     again = Ladder(**{**ladder.__dict__, "output": scratch})
-    run_rung(again, rung)
+    run_rung(again, rung, record=False)  # a scratch re-run is not a run to list
     differences = []
     old_m = json.loads((recorded / "metrics.json").read_text(encoding="utf-8"))
     new_m = json.loads((scratch / rung_name / "metrics.json").read_text(encoding="utf-8"))

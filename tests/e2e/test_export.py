@@ -136,3 +136,45 @@ def test_user_mistakes(ladder, tmp_path, monkeypatch, capsys):
     (tampered / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="wrong base"):
         adaptlab.load(tampered, backend="weights")
+
+
+def test_generation_run_exports_a_decoder_with_its_kv_cache(tmp_path, monkeypatch, capsys, session_home):
+    """An lm_lora run on tiny-random-llama: merged and ONNX decoders (past key values in and out) match the rung."""
+    import onnx
+    import torch
+    from tests.generative_data import write_generation_csv, write_ladder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from adaptlab.config import load_ladder
+    from adaptlab.export.decoder import OnnxDecoder
+    from adaptlab.pipeline import compare, prepare
+
+    data = write_generation_csv(tmp_path / "gen.csv", 24)
+    params = {"max_steps": 2, "batch_size": 8, "learning_rate": 5e-2, "evals_per_epoch": 0}
+    config = write_ladder(tmp_path, data, "tiny-random-llama", [{"method": "lm_lora", "params": params}],
+                          task={"type": "generation"})
+    ladder = prepare(load_ladder(config))
+    assert compare(ladder)["rungs"][0]["status"] == "ok"
+    bundle = tmp_path / "bundle"
+    code, out, err = run_cli(monkeypatch, capsys, "export", ladder.output / "lm_lora", "--to", bundle, "--merge",
+                             "--int8")
+    assert code == 0, err
+    report = json.loads((bundle / "parity.json").read_text())
+    checks = {c["artifact"]: c for c in report["checks"]}
+    assert set(checks) == {"weights", "merged", "onnx", "int8"} and report["primary_metric"] == "rougeL"
+    assert checks["weights"]["changed_predictions"] == 0  # the same greedy loop reproduces the recorded outputs
+    assert checks["merged"]["max_abs_logit_diff"] < 1e-4 and checks["onnx"]["max_abs_logit_diff"] < 1e-4
+    names = [i.name for i in onnx.load(str(bundle / "onnx" / "model.onnx"), load_external_data=False).graph.input]
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and "past.1.value" in names
+
+    prompts = ["To be, or not to be", "Hamlet"]
+    tok = AutoTokenizer.from_pretrained(bundle / "merged")
+    model = AutoModelForCausalLM.from_pretrained(bundle / "merged", use_safetensors=True).eval()
+    expected = []
+    for p in prompts:
+        enc = tok(p, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tok.pad_token_id)
+        expected.append(tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    assert any(expected)
+    assert OnnxDecoder(bundle / "onnx" / "model.onnx").generate(prompts, max_new_tokens=6) == expected

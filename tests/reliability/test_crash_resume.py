@@ -129,6 +129,7 @@ def test_same_seed_same_predictions_and_check_repro(tmp_path, sentiment_csv, tin
     code, out, err = finish(adaptlab("compare", config, "-o", tmp_path / "a", "--check-repro", "lora"))
     assert code == 0, err
     assert "reproduced" in out
+    assert all(Path(path).is_dir() for path, _, _ in registry_rows(Path(os.environ["ADAPTLAB_HOME"])))
 
 
 def test_nan_loss_stops_the_rung_with_step_and_advice(tmp_path, sentiment_csv, tiny_bert, monkeypatch):
@@ -155,3 +156,17 @@ def test_nan_loss_stops_the_rung_with_step_and_advice(tmp_path, sentiment_csv, t
     assert failed["status"] == "failed"
     assert "nan" in failed["error"] and "step 1" in failed["error"] and "learning_rate" in failed["error"]
     assert (tmp_path / "out" / "head_only" / "error.log").is_file()
+
+
+def test_check_repro_reports_a_difference_with_exit_1(tmp_path, sentiment_csv, tiny_bert):
+    config = write_config(tmp_path, sentiment_csv, tiny_bert, [{"method": "linear_probe"}])
+    code, _, err = finish(adaptlab("compare", config))
+    assert code == 0, err
+    preds = tmp_path / "out" / "linear_probe" / "predictions.jsonl"
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    rows[0]["prediction"] = "tampered"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = finish(adaptlab("compare", config, "--check-repro", "linear_probe"))
+    assert code == 1, (out, err)
+    assert "not reproduced" in out and "predictions differ on 1 of" in out
+

@@ -361,3 +361,18 @@ def test_shared_prefix_from_the_kv_cache_scores_like_full_sequences(spec, monkey
     full = answer_logprobs(model, "causal", examples, pad_id=tok.pad_token_id, batch_size=4)
     np.testing.assert_allclose(cached[0], full[0], rtol=1e-5)
     assert (cached[1] == full[1]).all()
+
+
+def test_contextual_calibration_divides_by_the_content_free_prior(tmp_path):
+    from adaptlab.methods._causal import CONTENT_FREE
+
+    rungs = [{"method": "zero_shot_prompt"},
+             {"method": "zero_shot_prompt", "name": "cal", "params": {"calibrate": True}}]
+    ladder = prepare(load_ladder(_ladder(tmp_path, sentiment_rows(16), rungs=rungs, task={"type": "classification"})))
+    raw, cal = (build_method(ladder.spec.rung(n), ladder.ctx) for n in ("zero_shot_prompt", "cal"))
+    raw.setup()
+    cal.setup()
+    texts = ladder.data.test.texts
+    prior = raw.predict_proba(list(CONTENT_FREE)).mean(axis=0)
+    expected = raw.predict_proba(texts) / prior
+    np.testing.assert_allclose(cal.predict_proba(texts), expected / expected.sum(axis=1, keepdims=True), rtol=1e-4)

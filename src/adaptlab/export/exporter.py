@@ -2,6 +2,10 @@
 
     adaptlab export runs/rotten_tomatoes/lora --to bundles/rt-lora --merge --onnx --int8
 
+Classification runs are checked on their whole test split (probabilities, logits, labels, primary metric);
+generation runs (causal LMs) greedy-decode the first 64 test prompts with the weights and with every export
+(logits per step, changed outputs, primary metric).
+
 The bundle is built in a hidden sibling folder. Only if every artefact passes parity is it renamed to ``--to``;
 otherwise it is kept at ``<to>.failed`` (with its ``parity.json``) and :class:`ParityError` says by how much.
 """
@@ -35,6 +39,8 @@ from adaptlab.runs.files import read_jsonl, write_json_atomic
 
 Progress = Callable[[str], None]
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+#: Test prompts greedy-decoded per artefact of a generation run unless --parity-limit says otherwise.
+GENERATION_PARITY_EXAMPLES = 64
 
 
 def read_run(run_dir: Path) -> tuple[dict, dict]:
@@ -127,16 +133,16 @@ def export_run(
     say = progress or (lambda _msg: None)
     run_dir, to = Path(run_dir), Path(to)
     info, metrics = read_run(run_dir)
-    if info["context"]["task"] != "classification":
-        raise UserError(f"{run_dir}: exporting {info['context']['task']!r} runs is not supported yet; only "
-                        "classification rungs can be exported and parity-checked today.")
+    if info["context"]["task"] not in ("classification", "generation"):
+        raise UserError(f"{run_dir}: exporting {info['context']['task']!r} runs is not supported yet.")
     _check_destination(to, run_dir)
     onnx = onnx or int8  # int8 quantises the fp32 ONNX file
     to.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{to.name}.partial-", dir=to.parent))
     try:
         manifest = build_manifest(run_dir, info, metrics)
-        report = _build(run_dir, staging, manifest, merge, onnx, int8, tolerance, int8_tolerance, parity_limit, say)
+        build = _build_generation if manifest["task"] == "generation" else _build
+        report = build(run_dir, staging, manifest, merge, onnx, int8, tolerance, int8_tolerance, parity_limit, say)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -188,13 +194,73 @@ def _build(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool
                 manifest["artifacts"]["int8"] = {"path": ARTIFACT_PATHS["int8"], "quantization": "dynamic int8"}
                 predictor = OnnxPredictor(q, manifest["labels"], max_length, backend="int8")
                 checks.append(parity.check(ref, "int8", predictor, int8_tolerance, ARTIFACT_PATHS["int8"])[0])
+    reference = ("the trained run: its recorded test predictions (predictions.jsonl) for probabilities, labels and "
+                 "the metric; its weights reloaded for logits")
+    return _finish(run_dir, staging, manifest, checks, len(ref), ref.primary_metric, reference)
+
+
+def _build_generation(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool, int8: bool,
+                      tolerance: Tolerance, int8_tolerance: Tolerance, limit: int | None, say: Progress) -> dict:
+    """Causal LM rungs: the same greedy loop decodes the test prompts with the weights and with each export."""
+    from adaptlab.export.decoder import OnnxDecoder, check_generation, eos_ids, torch_step
+
+    say("copying weights")
+    copy_weights(run_dir, staging)
+    manifest["artifacts"]["weights"] = {"path": ARTIFACT_PATHS["weights"]}
+    records = read_jsonl(run_dir / "predictions.jsonl")[: limit or GENERATION_PARITY_EXAMPLES]
+    if not records or "prompt" not in records[0]:
+        raise UserError(f"{run_dir}: predictions.jsonl has no test prompts to check parity against.")
+    generation = ((manifest["context"].get("extra") or {}).get("task") or {}).get("generation") or {}
+    max_new = int(generation.get("max_new_tokens") or 32)
+    metric = manifest["primary_metric"] or "rougeL"
+    method = load_method(staging, manifest)
+    tokenizer, eos = method.tokenizer, eos_ids(method.model, method.tokenizer)
+
+    def run_check(artifact, step, tol, file, reference):
+        return check_generation(records, artifact, step, tokenizer, reference, tol, file, max_new, eos, metric)
+
+    say(f"parity: rung weights, greedy on {len(records)} test prompts")
+    result, ref = run_check("weights", torch_step(method.model), tolerance, "weights/", None)
+    checks = [result]
+    if merge or onnx:
+        from transformers import AutoModelForCausalLM
+
+        from adaptlab.export.merge import merged_model, save_merged
+
+        model = merged_model(method)
+        if merge:
+            say("merging and saving merged/")
+            save_merged(model, tokenizer, staging / "merged")
+            manifest["artifacts"]["merged"] = {"path": ARTIFACT_PATHS["merged"], "format": "transformers"}
+            reloaded = AutoModelForCausalLM.from_pretrained(str(staging / "merged"), use_safetensors=True).eval()
+            checks.append(run_check("merged", torch_step(reloaded), tolerance, "merged/", ref)[0])
+        if onnx:
+            from adaptlab.export.decoder import export_decoder
+            from adaptlab.export.onnx import INT8_FILE, quantize_int8
+
+            say("exporting the decoder to ONNX (past key values as inputs and outputs)")
+            fp32 = export_decoder(model, tokenizer, staging / "onnx")
+            manifest["artifacts"]["onnx"] = {"path": ARTIFACT_PATHS["onnx"], "opset": _opset(fp32),
+                                             "kv_cache": "explicit past.{i}.key/value inputs, present.* outputs"}
+            checks.append(run_check("onnx", OnnxDecoder(fp32).step, tolerance, ARTIFACT_PATHS["onnx"], ref)[0])
+            if int8:
+                say("quantising to int8")
+                q = quantize_int8(fp32, staging / "onnx" / INT8_FILE)
+                manifest["artifacts"]["int8"] = {"path": ARTIFACT_PATHS["int8"], "quantization": "dynamic int8"}
+                checks.append(run_check("int8", OnnxDecoder(q).step, int8_tolerance, ARTIFACT_PATHS["int8"], ref)[0])
+    reference = ("the rung's weights reloaded, greedy-decoding the run's test prompts (predictions.jsonl) with the "
+                 "same loop as every export; the weights' own row compares with the recorded predictions")
+    return _finish(run_dir, staging, manifest, checks, len(records), metric, reference)
+
+
+def _finish(run_dir: Path, staging: Path, manifest: dict, checks: list[dict], examples: int, metric: str,
+            reference: str) -> dict:
     report = {
         "run": str(run_dir.resolve()),
         "split": "test",
-        "examples": len(ref),
-        "primary_metric": ref.primary_metric,
-        "reference": "the trained run: its recorded test predictions (predictions.jsonl) for probabilities, labels "
-                     "and the metric; its weights reloaded for logits",
+        "examples": examples,
+        "primary_metric": metric,
+        "reference": reference,
         "checks": checks,
         "passed": all(c["passed"] for c in checks),
     }
@@ -246,7 +312,7 @@ def summary_rows(report: dict) -> list[dict[str, Any]]:
         {
             "artifact": c["artifact"],
             "max |Δlogit|": "-" if c["max_abs_logit_diff"] is None else f"{c['max_abs_logit_diff']:.2e}",
-            "max |Δprob|": f"{c['max_abs_prob_diff']:.2e}",
+            "max |Δprob|": "-" if c["max_abs_prob_diff"] is None else f"{c['max_abs_prob_diff']:.2e}",
             "changed": str(c["changed_predictions"]),
             c["metric"]: f"{c['value']:.4f} ({c['metric_delta']:+.4f})",
             "status": "ok" if c["passed"] else "FAILED",

@@ -15,12 +15,15 @@ from adaptlab.errors import UserError
 
 def merged_model(method: Any) -> Any:
     """The rung's model with any peft adapter merged into its base weights (modifies ``method.model``)."""
+    from adaptlab.methods._causal import GenerativeMethod
     from adaptlab.methods._finetune import FineTuneMethod
 
-    if not isinstance(method, FineTuneMethod):
+    causal = isinstance(method, GenerativeMethod) and getattr(method, "kind", None) == "causal"
+    if not isinstance(method, FineTuneMethod) and not causal:
         raise UserError(
             f"rung '{method.name}' has no transformers sequence classifier to merge (embedding and prompting rungs "
-            "keep the base model as it is); --merge and --onnx take lora, full, head_only and top_layers runs. Ship "
+            "keep the base model as it is); --merge and --onnx take lora, full, head_only, top_layers runs and causal "
+            "LM rungs (lm_lora, lm_ia3, lm_full). Ship "
             "its bundle (adaptlab export RUN --to DIR) and load it with adaptlab.load."
         )
     model = method.model

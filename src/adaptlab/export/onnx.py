@@ -1,5 +1,6 @@
 """ONNX and int8 exports with ``torch.onnx.export`` and onnxruntime (optimum 2.x no longer exports ONNX).
 
+Causal LMs (with their KV cache as explicit tensors) are in :mod:`adaptlab.export.decoder`.
 Encoder classifiers export with the TorchScript exporter (``dynamo=False``) and dynamic batch and sequence axes;
 the int8 file is onnxruntime's dynamic quantisation of the fp32 one (weights int8, activations quantised at run
 time). The tokenizer is saved beside the model so the folder is all a CPU-only consumer needs.

@@ -43,16 +43,21 @@ def _base_method(model: str, chat: bool | None, system: str | None) -> Any:
     from adaptlab.config import TaskSpec
     from adaptlab.context import RunContext
     from adaptlab.generation import lm
-    from adaptlab.methods._causal import PromptParams
+    from adaptlab.methods._causal import ChoiceParams
     from adaptlab.methods.zero_shot_prompt import ZeroShotPrompt
     from adaptlab.models import resolve_model
 
     resolved = resolve_model(model)
-    window = lm.context_window(lm.load_config(resolved)) or 8192
+    config = lm.load_config(resolved)
+    if lm.model_kind(config) == "encoder":
+        raise UserError(f"'{model}' is an encoder-only model ({', '.join(config.architectures or [])}); it cannot "
+                        "generate text. Give a causal LM or seq2seq model (smollm2, tiny-random-gpt2, "
+                        "tiny-random-t5, a folder) or a run folder of a generative rung.")
+    window = lm.context_window(config) or 8192
     spec = TaskSpec(type="generation", chat_template=chat, system_prompt=system, forgetting_text=None)
     ctx = RunContext(model_spec=model, task="generation", label_names=[], max_length=window,
                      extra={"task": spec.model_dump(mode="json")})
-    method = ZeroShotPrompt(PromptParams(), ctx)
+    method = ZeroShotPrompt(ChoiceParams(), ctx)
     method.setup()
     return method
 
@@ -112,7 +117,9 @@ def generate(
                                   repetition_penalty=repetition_penalty, stop=list(stop or []), seed=seed,
                                   batch_size=1)
     except ValidationError as err:
-        raise UserError("; ".join(format_validation_error(err, prefix="option"))) from None
+        flags = [f"--{line.split(':', 1)[0].replace('_', '-')}:{line.split(':', 1)[1]}"
+                 for line in format_validation_error(err)]
+        raise UserError("; ".join(flags)) from None
     method = _load(model_or_run, chat, system)
     ids = prompt_ids(method, prompt, raw, max_new_tokens)
     device = method.ctx.torch_device

@@ -31,6 +31,8 @@ from adaptlab.generation.formatting import Demo, Encoded, Formatter, Input, reso
 from adaptlab.methods.base import Method
 
 PROMPT_FILE = "prompt.json"
+#: Inputs without content, whose label probabilities measure a prompt's bias (contextual calibration).
+CONTENT_FREE = ("N/A", "", "[MASK]")
 Dtype = Literal["auto", "float32", "bfloat16"]
 
 #: Base-model perplexity on the forgetting text, keyed by (model hash, kind, dtype, text, tokens, window, device):
@@ -44,8 +46,16 @@ class PromptParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dtype: Dtype = Field("auto", description="Weights dtype: auto (as stored: bf16 for smollm2), float32, bfloat16.")
     batch_size: int = Field(16, gt=0, description="Sequences scored per forward pass.")
+
+
+class ChoiceParams(PromptParams):
+    """Settings of prompting rungs that classify by constrained choice."""
+
     length_normalize: bool = Field(False, description="Constrained choice: mean instead of sum of the answer's "
                                    "token log-probabilities (for label words of very different lengths).")
+    calibrate: bool = Field(False, description="Constrained choice with contextual calibration (Zhao et al. 2021): "
+                            "divide each label's probability by its mean probability for content-free inputs "
+                            "('N/A', '', '[MASK]') in the same prompt, removing the model's bias toward some labels.")
 
 
 def task_spec(ctx: RunContext) -> TaskSpec:
@@ -86,7 +96,7 @@ class GenerativeMethod(Method):
     """A rung over a generative model. By itself it only prompts (nothing trains); subclasses adapt."""
 
     tasks: ClassVar[frozenset[str]] = frozenset({"classification", "generation"})
-    Params: ClassVar[type[BaseModel]] = PromptParams
+    Params: ClassVar[type[BaseModel]] = ChoiceParams
     trains: ClassVar[bool] = False
     #: Soft-prompt positions the adapted model puts in front of every input (prompt tuning).
     virtual_tokens: int = 0
@@ -193,11 +203,25 @@ class GenerativeMethod(Method):
             row = [self.formatter.encode(text, pair, word, shots) for word in self.words]
             self._note(text, pair, row[0], len(shots))
             encoded += row
+        groups: dict[tuple, int] = {}  # in-context example set -> its content-free rows (calibration)
+        if getattr(self.params, "calibrate", False):
+            for shots in demos:
+                key = tuple(map(id, shots))
+                if key not in groups:
+                    groups[key] = len(encoded) // len(self.words)
+                    encoded += [self.formatter.encode(cf, cf if pairs is not None else None, word, shots)
+                                for cf in CONTENT_FREE for word in self.words]
         sums, counts = self.score(encoded)
-        scores = (sums / np.maximum(counts, 1) if self.params.length_normalize else sums).reshape(len(texts), -1)
-        scores = scores - scores.max(axis=1, keepdims=True)
-        probs = np.exp(scores)
-        return (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+        mean = getattr(self.params, "length_normalize", False)
+        scores = (sums / np.maximum(counts, 1) if mean else sums).reshape(-1, len(self.words))
+        logp = scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
+        out = logp[: len(texts)]
+        if groups:  # divide by the label probabilities the model gives to content-free inputs
+            k = len(CONTENT_FREE)
+            prior = {key: np.log(np.exp(logp[start : start + k]).mean(axis=0)) for key, start in groups.items()}
+            out = out - np.stack([prior[tuple(map(id, shots))] for shots in demos])
+            out = out - np.logaddexp.reduce(out, axis=1, keepdims=True)
+        return np.exp(out).astype(np.float32)
 
     def score(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
         self.model.eval()

@@ -22,14 +22,14 @@ from safetensors.torch import load_file, save_file
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
 from adaptlab.generation.formatting import Demo, Input
-from adaptlab.methods._causal import GenerativeMethod, PromptParams, split_examples
+from adaptlab.methods._causal import ChoiceParams, GenerativeMethod, split_examples
 from adaptlab.methods.base import METHODS, Method
 
 DEMOS_FILE = "demos.json"
 EMBEDDINGS_FILE = "demo_embeddings.safetensors"
 
 
-class FewShotPromptParams(PromptParams):
+class FewShotPromptParams(ChoiceParams):
     shots: int = Field(4, gt=0, le=64, description="In-context examples (k) per prompt, at most.")
     selection: Literal["random", "similar"] = Field(
         "random", description="random: the same k for every input; similar: the k nearest training examples."

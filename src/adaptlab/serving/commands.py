@@ -32,6 +32,7 @@ def serve(
     adapter_root: list[Path] = typer.Option([], "--adapter-root", help="Folders admin calls may load adapters from "
                                                                        "(default: the current folder)."),
     device: str = typer.Option("auto", help="cpu, cuda or auto."),
+    threads: int | None = typer.Option(None, min=1, help="Torch CPU threads (default: CPU cores - 1)."),
     max_batch_size: int = typer.Option(_DEFAULTS.max_batch_size, min=1),
     max_queue: int = typer.Option(_DEFAULTS.max_queue, min=1, help="Waiting requests before 429."),
     timeout: float = typer.Option(_DEFAULTS.timeout_s, min=0.1, help="Per-request timeout in seconds (504)."),
@@ -45,7 +46,7 @@ def serve(
     from adaptlab.serving.adapters import parse_adapter_option, resolve_adapter
     from adaptlab.serving.app import create_app
     from adaptlab.serving.engine import EngineError
-    from adaptlab.serving.transformers_engine import TransformersEngine
+    from adaptlab.serving.transformers_engine import TransformersEngine, default_threads
 
     specs = [resolve_adapter(*parse_adapter_option(value)) for value in adapter]
     names = [s.name for s in specs]
@@ -56,7 +57,7 @@ def serve(
     if not base:
         raise UserError("--base: give the base model (e.g. --base minilm), or an adapter that names its base.")
     with console.status(f"loading {base}"):
-        engine = TransformersEngine(base, device=device)
+        engine = TransformersEngine(base, device=device, threads=threads or default_threads())
         for spec in specs:
             try:
                 engine.load_adapter(spec)
