@@ -6,7 +6,8 @@
 Each case runs in its own process, so peak memory (max resident set size) is that case's alone. Samples/s counts
 optimizer steps x batch size over the training loop's wall time (model loading and tokenisation excluded in both).
 adaptlab uses its defaults (length-grouped batches, dynamic padding); the plain loop pads each shuffled batch to its
-longest text, as a hand-written notebook would. Exit code 1 if adaptlab is slower than the plain loop by more than --tolerance.
+longest text, as a hand-written notebook would. Exit code 1 if adaptlab is slower than the plain loop by more
+than --tolerance.
 """
 
 from __future__ import annotations

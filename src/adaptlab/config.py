@@ -44,7 +44,9 @@ class DataSpec(Spec):
     train: str | None = Field(None, description="An explicit training file; then validation/test files are optional.")
     validation: str | None = Field(None, description="An explicit validation file.")
     test: str | None = Field(None, description="An explicit test file.")
-    format: str | None = Field(None, description="File format when the suffix doesn't tell: csv, tsv, jsonl, json, parquet.")
+    format: str | None = Field(
+        None, description="File format when the suffix doesn't tell: csv, tsv, jsonl, json, parquet."
+    )
     encoding: str | None = Field(None, description="Text encoding of the files (default utf-8, BOM allowed).")
     text_column: str = Field("text", description="Column with the input text.")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
@@ -75,7 +77,8 @@ class DataSpec(Spec):
         given = [k for k in ("builtin", "path", "hub", "train") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one data source: `builtin`, `path`, `hub`, or `train` (with optional `validation`/`test`)"
+                "give exactly one data source: `builtin`, `path`, `hub`, "
+                "or `train` (with optional `validation`/`test`)"
                 + (f"; got {', '.join(given)}" if given else "")
             )
         if self.validation_size + self.test_size >= 1.0:
@@ -223,7 +226,9 @@ class LadderSpec(Spec):
     name: str = Field(..., description="Ladder name, used for the output folder and the run registry.")
     task: TaskSpec = Field(default_factory=TaskSpec)
     data: DataSpec
-    model: str = Field(..., description="Local folder, packaged model (minilm, smollm2), tiny-random-<arch> or hub id.")
+    model: str = Field(
+        ..., description="Local folder, packaged model (minilm, smollm2), tiny-random-<arch> or hub id."
+    )
     rungs: list[RungSpec] = Field(..., min_length=1)
     seed: int = Field(0, description="Seed for the split, initialisation and data order.")
     output_dir: str | None = Field(None, description="Where runs are written (default: runs/<name>).")
