@@ -376,3 +376,17 @@ def test_contextual_calibration_divides_by_the_content_free_prior(tmp_path):
     prior = raw.predict_proba(list(CONTENT_FREE)).mean(axis=0)
     expected = raw.predict_proba(texts) / prior
     np.testing.assert_allclose(cal.predict_proba(texts), expected / expected.sum(axis=1, keepdims=True), rtol=1e-4)
+
+
+def test_few_shot_similar_puts_the_nearest_training_example_first(tmp_path, tiny_bert):
+    rungs = [{"method": "few_shot_prompt",
+              "params": {"shots": 2, "selection": "similar", "embedding_model": "tiny-random-bert"}}]
+    ladder = prepare(load_ladder(_ladder(tmp_path, _rows(24), rungs=rungs, max_length=128)))
+    method = build_method(ladder.spec.rung("few_shot_prompt"), ladder.ctx)
+    method.setup_formatting()
+    method.fit(ladder.data, tmp_path / "work")
+    assert len(method.pool) == len(ladder.data.train) and method.embeddings.shape[0] == len(ladder.data.train)
+    train = ladder.data.train
+    demos = method.demos_for(train.inputs[:3], None)
+    for x, ref, shots in zip(train.inputs[:3], train.references[:3], demos):
+        assert len(shots) == 2 and (shots[0].input, shots[0].answer) == (x, ref)  # itself: cosine 1
