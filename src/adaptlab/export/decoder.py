@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from adaptlab.export.parity import Tolerance, _over
+from adaptlab.generation.lm import eos_ids
 
 DECODER_JSON = "decoder.json"
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray, Any], tuple[np.ndarray, Any]]
@@ -76,16 +77,6 @@ def export_decoder(model: Any, tokenizer: Any, dest: Path, opset: int = 17) -> P
             "outputs": ["logits", *present_names], "eos_token_ids": sorted(eos_ids(model, tokenizer))}
     (dest / DECODER_JSON).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     return file
-
-
-def eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config):
-        value = getattr(source, "eos_token_id", None) if source is not None else None
-        ids.update(value if isinstance(value, list) else [value] if value is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
 
 
 def torch_step(model: Any) -> Step:

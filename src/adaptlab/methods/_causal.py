@@ -28,7 +28,7 @@ from adaptlab.errors import UserError
 from adaptlab.generation import lm
 from adaptlab.generation.decoding import finish_text, generate_ids
 from adaptlab.generation.formatting import Demo, Encoded, Formatter, Input, resolve_style
-from adaptlab.methods.base import Method
+from adaptlab.methods.base import Method, TorchModelAccounting
 
 PROMPT_FILE = "prompt.json"
 #: Inputs without content, whose label probabilities measure a prompt's bias (contextual calibration).
@@ -92,7 +92,7 @@ def resolve_text(name_or_path: str, base_dir: str | None = None) -> tuple[str, s
     return path.read_text(encoding="utf-8"), path.name
 
 
-class GenerativeMethod(Method):
+class GenerativeMethod(TorchModelAccounting, Method):
     """A rung over a generative model. By itself it only prompts (nothing trains); subclasses adapt."""
 
     tasks: ClassVar[frozenset[str]] = frozenset({"classification", "generation"})
@@ -334,17 +334,6 @@ class GenerativeMethod(Method):
         method = cls(params, ctx)
         method.setup()
         return method
-
-    # -- accounting --------------------------------------------------------------------------------------------------
-    def parameter_counts(self) -> tuple[int, int]:
-        params = list(self.model.parameters())
-        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-
-    def frozen_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if not p.requires_grad}
 
 
 def _check_labels(ctx: RunContext, spec: TaskSpec) -> list[str]:

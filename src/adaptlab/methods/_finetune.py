@@ -19,13 +19,13 @@ from safetensors.torch import load_file, save_file
 
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
-from adaptlab.methods.base import Method
+from adaptlab.methods.base import Method, TorchModelAccounting
 from adaptlab.training import TrainParams, train
 
 DELTA = "delta.safetensors"
 
 
-class FineTuneMethod(Method):
+class FineTuneMethod(TorchModelAccounting, Method):
     Params = TrainParams
 
     # -- model -------------------------------------------------------------------------------------------------
@@ -141,17 +141,6 @@ class FineTuneMethod(Method):
         with torch.no_grad():
             for name, value in delta.items():
                 own[name].copy_(value.to(own[name].dtype))
-
-    # -- accounting ----------------------------------------------------------------------------------------------
-    def parameter_counts(self) -> tuple[int, int]:
-        params = list(self.model.parameters())
-        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-
-    def frozen_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if not p.requires_grad}
 
 
 def head_parameter_names(model: torch.nn.Module) -> list[str]:

@@ -74,4 +74,20 @@ class Method:
         return {}
 
 
+class TorchModelAccounting:
+    """Accounting for rungs that hold a torch ``self.model`` whose ``requires_grad`` flags say what trains."""
+
+    model: Any
+
+    def parameter_counts(self) -> tuple[int, int]:
+        params = list(self.model.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def trainable_state(self) -> dict[str, Any]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def frozen_state(self) -> dict[str, Any]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if not p.requires_grad}
+
+
 METHODS: Registry[type[Method]] = Registry("method")

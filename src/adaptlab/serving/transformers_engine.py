@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from adaptlab.errors import UserError
+from adaptlab.generation.lm import eos_ids
 from adaptlab.serving.adapters import AdapterSpec
 from adaptlab.serving.engine import (
     BASE,
@@ -356,7 +357,7 @@ class DecodeLoop:
         longest = max(p.max_tokens for p in params)
         self.enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
                              max_length=max(1, min(max_length, self.limit - longest)))
-        self.eos = _eos_ids(model, tokenizer)
+        self.eos = eos_ids(model, tokenizer)
         self.generators = [_rng(p.seed, device) for p in params]
 
     @torch.inference_mode()
@@ -445,16 +446,6 @@ def _rng(seed: int | None, device: str) -> torch.Generator | None:
     g = torch.Generator(device=device)
     g.manual_seed(int(seed))
     return g
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config):
-        value = getattr(source, "eos_token_id", None) if source is not None else None
-        ids.update(value if isinstance(value, list) else [value] if value is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:
