@@ -9,8 +9,9 @@ import torch
 from pydantic import Field
 
 from adaptlab.context import RunContext
-from adaptlab.errors import UserError, did_you_mean
+from adaptlab.errors import UserError
 from adaptlab.methods._finetune import FineTuneMethod
+from adaptlab.methods._sft import check_targets, linear_layer_names
 from adaptlab.methods.base import METHODS, Method
 from adaptlab.training import TrainParams
 
@@ -25,10 +26,6 @@ class LoRAParams(TrainParams):
     learning_rate: float = Field(5e-4, gt=0, lt=1, description="Peak learning rate.")
 
 
-def linear_module_names(model: torch.nn.Module) -> list[str]:
-    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-
-
 @METHODS.register("lora")
 class LoRA(FineTuneMethod):
     Params = LoRAParams
@@ -37,15 +34,7 @@ class LoRA(FineTuneMethod):
         from peft import LoraConfig, TaskType, get_peft_model
 
         targets = self.params.target_modules
-        if targets:
-            known = linear_module_names(model)
-            missing = [t for t in targets if t not in known]
-            if missing:
-                hints = "".join(did_you_mean(t, known) for t in missing)
-                raise UserError(
-                    f"lora.params.target_modules: {missing} not found in {type(model).__name__}.{hints} "
-                    f"Linear layers: {', '.join(known)}"
-                )
+        check_targets(model, targets, self.name)
         config = LoraConfig(
             task_type=TaskType.SEQ_CLS,
             r=self.params.r,
@@ -56,7 +45,7 @@ class LoRA(FineTuneMethod):
         try:
             return get_peft_model(model, config)
         except ValueError as e:
-            known = linear_module_names(model)
+            known = linear_layer_names(model)
             raise UserError(f"lora: {e} Set lora.params.target_modules (linear layers: {known}).") from None
 
     def save(self, path: Path) -> None:

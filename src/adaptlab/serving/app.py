@@ -68,9 +68,10 @@ class ClassifyRequest(_Body):
         None, description="Zero-shot labels for 'base': names, or {name: description}.")
 
 
-class CompletionRequest(_Body):
+class _Sampling(_Body):
+    """Fields shared by the OpenAI completion and chat request bodies."""
+
     model: str
-    prompt: str | list[str]
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -78,6 +79,10 @@ class CompletionRequest(_Body):
     stream: bool = False
     n: int = Field(1, ge=1)
     seed: int | None = None
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
 
 
 class Message(_Body):
@@ -85,17 +90,9 @@ class Message(_Body):
     content: str
 
 
-class ChatRequest(_Body):
-    model: str
+class ChatRequest(_Sampling):
     messages: list[Message] = Field(..., min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    n: int = Field(1, ge=1)
-    seed: int | None = None
 
 
 class LoadAdapterRequest(_Body):
