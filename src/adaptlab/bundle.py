@@ -224,6 +224,30 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
+def trained_on_pairs(record: dict) -> bool | None:
+    """Whether a rung was trained on text pairs, from its run.json or bundle manifest; None when it doesn't say.
+
+    A run.json holds the ladder's data spec (``data.text_pair_column``); a manifest may hold the same ``data`` or a
+    ``text_pair`` flag.
+    """
+    if isinstance(record.get("text_pair"), bool):
+        return record["text_pair"]
+    data = record.get("data")
+    if isinstance(data, dict):
+        return bool(data.get("text_pair_column"))
+    return None
+
+
+def pair_mismatch(name: str, trained: bool | None, given: bool, option: str = "text_pair") -> str | None:
+    """Why giving (or not giving) a second text doesn't fit a rung trained on single texts or on pairs; else None."""
+    if trained is False and given:
+        return (f"{name} was trained on single texts, not text pairs: drop {option} (a second text the rung never "
+                "saw in training would only change its answers).")
+    if trained and not given:
+        return f"{name} was trained on text pairs: give the second text with {option}."
+    return None
+
+
 def available_backends(path: Path, manifest: dict) -> list[str]:
     return [name for name in ARTIFACT_PATHS if name in manifest.get("artifacts", {}) and (path / ARTIFACT_PATHS[name])
             .exists()]

@@ -29,6 +29,25 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("adaptlab")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            from adaptlab import __version__ as number
+        typer.echo(f"adaptlab {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    pass
+
+
 def _progress(total: int):
     state = {"i": 0, "current": None}
     status = console.status("starting")
@@ -61,13 +80,16 @@ def compare(
     from adaptlab.config import load_ladder
     from adaptlab.pipeline import compare as run_compare
     from adaptlab.pipeline import prepare
-    from adaptlab.reporting.table import leaderboard_table
+    from adaptlab.reporting.table import diagnosis_lines, leaderboard_table
 
     spec = load_ladder(config)
     spec.allow_pickle = spec.allow_pickle or allow_pickle
     only = [r.strip() for r in rungs.split(",")] if rungs else None
-    with console.status("loading data and model"):
-        ladder = prepare(spec, output)
+    try:
+        with console.status("loading data and model"):
+            ladder = prepare(spec, output)
+    except KeyboardInterrupt:
+        _interrupted(config, output or spec.output_path(), output, rungs)
     if check_repro:
         _check_repro(ladder, check_repro)
         return
@@ -79,10 +101,36 @@ def compare(
     update, status = _progress(len(only or spec.rungs))
     try:
         board = run_compare(ladder, resume=resume, only=only, progress=update)
+    except KeyboardInterrupt:
+        status.stop()
+        _interrupted(config, ladder.output, output, rungs)
     finally:
         status.stop()
     console.print(leaderboard_table(board))
+    for line in diagnosis_lines(board):
+        console.print(line, soft_wrap=True, highlight=False)
     _after_compare(ladder.output, board)
+    failed = [e for e in board["rungs"] if e["status"] != "ok"]
+    if failed:
+        from rich.markup import escape
+
+        for e in failed:  # in full: the table cell is short
+            log = ladder.output / e["dir"] / "error.log"
+            err_console.print(f"[bold red]rung {escape(e['rung'])} failed:[/bold red] "
+                              f"{escape(e.get('error') or 'unknown error')} (traceback: {escape(str(log))})",
+                              highlight=False, soft_wrap=True)
+        err_console.print(f"{len(failed)} of {len(board['rungs'])} rung(s) failed.", highlight=False)
+        raise typer.Exit(1)
+
+
+def _interrupted(config: Path, folder: Path, output: Path | None, rungs: str | None) -> None:
+    """Ctrl-C: say what is kept and the command that resumes, then exit 130 (the shell's code for SIGINT)."""
+    again = ["adaptlab compare", str(config), *(["--output", str(output)] if output else []),
+             *(["--rungs", rungs] if rungs else []), "--resume"]
+    err_console.print(
+        f"interrupted: finished rungs are kept in {folder}; the interrupted rung continues from its last checkpoint "
+        f"when you resume: {' '.join(again)}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
 
 
 def _check_repro(ladder, rung: str) -> None:
@@ -165,10 +213,17 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Predict with a trained rung."""
+    from adaptlab.bundle import pair_mismatch, trained_on_pairs
     from adaptlab.pipeline import load_run
 
+    run_file = run_dir / "run.json"
+    if run_file.is_file():  # before loading weights: a rung trained on single texts takes no --pair, and back
+        trained = trained_on_pairs(json.loads(run_file.read_text(encoding="utf-8")))
+        problem = pair_mismatch(f"{run_dir}: this rung", trained, pair is not None, "--pair")
+        if problem:
+            raise UserError(problem)
     _, method, _ = load_run(run_dir)
-    probs = method.predict_proba(list(texts), [pair] * len(texts) if pair else None)
+    probs = method.predict_proba(list(texts), [pair] * len(texts) if pair is not None else None)
     out = []
     for text, row in zip(texts, probs):
         scores = {n: round(float(p), 4) for n, p in zip(method.label_names, row)}
@@ -231,6 +286,51 @@ def _load_command_modules() -> None:
                 raise
 
 
+def _cli_error_types() -> tuple[type[Exception], ...]:
+    """The exceptions the installed typer raises for command-line mistakes (show them, exit with their code).
+
+    typer >= 0.2x carries its own copy of click: its errors derive from ``typer.TyperException``, not from
+    ``click.ClickException``. Older typers raise click's own. Both are caught, whichever this install has.
+    """
+    types: list[type[Exception]] = []
+    if hasattr(typer, "TyperException"):
+        types.append(typer.TyperException)
+    try:
+        import click
+    except ImportError:  # typer that carries its own click does not need the real one
+        pass
+    else:
+        types.append(click.ClickException)
+    return tuple(types)
+
+
+def _bare_call_of_help_only_command(e: Exception, argv: list[str]) -> bool:
+    """``adaptlab`` or ``adaptlab runs`` alone: a group that answers no arguments with its help (no_args_is_help).
+
+    click >= 8.2 signals that with a usage error (exit 2) after the help is printed; here it is the answer, exit 0.
+    """
+    ctx = getattr(e, "ctx", None)
+    if ctx is None or not getattr(ctx.command, "no_args_is_help", False):
+        return False
+    depth, parent = 0, ctx.parent
+    while parent is not None:
+        depth, parent = depth + 1, parent.parent
+    return len(argv) == depth  # nothing typed after the command's own name
+
+
+def _context_from_argv(argv: list[str]):
+    """The context of the deepest command named in argv, for usage errors raised without one (typer's parser
+    drops it from "Option '--x' requires an argument"), so that they too show the usage line."""
+    cmd = typer.main.get_command(app)
+    ctx = cmd.make_context("adaptlab", [], resilient_parsing=True)
+    for word in argv:
+        sub = cmd.get_command(ctx, word) if hasattr(cmd, "get_command") and not word.startswith("-") else None
+        if sub is None:
+            continue
+        cmd, ctx = sub, sub.make_context(word, [], parent=ctx, resilient_parsing=True)
+    return ctx
+
+
 def main() -> None:
     """Entry point: user errors -> exit 2 with one message; internal errors -> exit 1, traceback saved to a file."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -239,14 +339,33 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notes are not for users
+    argv = sys.argv[1:]
+    cli_errors = _cli_error_types()
     try:
         _load_command_modules()
-        code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
+        code = app(args=argv, prog_name="adaptlab", standalone_mode=False)  # returns a typer.Exit's code
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as e:
         err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except cli_errors as e:  # a mistake on the command line: usage, message (with "Did you mean"), exit 2
+        if _bare_call_of_help_only_command(e, argv):
+            help_text = e.format_message()  # plain click puts the help here; rich typer has printed it already
+            if help_text.strip():
+                typer.echo(help_text)
+            sys.exit(0)
+        show = getattr(e, "show", None)
+        if show is not None:
+            if hasattr(e, "ctx") and e.ctx is None:
+                try:
+                    e.ctx = _context_from_argv(argv)
+                except Exception:  # the usage line is a courtesy; the message below is what matters
+                    pass
+            show()
+        else:
+            typer.echo(f"Error: {e.format_message()}", err=True)
+        sys.exit(getattr(e, "exit_code", 2))
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code)
@@ -255,18 +374,12 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished rungs are kept, resume with --resume")
         sys.exit(130)
-    except Exception as e:  # click usage errors are handled below; everything else is our bug
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(2)
+    except Exception as e:  # everything else is our bug
         fd, log = tempfile.mkstemp(prefix="adaptlab-crash-", suffix=".log")
         with os.fdopen(fd, "w") as f:
             f.write(traceback.format_exc())
         err_console.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {e}\n(traceback: {log})")
         sys.exit(1)
-
 
 if __name__ == "__main__":
     main()

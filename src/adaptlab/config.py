@@ -26,6 +26,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from adaptlab.errors import ConfigError, UserError, did_you_mean
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Seeds numpy, scikit-learn and torch all accept.
+MAX_SEED = 2**32 - 1
+#: Devices a ladder can run on.
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_seed(v: int | None) -> int | None:
+    """A seed numpy and scikit-learn accept (0 to 2**32 - 1), else a message saying so."""
+    if v is not None and not 0 <= v <= MAX_SEED:
+        raise ValueError(f"a seed must be a whole number from 0 to {MAX_SEED} (2**32 - 1), the range numpy and "
+                         "scikit-learn accept; pick e.g. 0 or 42")
+    return v
 
 
 class Spec(BaseModel):
@@ -51,7 +63,9 @@ class DataSpec(Spec):
     text_column: str = Field("text", description="Column with the input text.")
     text_pair_column: str | None = Field(None, description="Optional second text column (sentence pairs).")
     label_column: str = Field("label", description="Column with the label (classification).")
-    validation_size: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction held out for validation when splitting.")
+    validation_size: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Fraction held out for validation (stratified, seeded); with explicit "
+        "train files and no validation file it is carved from the training file. 0: no validation split.")
     test_size: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction held out for test when splitting.")
     max_train_examples: int | None = Field(None, gt=0, description="Stratified subsample of the training split.")
     max_test_examples: int | None = Field(None, gt=0, description="Stratified subsample of the test split.")
@@ -101,6 +115,8 @@ class GenerationSpec(Spec):
                             "which is cut from the output (end-of-sequence tokens always stop).")
     seed: int | None = Field(None, description="Seed for sampling (default: the ladder's seed).")
     batch_size: int = Field(16, gt=0, description="Prompts generated together (left-padded for decoders).")
+
+    _seed = field_validator("seed")(check_seed)
 
     @field_validator("stop")
     @classmethod
@@ -232,10 +248,20 @@ class LadderSpec(Spec):
     rungs: list[RungSpec] = Field(..., min_length=1)
     seed: int = Field(0, description="Seed for the split, initialisation and data order.")
     output_dir: str | None = Field(None, description="Where runs are written (default: runs/<name>).")
-    device: str = Field("auto", description="auto, cpu or cuda.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off unless you trust it.")
     allow_pickle: bool = Field(False, description="Allow pickle checkpoints (.bin). Off: unpickling runs code.")
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are resolved against.")
+
+    _seed = field_validator("seed")(check_seed)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not DEVICE_PATTERN.match(v):
+            hint = did_you_mean(v, ("auto", "cpu", "cuda", "mps"))
+            raise ValueError(f"unknown device.{hint} Use auto (a GPU when there is one), cpu, cuda, cuda:N or mps")
+        return v
 
     @field_validator("task", mode="before")
     @classmethod
@@ -368,9 +394,17 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
 def load_ladder(path: str | Path) -> LadderSpec:
     """Read and validate a YAML ladder spec. Paths inside it are relative to the file's folder."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.y*ml"))
+        hint = f" YAML files in it: {', '.join(inside[:10])}." if inside else " It holds no .yaml files."
+        raise UserError(f"'{path}' is a folder, not a config file; pass the ladder's YAML file.{hint}")
     if not path.is_file():
         siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
         raise UserError(f"config file '{path}' not found.{did_you_mean(path.name, siblings)}")
+    nul = path.read_bytes()[: 1 << 16].find(b"\x00")
+    if nul >= 0:
+        raise UserError(f"{path}: looks like a binary file (a NUL byte at byte offset {nul}), not a YAML config; "
+                        "pass the ladder's .yaml file.")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:

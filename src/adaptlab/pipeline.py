@@ -29,6 +29,7 @@ from adaptlab.methods import METHODS, Method
 from adaptlab.runs import registry
 from adaptlab.runs.files import (
     OutputLock,
+    check_output_folder,
     partial_dir,
     publish,
     read_jsonl,
@@ -75,6 +76,8 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     """Load and split the data once, resolve the base model, build the shared context."""
     from adaptlab.data.source import load_frames
 
+    check_output_folder(output or spec.output_path())
+    check_device(spec.device)
     task = get_task(spec.task.type)
     frames = load_frames(spec, getattr(task, "stratify_role", "label_column"))
     data = task.prepare(spec, frames)
@@ -102,14 +105,42 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
 def check_rungs(spec: LadderSpec, ctx: RunContext, data: Any) -> None:
     """Before any rung starts: each method's optional ``check(params, ctx, data) -> [problems]`` (e.g. a generative
     rung on an encoder-only model, a prompt that cannot fit the context window). All problems raise together."""
+    from adaptlab.methods._causal import GenerativeMethod
+    from adaptlab.methods._sft import target_problems
+
     problems = []
     for i, rung in enumerate(spec.rungs):
-        check = getattr(METHODS.get(rung.method), "check", None)
-        if check is not None:
-            problems += [f"rungs[{i}] ({rung.run_name}): {p}" for p in check(rung_params(rung), ctx, data)]
+        cls, params = METHODS.get(rung.method), rung_params(rung)
+        check = getattr(cls, "check", None)
+        found = check(params, ctx, data) if check is not None else []
+        # adapter rungs (lora, lm_lora, lm_ia3): layer names the model lacks would fail the rung after loading
+        found += target_problems(getattr(params, "target_modules", None), ctx, rung.run_name,
+                                 generative=issubclass(cls, GenerativeMethod))
+        problems += [f"rungs[{i}] ({rung.run_name}): {p}" for p in found]
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise UserError(f"ladder '{spec.name}': {len(problems)} rung(s) cannot run on this model and data:\n{lines}")
+
+
+def check_device(device: str) -> None:
+    """UserError when the configured device is not on this machine (before any rung starts, not in every rung)."""
+    if device in ("auto", "cpu"):
+        return
+    import torch
+
+    if device == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise UserError("device: 'mps' asks for an Apple GPU, but torch sees none on this machine. Set device: "
+                            "auto (a GPU when there is one) or cpu in the config.")
+        return
+    if not torch.cuda.is_available():
+        why = "torch was built without CUDA" if torch.version.cuda is None else "torch sees no CUDA GPU"
+        raise UserError(f"device: '{device}' asks for a CUDA GPU, but {why} on this machine. Set device: auto "
+                        "(a GPU when there is one) or cpu in the config.")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"device: '{device}' asks for GPU {index}, but this machine has "
+                        f"{torch.cuda.device_count()} (cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
 
 
 def build_method(rung: RungSpec, ctx: RunContext) -> Method:
@@ -156,6 +187,7 @@ def run_rung(
         model=ladder.ctx.model, data_hash=ladder.data_hash, seed=ladder.spec.seed, config_hash=ladder.config_hash,
         trust_remote_code=ladder.spec.trust_remote_code,
     )
+    method = None
     try:
         say(name, "loading")
         method = build_method(rung, ladder.ctx)
@@ -175,6 +207,11 @@ def run_rung(
         evaluation = ladder.task.evaluate(records, meta)
         extra = method.extra_metrics() if hasattr(method, "extra_metrics") else {}  # e.g. forgetting
         evaluation = {**evaluation, **extra, "metrics": {**evaluation["metrics"], **extra}}
+        diagnosis = ladder.task.diagnose(records, fit, ladder.data)
+        training = training_record(fit)
+        if training:  # what training actually did (epochs derived from the data size, class weights)
+            run_info["training"] = training
+            write_json_atomic(staging / "run.json", run_info)
         say(name, "measuring latency")
         test = ladder.data.test
         n = min(getattr(ladder.task, "latency_examples", LATENCY_EXAMPLES), len(test))
@@ -197,6 +234,7 @@ def run_rung(
             "metrics": evaluation["metrics"],
             "cost": cost,
             "error": None,
+            "diagnosis": diagnosis,
         }
         metrics = {
             **entry,
@@ -206,6 +244,7 @@ def run_rung(
             "intervals": evaluation["interval"],
             "history": fit.get("history", []),
             "resumed_from": fit.get("resumed_from"),
+            "training": training,
             "provenance": prov,
         }
     except KeyboardInterrupt:
@@ -217,6 +256,9 @@ def run_rung(
         entry = {**base_entry, "status": "failed", "value": None, "interval": None, "metrics": {}, "cost": {},
                  "error": detail}
         metrics = {**entry, "task": ladder.spec.task.type, "provenance": prov}
+    if getattr(method, "adjustments", None):  # settings used in place of the configured ones (warned about)
+        run_info["adjustments"] = method.adjustments
+        write_json_atomic(staging / "run.json", run_info)
     write_json_atomic(staging / "metrics.json", metrics)
     final = ladder.output / name
     publish(staging, final)
@@ -224,6 +266,11 @@ def run_rung(
         registry.record(entry, ladder.spec.name, ladder.spec.task.type, ladder.spec.model, final)
     say(name, entry["status"])
     return entry
+
+
+def training_record(fit: dict) -> dict:
+    """The resolved training settings a fit reports (schedule, class weights); empty for rungs that don't train."""
+    return {k: fit[k] for k in ("schedule", "class_weights") if fit.get(k) is not None}
 
 
 def _staged_hash(staging: Path) -> str | None:
@@ -247,7 +294,8 @@ def finished_entry(ladder: Ladder, rung: RungSpec) -> dict | None:
         return None
     if metrics.get("status") != "ok" or run.get("rung_sha256") != rung_hash(ladder, rung):
         return None
-    keys = ("rung", "method", "dir", "primary_metric", "status", "value", "interval", "metrics", "cost", "error")
+    keys = ("rung", "method", "dir", "primary_metric", "status", "value", "interval", "metrics", "cost", "error",
+            "diagnosis")
     return {k: metrics.get(k) for k in keys}
 
 
@@ -270,6 +318,7 @@ def write_leaderboard(ladder: Ladder, entries: list[dict]) -> dict:
         "split": {"train": len(ladder.data.train), "validation": len(ladder.data.validation),
                   "test": len(ladder.data.test), "seed": ladder.spec.seed},
         "rungs": rank(entries, higher_is_better(primary)),
+        "baselines": ladder.task.baselines(ladder.data, ladder.spec.seed),
     }
     write_json_atomic(ladder.output / "leaderboard.json", board)
     return board

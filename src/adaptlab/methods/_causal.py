@@ -88,7 +88,8 @@ def resolve_text(name_or_path: str, base_dir: str | None = None) -> tuple[str, s
         path = Path(base_dir) / path
     if not path.is_file():
         raise UserError(f"task.forgetting_text: '{name_or_path}' is neither a builtin text "
-                        f"({', '.join(TEXTS.names())}) nor a file. Give one of them, or null to turn the check off.")
+                        f"({', '.join(TEXTS.names())}) nor a file (no file '{path}'). Give one of them, or null to "
+                        "turn the check off.")
     return path.read_text(encoding="utf-8"), path.name
 
 

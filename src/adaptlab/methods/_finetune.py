@@ -20,13 +20,13 @@ from safetensors.torch import load_file, save_file
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
 from adaptlab.methods.base import Method, TorchModelAccounting
-from adaptlab.training import TrainParams, train
+from adaptlab.training import ClassifierTrainParams, WeightedCrossEntropy, balanced_class_weights, train
 
 DELTA = "delta.safetensors"
 
 
 class FineTuneMethod(TorchModelAccounting, Method):
-    Params = TrainParams
+    Params = ClassifierTrainParams
 
     # -- model -------------------------------------------------------------------------------------------------
     def base_model(self) -> torch.nn.Module:
@@ -64,9 +64,16 @@ class FineTuneMethod(TorchModelAccounting, Method):
     # -- data ----------------------------------------------------------------------------------------------------
     @property
     def max_length(self) -> int:
-        """The configured length, clamped to what the model's position embeddings allow."""
+        """The configured length, clamped (with a warning, recorded in run.json) to what the model's position
+        embeddings allow: the tokenizer's model_max_length, else the config's max_position_embeddings."""
         limit = getattr(self.tokenizer, "model_max_length", None) or 0
-        return min(self.ctx.max_length, limit) if 0 < limit < 1_000_000 else self.ctx.max_length
+        if not 0 < limit < 1_000_000:
+            config = getattr(getattr(self, "model", None), "config", None)
+            limit = getattr(config, "max_position_embeddings", None) or 0
+        if 0 < limit < self.ctx.max_length:
+            return self.adjust("data.max_length", self.ctx.max_length, limit,
+                               f"the model takes at most {limit} tokens per example")
+        return self.ctx.max_length
 
     def encode(self, texts: list[str], pairs: list[str] | None, labels: np.ndarray | None = None) -> Any:
         from datasets import Dataset
@@ -86,6 +93,9 @@ class FineTuneMethod(TorchModelAccounting, Method):
         train_ds = self.encode(data.train.texts, data.train.pairs, data.train.labels)
         val = data.validation
         eval_ds = self.encode(val.texts, val.pairs, val.labels) if len(val) else None
+        weights = None
+        if self.params.class_weight == "balanced":
+            weights = balanced_class_weights(data.train.labels, self.ctx.num_labels)
         self.model.train()
         result = train(
             self.model,
@@ -97,8 +107,11 @@ class FineTuneMethod(TorchModelAccounting, Method):
             seed=self.ctx.seed,
             use_cpu=self.ctx.torch_device == "cpu",
             resume=resume,
+            loss_func=WeightedCrossEntropy(weights) if weights else None,
         )
-        result["tokens"] = int(sum(len(x) for x in train_ds["input_ids"]) * self.params.epochs)
+        result["tokens"] = int(sum(len(x) for x in train_ds["input_ids"]) * result["epochs"])
+        result["class_weights"] = dict(zip(self.label_names, weights)) if weights else None
+        result["classification_loss"] = True  # the history's loss is the head's cross-entropy (for diagnosis)
         self.model.eval()
         return result
 

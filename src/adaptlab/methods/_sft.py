@@ -29,6 +29,10 @@ ADAPTER = "adapter"
 class SFTParams(TrainParams):
     """Training settings of the fine-tuning rungs on generative models."""
 
+    epochs: float | None = Field(1.0, gt=0, description="Passes over the training split (null: enough passes "
+                                 "for min_steps optimizer steps).")
+    group_by_length: bool | None = Field(True, description="Batch texts of similar length together (less padding).")
+
     dtype: Dtype = Field("auto", description="Weights dtype of the base: auto (as stored: bf16 for smollm2), "
                          "float32, bfloat16. Adapters train in float32.")
     batch_size: int = Field(8, gt=0, description="Examples per optimizer step (per device).")
@@ -76,7 +80,7 @@ class SFTMethod(GenerativeMethod):
         )
         lengths = [len(x) + (len(y) if self.kind == "seq2seq" else 0)
                    for x, y in zip(train_ds["input_ids"], train_ds["labels"])]
-        result["tokens"] = int(sum(lengths) * self.params.epochs)
+        result["tokens"] = int(sum(lengths) * result["epochs"])
         result["answer_tokens"] = int(sum(sum(1 for t in y if t != -100) for y in train_ds["labels"]))
         self.model.eval()
         self.after_fit(workdir)
@@ -123,6 +127,32 @@ def linear_layer_names(model: torch.nn.Module) -> list[str]:
     from transformers.pytorch_utils import Conv1D
 
     return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
+
+
+def target_problems(targets: list[str] | str | None, ctx: RunContext, rung: str, generative: bool) -> list[str]:
+    """:func:`check_targets` before any rung starts, on the model's structure only: it is built from its config on
+    the meta device, so no weights are read. Empty when the targets are fine (or the structure cannot be built;
+    the check in ``adapt`` still runs then)."""
+    if not targets or isinstance(targets, str):
+        return []
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+
+    from adaptlab.generation import lm
+
+    try:
+        config = lm.load_config(ctx.model, ctx.trust_remote_code)
+        kind = lm.model_kind(config)
+        auto = (AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM) if generative and \
+            kind != "encoder" else AutoModelForSequenceClassification
+        with torch.device("meta"):
+            model = auto.from_config(config, trust_remote_code=ctx.trust_remote_code)
+    except Exception:  # noqa: BLE001 - a structure we cannot build here is checked when the rung loads it
+        return []
+    try:
+        check_targets(model, targets, rung)
+    except UserError as e:
+        return [str(e)]
+    return []
 
 
 def check_targets(model: torch.nn.Module, targets: list[str] | str | None, rung: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -10,6 +11,8 @@ from pydantic import BaseModel, ConfigDict
 
 from adaptlab.context import RunContext
 from adaptlab.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 class NoParams(BaseModel):
@@ -41,6 +44,17 @@ class Method:
     @property
     def label_names(self) -> list[str]:
         return self.ctx.label_names
+
+    def adjust(self, setting: str, requested: Any, used: Any, reason: str) -> Any:
+        """Use ``used`` in place of the configured ``requested`` value of ``setting`` (e.g. ``data.max_length``):
+        warns once per setting and records it in :attr:`adjustments`, which the pipeline writes into run.json.
+        Returns ``used``. Never clamp a setting silently; call this instead."""
+        adjustments = self.__dict__.setdefault("adjustments", {})
+        if adjustments.get(setting, {}).get("used") != used:
+            log.warning("%s: %s is %s but %s is used: %s.", getattr(self, "name", type(self).__name__), setting,
+                        requested, used, reason)
+        adjustments[setting] = {"requested": requested, "used": used, "reason": reason}
+        return used
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def setup(self) -> None:

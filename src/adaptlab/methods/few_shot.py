@@ -27,10 +27,16 @@ class FewShot(EmbeddingMethod):
     def fit(self, data: Any, workdir: Path) -> dict[str, Any]:
         rng = np.random.default_rng(self.ctx.seed)
         labels = data.train.labels
-        chosen = []
+        chosen, short = [], []
         for c in range(self.ctx.num_labels):
             idx = np.flatnonzero(labels == c)
             chosen += list(rng.choice(idx, size=min(self.params.shots, len(idx)), replace=False))
+            if len(idx) < self.params.shots:
+                short.append((self.label_names[c], len(idx)))
+        if short:
+            self.adjust("params.shots", self.params.shots, min(n for _, n in short),
+                        "the training split has fewer examples of "
+                        + ", ".join(f"'{name}' ({n})" for name, n in short) + ", so those classes use all they have")
         shots = data.train.subset(sorted(chosen))
         emb = self.embedder.encode(shots.texts, shots.pairs)
         if self.params.mode == "centroid":

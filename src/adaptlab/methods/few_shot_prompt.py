@@ -78,6 +78,9 @@ class FewShotPrompt(GenerativeMethod):
     def fit(self, data: Any, workdir: Path) -> dict[str, Any]:
         examples = split_examples(data.train, self.words)
         pool = [Demo(x, answer, pair) for x, pair, answer in examples]
+        if len(pool) < self.params.shots:
+            self.adjust("params.shots", self.params.shots, len(pool),
+                        f"the training split has only {len(pool)} examples to show")
         if self.params.selection == "random":
             self.pool = [pool[i] for i in self._random_order(data.train)[: self.params.shots]]
         else:

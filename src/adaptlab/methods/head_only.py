@@ -7,10 +7,10 @@ from pydantic import Field
 
 from adaptlab.methods._finetune import FineTuneMethod, freeze_all_but, head_parameter_names
 from adaptlab.methods.base import METHODS
-from adaptlab.training import TrainParams
+from adaptlab.training import ClassifierTrainParams
 
 
-class HeadParams(TrainParams):
+class HeadParams(ClassifierTrainParams):
     learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate (a fresh head wants a high one).")
 
 

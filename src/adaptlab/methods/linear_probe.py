@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +16,10 @@ class ProbeParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength (scikit-learn LogisticRegression).")
     max_iter: int = Field(2000, gt=0, description="Solver iterations.")
-    class_weight: str | None = Field(None, description="'balanced' to reweight rare classes.")
+    class_weight: Literal["balanced", "none"] | None = Field(
+        "balanced", description="balanced: weight classes by n / (classes x count), so rare classes count as much as "
+        "common ones; none (or null): unweighted.",
+    )
 
 
 @METHODS.register("linear_probe")
@@ -30,7 +33,8 @@ class LinearProbe(EmbeddingMethod):
         x = self.embedder.encode(data.train.texts, data.train.pairs)
         scaler = StandardScaler().fit(x)
         clf = LogisticRegression(
-            C=self.params.C, max_iter=self.params.max_iter, class_weight=self.params.class_weight,
+            C=self.params.C, max_iter=self.params.max_iter,
+            class_weight="balanced" if self.params.class_weight == "balanced" else None,
             random_state=self.ctx.seed,
         )
         clf.fit(scaler.transform(x), data.train.labels)

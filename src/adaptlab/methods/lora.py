@@ -13,10 +13,10 @@ from adaptlab.errors import UserError
 from adaptlab.methods._finetune import FineTuneMethod
 from adaptlab.methods._sft import check_targets, linear_layer_names
 from adaptlab.methods.base import METHODS, Method
-from adaptlab.training import TrainParams
+from adaptlab.training import ClassifierTrainParams
 
 
-class LoRAParams(TrainParams):
+class LoRAParams(ClassifierTrainParams):
     r: int = Field(8, gt=0, description="Adapter rank.")
     alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input.")

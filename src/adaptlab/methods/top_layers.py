@@ -8,10 +8,10 @@ from pydantic import Field
 from adaptlab.errors import UserError
 from adaptlab.methods._finetune import FineTuneMethod, freeze_all_but, head_parameter_names, transformer_layers
 from adaptlab.methods.base import METHODS
-from adaptlab.training import TrainParams
+from adaptlab.training import ClassifierTrainParams
 
 
-class TopLayersParams(TrainParams):
+class TopLayersParams(ClassifierTrainParams):
     layers: int = Field(2, gt=0, description="How many of the last transformer layers train.")
     learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak learning rate.")
 

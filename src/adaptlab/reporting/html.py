@@ -17,8 +17,10 @@ from adaptlab.reporting.report import (
     PROVENANCE_KEYS,
     Report,
     Run,
+    baseline_texts,
     confusion,
     cost_cells,
+    diagnosed_runs,
     fmt,
     fmt_interval,
     forgetting_text,
@@ -119,7 +121,8 @@ def leaderboard_section(report: Report) -> str:
             c = r.cost
             costs = cost_cells(r)
             cells = [
-                cell(i, i, "num"), cell(name, r.name, raw=True), cell(method), cell(fmt_interval(r), r.value, "num"),
+                cell(i, i, "num"), cell(name, r.name, raw=True), cell(method),
+                cell(fmt_interval(r) + (f" ⚠ {r.flag}" if r.flag else ""), r.value, "num"),
                 cell(test), cell(p, pv if pv is not None else "", p_cls),
                 cell(costs[0], c.get("trainable_params"), "num"), cell(costs[1], c.get("train_seconds"), "num"),
                 cell(costs[2], c.get("peak_memory_mb"), "num"), cell(costs[3], c.get("latency_ms_p50"), "num"),
@@ -222,6 +225,18 @@ def generative_section(report: Report) -> str:
             f"each rung's output.</p>{table('outputs', header, body)}</section>")
 
 
+def diagnosis_section(report: Report) -> str:
+    baselines = "".join(f"<li>Baseline {esc(t)}</li>" for t in baseline_texts(report))
+    flagged = diagnosed_runs(report)
+    if not flagged:
+        return f'<section id="baselines"><ul>{baselines}</ul></section>' if baselines else ""
+    items = "".join(f"<li><code>{esc(r.name)}</code> <strong>{esc(r.flag)}</strong>: {esc(why)}</li>"
+                    for r, why in flagged)
+    return ('<section id="diagnosis"><h2>Rungs that learned nothing (or are doubted)</h2><p class="note">A '
+            "degenerate rung is excluded from the recommendation: its score says the rung was not trained enough, "
+            f"not that the method is worse.</p><ul>{baselines}{items}</ul></section>")
+
+
 def failed_section(report: Report) -> str:
     failed = [r for r in report.runs if not is_usable(r.entry())]
     if not failed:
@@ -270,7 +285,7 @@ def render_html(report: Report) -> str:
     body = "".join([
         header_section(report), recommendation_section(report), leaderboard_section(report),
         significance_section(report), charts_section(report), curves_section(report), details,
-        failed_section(report), provenance_section(report), warnings_section(report),
+        diagnosis_section(report), failed_section(report), provenance_section(report), warnings_section(report),
     ])
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"

@@ -2,7 +2,10 @@
 
 The rule (stated in every report, see :data:`RULE`):
 
-1. Failed rungs (status other than ``ok``, or no finite value) are excluded.
+1. Failed rungs (status other than ``ok``, or no finite value) are excluded, and so are *degenerate* rungs, which
+   learned nothing (nearly all predictions one class, or a training loss never below the label prior's; see
+   :mod:`adaptlab.evaluation.diagnosis`). Rungs with a lesser finding (e.g. a class never predicted) stay in, and
+   the reason names them as doubted.
 2. The *best* rung has the best primary metric (ties: the cheaper one, see 4).
 3. A rung is *indistinguishable from the best* when its paired significance test against the best gives
    ``p >= 0.05``; when no paired test is available for it (no predictions to pair), when its 95% interval overlaps
@@ -36,7 +39,9 @@ RULE = (
     "Recommended: the cheapest rung whose {metric} is statistically indistinguishable from the best rung's "
     "(paired test against the best: p >= {alpha}; where no paired test is available, the 95% intervals overlap). "
     "Cheapest = shortest training time, then fewest trainable parameters, then lowest p50 latency, then smallest "
-    "size on disk; an unknown cost counts as the most expensive. Failed rungs are excluded."
+    "size on disk; an unknown cost counts as the most expensive. Failed rungs are excluded, and so are degenerate "
+    "rungs (nearly all test predictions one class, or a training loss never below that of predicting the label "
+    "prior): they learned nothing, so their score says nothing about the method."
 )
 
 
@@ -52,12 +57,14 @@ class Recommendation:
     rule: str = ""
     reason: str = ""
     runner_up_reason: str = ""
+    #: rung -> why it was excluded as degenerate or is doubted (in words); also said in ``reason``.
+    flagged: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "choice": self.choice, "runner_up": self.runner_up, "best": self.best,
             "indistinguishable": list(self.indistinguishable), "excluded": list(self.excluded), "rule": self.rule,
-            "reason": self.reason, "runner_up_reason": self.runner_up_reason,
+            "reason": self.reason, "runner_up_reason": self.runner_up_reason, "flagged": dict(self.flagged),
         }
 
 
@@ -65,6 +72,30 @@ def is_usable(entry: Mapping) -> bool:
     """A rung that finished with a finite value of the primary metric."""
     value = entry.get("value")
     return entry.get("status") == "ok" and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def is_degenerate(entry: Mapping) -> bool:
+    """A rung that finished but learned nothing (see :mod:`adaptlab.evaluation.diagnosis`)."""
+    return bool((entry.get("diagnosis") or {}).get("degenerate"))
+
+
+def is_candidate(entry: Mapping) -> bool:
+    """A rung the recommendation may choose: finished with a finite value and not degenerate."""
+    return is_usable(entry) and not is_degenerate(entry)
+
+
+def _flag_text(entries: Sequence[Mapping]) -> tuple[dict[str, str], str]:
+    """Per flagged rung its diagnosis, and the sentences the recommendation adds about them."""
+    from adaptlab.evaluation.diagnosis import summary
+
+    flagged = {str(e["rung"]): summary(e.get("diagnosis")) for e in entries
+               if is_usable(e) and (e.get("diagnosis") or {}).get("findings")}
+    out = []
+    for rung, why in flagged.items():
+        entry = next(e for e in entries if e["rung"] == rung)
+        verb = "Excluded as degenerate" if is_degenerate(entry) else "Doubted"
+        out.append(f"{verb}: {rung} ({why.rstrip('.')}).")
+    return flagged, " ".join(out)
 
 
 def cost_key(entry: Mapping) -> tuple:
@@ -121,11 +152,13 @@ def recommend(
     by ``value``, ties to the cheaper), which is what :func:`best_entry` returns.
     """
     rule = RULE.format(metric=metric, alpha=alpha)
-    usable = [e for e in entries if is_usable(e)]
-    excluded = [str(e.get("rung")) for e in entries if not is_usable(e)]
+    usable = [e for e in entries if is_candidate(e)]
+    excluded = [str(e.get("rung")) for e in entries if not is_candidate(e)]
+    flagged, flag_text = _flag_text(entries)
     if not usable:
-        reason = "every rung failed; there is nothing to recommend." if entries else "there are no rungs."
-        return Recommendation(None, None, None, [], excluded, rule, reason, "")
+        reason = ("every rung failed or learned nothing; there is nothing to recommend." if entries
+                  else "there are no rungs.")
+        return Recommendation(None, None, None, [], excluded, rule, f"{reason} {flag_text}".strip(), "", flagged)
     ranked = sorted(usable, key=lambda e: quality_key(e, higher_is_better))
     best = ranked[0]
     evidence = {e["rung"]: indistinguishable(e, best, p_values.get(e["rung"]), alpha) for e in ranked}
@@ -144,13 +177,14 @@ def recommend(
         )
     runner_up, runner_reason = _runner_up(choice, tied, ranked, evidence, metric)
     return Recommendation(
-        choice["rung"], runner_up, best["rung"], [e["rung"] for e in tied], excluded, rule, reason, runner_reason
+        choice["rung"], runner_up, best["rung"], [e["rung"] for e in tied], excluded, rule,
+        f"{reason} {flag_text}".strip(), runner_reason, flagged,
     )
 
 
 def best_entry(entries: Sequence[Mapping], higher_is_better: bool = True) -> Mapping | None:
-    """The best usable entry (ties to the cheaper), the one p-values must be computed against."""
-    usable = [e for e in entries if is_usable(e)]
+    """The best candidate entry (ties to the cheaper), the one p-values must be computed against."""
+    usable = [e for e in entries if is_candidate(e)]
     return min(usable, key=lambda e: quality_key(e, higher_is_better)) if usable else None
 
 

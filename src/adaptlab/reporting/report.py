@@ -21,6 +21,7 @@ rule is in :mod:`adaptlab.reporting.recommend`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -111,8 +112,14 @@ class Run:
         return {
             "rung": self.name, "method": m.get("method"), "status": self.status, "value": self.value,
             "interval": m.get("interval"), "metrics": m.get("metrics") or {}, "cost": self.cost,
-            "error": m.get("error"),
+            "error": m.get("error"), "diagnosis": m.get("diagnosis"),
         }
+
+    @property
+    def flag(self) -> str:
+        """'' or a short mark for a rung that learned nothing (degenerate) or is doubted."""
+        d = self.metrics.get("diagnosis") or {}
+        return "DEGENERATE" if d.get("degenerate") else "doubted" if d.get("findings") else ""
 
 
 @dataclass
@@ -123,6 +130,8 @@ class Source:
     ladder: str
     board: dict | None
     runs: list[Run]
+    #: Rungs of the ladder (ladder.json) with no results: the ladder was interrupted or run with --rungs.
+    never_ran: list[str] = field(default_factory=list)
 
 
 def _read_json(path: Path) -> tuple[Any, str | None]:
@@ -181,7 +190,23 @@ def load_source(path: Path, warn: Warn) -> Source:
         raise UserError(
             f"{path}: none of its {len(run_dirs)} run(s) could be read (see the warnings above); nothing to report."
         )
-    return Source(ladder_dir, ladder, board, runs)
+    never_ran = [] if single else _never_ran(ladder_dir, runs)
+    if never_ran:
+        warn(f"{ladder_dir}: {len(never_ran)} rung(s) of the ladder never ran ({', '.join(never_ran)}): they have "
+             f"no results, so the comparison and the recommendation cover only the {len(runs)} rung(s) that did. "
+             "Run them with `adaptlab compare CONFIG --resume`.")
+    return Source(ladder_dir, ladder, board, runs, never_ran)
+
+
+def _never_ran(ladder_dir: Path, runs: list[Run]) -> list[str]:
+    """Rungs named in ladder.json (written when `compare` starts) that have no results folder."""
+    spec, _ = _read_json(ladder_dir / "ladder.json")
+    rungs = spec.get("rungs") if isinstance(spec, dict) else None
+    if not isinstance(rungs, list):
+        return []
+    names = [str(r.get("name") or r.get("method")) for r in rungs if isinstance(r, dict)]
+    have = {r.rung for r in runs} | {r.path.name for r in runs}
+    return [n for n in names if n not in have and not (ladder_dir / n / "metrics.json").exists()]
 
 
 def load_sources(dirs: list[Path], warn: Warn) -> list[Source]:
@@ -420,6 +445,11 @@ def build_report(dirs: list[Path], warn: Warn) -> Report:
                 tests[r.name] = paired_test(best, r, metric, task, warn)
     rec = recommend([r.entry() for r in runs], {k: t.get("p_value") for k, t in tests.items()},
                     higher_is_better=hib, metric=metric)
+    never_ran = [n if len(sources) == 1 else f"{s.ladder}/{n}" for s in sources for n in s.never_ran]
+    if never_ran:
+        rec = dataclasses.replace(rec, reason=f"{rec.reason} This is among the finished rungs only: "
+                                  f"{', '.join(never_ran)} never ran (no results), so they could not be compared."
+                                  .strip())
     group_index = {r.ladder: i for i, s in enumerate(sources) for r in s.runs}
     points = [
         C.Point(r.name, float(r.value), _interval(r), r.cost, colours[r.name], group_index.get(r.ladder, 0))
@@ -608,7 +638,8 @@ def leaderboard_rows(report: Report) -> tuple[list[str], list[list[str]]]:
                    "-", "-", *["-"] * 5]
         else:
             test, p = significance_text(report, r)
-            row = [str(i), r.name, str(r.metrics.get("method") or "-"), fmt_interval(r), test, p, *cost_cells(r)]
+            value = fmt_interval(r) + (f" ⚠ {r.flag}" if r.flag else "")
+            row = [str(i), r.name, str(r.metrics.get("method") or "-"), value, test, p, *cost_cells(r)]
         if report.has_forgetting:
             row.append(forgetting_text(r.metrics.get("forgetting")))
         rows.append(row)
@@ -633,6 +664,7 @@ def render_markdown(report: Report) -> str:
     out += ["", f"_Rule: {rec.rule}_", "", "## Leaderboard", ""]
     header, rows = leaderboard_rows(report)
     out.append(_md_table(header, rows))
+    out += [f"Baseline: {line}" for line in baseline_texts(report)]
     out += ["", "Significance: each rung against the best on the same test examples (paired by id): McNemar's test "
             "on per-example correctness for classification, a paired bootstrap otherwise.", ""]
     if report.ok_runs:
@@ -675,6 +707,11 @@ def _md_details(report: Report) -> list[str]:
                 ["id", "input", "reference", *names],
                 [[row["id"], _clip(row["input"]), _clip(str(row["reference"])), *map(_clip, row["outputs"])]
                  for row in rows]), ""]
+    flagged = diagnosed_runs(report)
+    if flagged:
+        out += ["## Rungs that learned nothing (or are doubted)", ""]
+        out += [f"- `{r.name}` ({r.flag}): {why}" for r, why in flagged]
+        out.append("")
     failed = [r for r in report.runs if not is_usable(r.entry())]
     if failed:
         out += ["## Failed rungs", ""]
@@ -682,6 +719,25 @@ def _md_details(report: Report) -> list[str]:
                 for r in failed]
         out.append("")
     return out
+
+
+def baseline_texts(report: Report) -> list[str]:
+    """The task's trivial baselines recorded in each ladder's leaderboard, in words."""
+    out = []
+    for source in report.sources:
+        for name, b in ((source.board or {}).get("baselines") or {}).items():
+            lo, hi = b.get("interval") or (None, None)
+            where = f"{source.ladder}: " if len(report.sources) > 1 else ""
+            out.append(f"{where}{name} ({b.get('note', '')}): {report.metric} {fmt(b.get('value'))} "
+                       f"[{fmt(lo)}, {fmt(hi)}]; every trained rung should clear it.")
+    return out
+
+
+def diagnosed_runs(report: Report) -> list[tuple[Run, str]]:
+    """Finished rungs with a diagnosis finding, and the finding with its advice in words."""
+    from adaptlab.evaluation.diagnosis import summary
+
+    return [(r, summary(r.metrics.get("diagnosis"))) for r in report.runs if r.flag and is_usable(r.entry())]
 
 
 def _clip(text: str, n: int = 160) -> str:
@@ -713,7 +769,7 @@ def write_report(dirs: list[Path], output: Path, quiet: bool = False) -> list[Pa
     from rich.console import Console
 
     from adaptlab.reporting.html import render_html
-    from adaptlab.reporting.table import leaderboard_table
+    from adaptlab.reporting.table import diagnosis_lines, leaderboard_table
 
     err = Console(stderr=True)
     warnings: list[str] = []
@@ -732,7 +788,10 @@ def write_report(dirs: list[Path], output: Path, quiet: bool = False) -> list[Pa
     write_text_atomic(paths[1], page)
     if not quiet:
         console = Console()
-        console.print(leaderboard_table(terminal_board(report)))
+        board = terminal_board(report)
+        console.print(leaderboard_table(board))
+        for line in diagnosis_lines(board):
+            console.print(line, soft_wrap=True, highlight=False)
         rec = report.recommendation
         if rec.choice:
             console.print(f"[bold]recommended:[/bold] {rec.choice}. {rec.reason}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -38,13 +39,15 @@ def leaderboard_table(board: dict) -> Table:
         table.add_column(col, justify=justify)
     for i, e in enumerate(board["rungs"], 1):
         if e["status"] != "ok":
-            table.add_row(str(i), e["rung"], f"[red]failed[/red]: {e.get('error') or ''}"[:80], *["-"] * 7)
+            error = " ".join(str(e.get("error") or "").split())
+            short = error if len(error) <= 70 else error[:69] + "…"  # the whole reason is printed below the table
+            table.add_row(str(i), e["rung"], f"[red]failed[/red]: {escape(short)}", *["-"] * 7)
             continue
         c, lo_hi = e["cost"], e.get("interval") or [None, None]
         table.add_row(
             str(i),
             e["rung"],
-            f"{fmt(e['value'])} [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]",
+            f"{fmt(e['value'])} [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]{flag_mark(e)}",
             fmt(e["metrics"].get("accuracy")),
             f"{human_count(c.get('trainable_params'))} ({c.get('trainable_pct', 0):.2g}%)",
             fmt(c.get("train_seconds"), 1),
@@ -54,3 +57,28 @@ def leaderboard_table(board: dict) -> Table:
             fmt(c.get("latency_ms_p50"), 1),
         )
     return table
+
+
+def flag_mark(entry: dict) -> str:
+    """A mark after the score of a rung that learned nothing (degenerate) or is doubted (see diagnosis_lines)."""
+    d = entry.get("diagnosis") or {}
+    return " [bold yellow]⚠ degenerate[/bold yellow]" if d.get("degenerate") else " [yellow]⚠[/yellow]" if (
+        d.get("findings")) else ""
+
+
+def diagnosis_lines(board: dict) -> list[str]:
+    """Below the table: the task's trivial baselines, then each flagged rung's diagnosis and what to try (rich
+    markup)."""
+    from adaptlab.evaluation.diagnosis import summary
+
+    lines = []
+    for name, b in (board.get("baselines") or {}).items():
+        lo, hi = b.get("interval") or (None, None)
+        lines.append(f"baseline {escape(name)} ({escape(b.get('note', ''))}): {board['primary_metric']} "
+                     f"{fmt(b.get('value'))} [{fmt(lo)}, {fmt(hi)}]")
+    for e in board["rungs"]:
+        d = e.get("diagnosis") or {}
+        if e["status"] == "ok" and d.get("findings"):
+            kind = "learned nothing (excluded from the recommendation)" if d.get("degenerate") else "doubted"
+            lines.append(f"[yellow]⚠ {escape(e['rung'])} {kind}:[/yellow] {escape(summary(d))}")
+    return lines

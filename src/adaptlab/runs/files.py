@@ -94,6 +94,20 @@ def publish(staging: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
+def check_output_folder(output: Path) -> None:
+    """UserError naming the path when ``output``, or a folder above it, is an existing file (runs need a folder)."""
+    output = Path(output)
+    for p in (output, *output.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                where = "" if p == output else f" (it is above '{output}')"
+                raise UserError(
+                    f"output folder '{output}': '{p}' is an existing file, not a folder{where}. Pass --output a "
+                    "folder (new or existing), or set output_dir in the config."
+                )
+            return
+
+
 class OutputLock:
     """An exclusive lock on an output folder, so two ladders never write into the same runs."""
 
@@ -102,6 +116,7 @@ class OutputLock:
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
+        check_output_folder(self.path.parent)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

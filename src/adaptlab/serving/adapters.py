@@ -10,6 +10,7 @@ Rungs that change the base's own weights (head only, top layers, full) can't sha
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,22 +49,58 @@ def parse_adapter_option(value: str) -> tuple[str, Path]:
     return check_name(name.strip()), Path(path.strip()).expanduser()
 
 
+class OutsideRoots(UserError):
+    """An adapter path outside the folders the server may load adapters from (HTTP 403)."""
+
+
+def _within(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or r in path.parents for r in roots)
+
+
+def _lexical(text: str | Path) -> Path:
+    """An absolute, normalised path (``..`` and ``.`` folded) computed from the text alone, without the file system."""
+    return Path(os.path.normpath(os.path.abspath(os.path.expanduser(str(text)))))
+
+
 def check_path(path: str | Path, roots: list[Path] | None = None) -> Path:
-    """The resolved folder, which must exist and, when ``roots`` are given, lie inside one of them."""
+    """The resolved folder, which must exist and, when ``roots`` are given, lie inside one of them.
+
+    With ``roots``, the path is checked twice: first as text (made absolute and normalised, nothing on disk is
+    looked at, so a path outside gets the same 403 whether or not it exists), then once resolved (so a symlink
+    inside a root can't lead out of it).
+    """
     text = str(path)
-    if not text or "\x00" in text or len(text) > 4096:
+    if not text or "\x00" in text or len(text) > 4096 or not _encodable(text):
         raise UserError("invalid adapter path.")
+    allowed: list[Path] = []
+    if roots is not None:
+        for root in roots:
+            allowed += [_lexical(root), Path(root).expanduser().resolve()]
+        if not _within(_lexical(text), allowed):
+            _outside(text, roots)
     try:
         resolved = Path(text).expanduser().resolve(strict=True)
     except (OSError, RuntimeError):
         raise UserError(f"adapter path {text!r} does not exist.") from None
-    if roots is not None and not any(resolved == r or r in resolved.parents for r in roots):
-        allowed = ", ".join(str(r) for r in roots) or "(none)"
-        raise UserError(f"adapter path {text!r} is outside the allowed adapter roots ({allowed}); start the server "
-                        "with --adapter-root to allow more.")
+    if roots is not None and not _within(resolved, [Path(r).expanduser().resolve() for r in roots]):
+        _outside(text, roots)
     if not resolved.is_dir():
         raise UserError(f"adapter path {text!r} is not a folder.")
     return resolved
+
+
+def _outside(text: str, roots: list[Path]) -> None:
+    allowed = ", ".join(str(r) for r in roots) or "(none)"
+    raise OutsideRoots(f"adapter path {text!r} is outside the allowed adapter roots ({allowed}); start the server "
+                       "with --adapter-root to allow more.")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass
@@ -85,11 +122,14 @@ class AdapterSpec:
     base_sha256: str | None = None
     prompt_template: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: Whether the rung was trained on text pairs (True), single texts (False), or unknown (None: a bare peft
+    #: folder, or a bundle whose manifest doesn't say).
+    text_pair: bool | None = None
 
 
 def resolve_adapter(name: str, path: str | Path, roots: list[Path] | None = None) -> AdapterSpec:
     """Read a run folder, bundle or peft adapter folder into an :class:`AdapterSpec` (UserError if it is none)."""
-    from adaptlab.bundle import MANIFEST, read_manifest
+    from adaptlab.bundle import MANIFEST, read_manifest, trained_on_pairs
 
     name = check_name(name)
     folder = check_path(path, roots)
@@ -97,14 +137,14 @@ def resolve_adapter(name: str, path: str | Path, roots: list[Path] | None = None
         manifest = read_manifest(folder)
         return _from_rung(name, folder, folder / "weights", manifest["method"], manifest["params"],
                           manifest["context"], manifest.get("base_model", {}).get("sha256"),
-                          manifest.get("prompt_template"), manifest.get("metrics", {}))
+                          manifest.get("prompt_template"), manifest.get("metrics", {}), trained_on_pairs(manifest))
     if (folder / "run.json").is_file():
         from adaptlab.export.exporter import prompt_template, read_run
 
         info, metrics = read_run(folder)
         return _from_rung(name, folder, folder / "weights", info["rung"]["method"], info["params"], info["context"],
                           (metrics.get("provenance") or {}).get("model_sha256"), prompt_template(info),
-                          metrics.get("metrics", {}))
+                          metrics.get("metrics", {}), trained_on_pairs(info))
     if (folder / PEFT_CONFIG).is_file():
         return _from_peft_folder(name, folder)
     raise UserError(f"adapter '{name}': {folder} is not a run folder (run.json), an adaptlab bundle (manifest.json) "
@@ -112,12 +152,13 @@ def resolve_adapter(name: str, path: str | Path, roots: list[Path] | None = None
 
 
 def _from_rung(name: str, folder: Path, weights: Path, method: str, params: dict, context: dict,
-               base_sha256: str | None, template: str | None, metrics: dict) -> AdapterSpec:
+               base_sha256: str | None, template: str | None, metrics: dict, text_pair: bool | None) -> AdapterSpec:
     common = dict(
         name=name, path=folder, task=context["task"], method=method, params=params, context=context,
         labels=list(context.get("label_names", [])), label_descriptions=dict(context.get("label_descriptions", {})),
         max_length=context.get("max_length"), base_spec=context.get("model_spec"), base_sha256=base_sha256,
         prompt_template=template, metrics=metrics,
+        text_pair=text_pair if context["task"] == "classification" else None,
     )
     peft_dirs = sorted(p.parent for p in weights.rglob(PEFT_CONFIG)) if weights.is_dir() else []
     if peft_dirs:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,11 +25,12 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adaptlab.bundle import pair_mismatch
 from adaptlab.errors import UserError, did_you_mean
-from adaptlab.serving.adapters import InvalidName, check_name, resolve_adapter
+from adaptlab.serving.adapters import InvalidName, OutsideRoots, check_name, resolve_adapter
 from adaptlab.serving.batching import Batcher, QueueFull, RequestTimeout
 from adaptlab.serving.engine import BASE, AdapterInfo, ClassifyItem, Engine, EngineError, GenerationParams
 from adaptlab.serving.settings import ServerSettings
@@ -36,6 +39,7 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
                413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
                503: "server_error", 504: "timeout_error"}
+log = logging.getLogger(__name__)
 PATHS = ("/", "/healthz", "/metrics", "/v1/models", "/v1/classify", "/v1/completions", "/v1/chat/completions",
          "/v1/admin/adapters")
 
@@ -58,6 +62,38 @@ def error_response(status: int, message: str, code: str, headers: dict | None = 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*")
+    @classmethod
+    def _unicode_text(cls, value: Any) -> Any:
+        """Every string must be valid Unicode: JSON's ``\\ud800`` escapes can carry lone UTF-16 surrogates, which no
+        tokenizer (and no UTF-8 encoder) takes. Refused here (422 naming the field and item), never in a batch."""
+        problem = _bad_text(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def _bad_text(value: Any, where: str = "") -> str | None:
+    """What is wrong with the first string in ``value`` (a str, list or dict) that can't be encoded as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (f"{where or 'the text'} is not valid Unicode: a lone surrogate U+{ord(value[e.start]):04X} at "
+                    f"character {e.start} (send text that encodes as UTF-8).")
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            problem = _bad_text(item, f"{where} item {i}".strip())
+            if problem:
+                return problem
+    elif isinstance(value, dict):
+        for i, (key, item) in enumerate(value.items()):
+            problem = _bad_text(key, f"{where} key {i}".strip()) or _bad_text(item, f"{where} value {i}".strip())
+            if problem:
+                return problem
+    return None
 
 
 class ClassifyRequest(_Body):
@@ -141,7 +177,9 @@ class _BodyTooLarge(StarletteHTTPException):
 
 
 class Guard:
-    """ASGI middleware: rejects bodies over the limit (413) and records every request's status and latency."""
+    """ASGI middleware: rejects bodies over the limit (413), answers any unhandled error with a JSON 500 (logged
+    here, not re-raised to the server, which would drop the connection), and records every request's status and
+    latency."""
 
     def __init__(self, app: Any, settings: ServerSettings, metrics: Metrics):
         self.app, self.limit, self.metrics = app, settings.max_body_bytes, metrics
@@ -184,6 +222,12 @@ class Guard:
             if not state["started"]:
                 await too_large(scope, receive, send)
                 state["status"] = 413
+        except Exception as e:
+            log.exception("internal error on %s %s", scope.get("method"), path)
+            if not state["started"]:  # once a response is under way, nothing more can be said to the client
+                await error_response(500, f"internal error: {type(e).__name__}", "internal_error")(scope, receive,
+                                                                                                    send)
+                state["status"] = 500
         finally:
             self._record(label, state["status"], start)
 
@@ -251,6 +295,10 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
             raise ApiError(e.status, str(e), e.code) from None
         except UserError as e:
             raise ApiError(400, str(e), "invalid_request") from None
+        except ApiError:
+            raise
+        except Exception as e:  # this request's own failure (the batcher ran it alone): a JSON 500, nothing more
+            raise ApiError(500, f"internal error: {type(e).__name__}", "internal_error") from None
 
     def generation_params(req: CompletionRequest | ChatRequest, max_tokens: int | None) -> GenerationParams:
         if req.n != 1:
@@ -278,8 +326,8 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         alive = batcher._thread is not None and batcher._thread.is_alive()
-        body = {"status": "ok" if alive else "worker stopped", "base": engine.base_name, "models": len(models),
-                "queue": batcher.depth}
+        body = {"status": "ok" if alive else "worker stopped", "base": _public_source(engine.base_name),
+                "models": len(models), "queue": batcher.depth}
         return JSONResponse(body, status_code=200 if alive else 503)
 
     @app.get("/metrics", include_in_schema=False)
@@ -287,9 +335,14 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         return metrics.render()
 
     @app.get("/v1/models")
-    async def list_models() -> dict:
-        data = [{"id": info.name, "object": "model", "created": 0, "owned_by": "adaptlab", **info.to_dict()}
-                for info in models.values()]
+    async def list_models(request: Request) -> dict:
+        admin = has_key(request)  # where a model came from on disk is for the admin only
+        data = []
+        for info in models.values():
+            fields = info.to_dict()
+            if not admin:
+                fields["source"] = _public_source(fields.get("source"))
+            data.append({"id": info.name, "object": "model", "created": 0, "owned_by": "adaptlab", **fields})
         return {"object": "list", "data": data}
 
     @app.post("/v1/classify")
@@ -302,6 +355,10 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
         pairs = texts(req.text_pair, "text_pair") if req.text_pair is not None else None
         if pairs is not None and len(pairs) != len(inputs):
             raise ApiError(400, f"'text_pair' has {len(pairs)} items for {len(inputs)} inputs.", "invalid_input")
+        problem = pair_mismatch(f"adapter '{info.name}'", info.text_pair, pairs is not None, "'text_pair'")
+        if problem:
+            code = "text_pair_not_supported" if pairs is not None else "text_pair_required"
+            raise ApiError(400, problem, code, param="text_pair")
         labels = _labels(req.labels, info)
         items = [ClassifyItem(t, pairs[i] if pairs else None, labels) for i, t in enumerate(inputs)]
         results = await engine_call(batcher.classify(info.name, items, settings.timeout_s))
@@ -391,12 +448,18 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
             await chunks.aclose()
         yield b"data: [DONE]\n\n"
 
+    def has_key(request: Request) -> bool:
+        """Whether the request carries the admin key (False when the server has none)."""
+        if not settings.api_key:
+            return False
+        auth = request.headers.get("authorization", "")
+        given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        return bool(given) and hmac.compare_digest(given.encode(errors="replace"), settings.api_key.encode())
+
     def require_key(request: Request) -> None:
         if not settings.api_key:
             raise ApiError(403, "admin endpoints are disabled: start the server with --api-key.", "admin_disabled")
-        auth = request.headers.get("authorization", "")
-        given = auth[7:] if auth.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        if not given or not hmac.compare_digest(given.encode(), settings.api_key.encode()):
+        if not has_key(request):
             raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer KEY').", "invalid_api_key")
 
     @app.post("/v1/admin/adapters", status_code=201, dependencies=[Depends(require_key)])
@@ -407,11 +470,12 @@ def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAP
             raise ApiError(400, str(e), "invalid_model_name") from None
         if name in models:
             raise ApiError(409, f"adapter '{name}' is already loaded; unload it first.", "adapter_exists")
-        roots = [r.expanduser().resolve() for r in settings.adapter_roots]
-        try:
-            spec = resolve_adapter(name, req.path, roots)
+        try:  # a path outside the roots is refused from its text alone, before anything on disk is looked at
+            spec = resolve_adapter(name, req.path, list(settings.adapter_roots))
+        except OutsideRoots as e:
+            raise ApiError(403, str(e), "invalid_adapter") from None
         except UserError as e:
-            raise ApiError(403 if "outside the allowed" in str(e) else 400, str(e), "invalid_adapter") from None
+            raise ApiError(400, str(e), "invalid_adapter") from None
         info = await engine_call(batcher.call(lambda: engine.load_adapter(spec), settings.timeout_s))
         models[name] = info
         return {"object": "model", "id": name, **info.to_dict()}
@@ -444,6 +508,15 @@ async def _rest(chunks: Any, wrap: Any) -> AsyncIterator[Any]:
         if item is None:
             return
         yield item
+
+
+def _public_source(source: str | None) -> str | None:
+    """``source`` (a model spec) for anyone to see, or None when it is a place on this machine's disk."""
+    if not source:
+        return source
+    if os.path.isabs(source) or source.startswith(("~", ".")) or os.path.exists(source):
+        return None
+    return source
 
 
 def _labels(value: list[str] | dict[str, str] | None, info: AdapterInfo) -> dict[str, str] | None:

@@ -2,14 +2,16 @@
 
 HTTP handlers (asyncio) submit jobs; the worker takes the oldest job and every other waiting job for the same
 adapter and kind (up to ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for more), runs them as one
-engine call and hands each job its own results. Admin calls (load/unload) run on the same thread, in order, so
-the engine never sees two things at once. A full queue raises :class:`QueueFull` (HTTP 429); a job whose
-request timed out or went away is skipped, or dropped from a running generation.
+engine call and hands each job its own results. A batch that fails is run again one request at a time, so a
+bad request fails alone and never takes the others of its batch down. Admin calls (load/unload) run on the same
+thread, in order, so the engine never sees two things at once. A full queue raises :class:`QueueFull` (HTTP 429);
+a job whose request timed out or went away is skipped, or dropped from a running generation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -202,27 +204,57 @@ class Batcher:
             except BaseException as e:  # the request gets the error; the worker goes on
                 for job in live:
                     if job.stream is not None:
-                        job.push(e)
+                        job.push(_exception(e))
                     else:
-                        job.resolve(error=e)
+                        job.resolve(error=_exception(e))
 
     def _classify(self, jobs: list[Job]) -> None:
-        items = [item for job in jobs for item in job.payload]
-        self.on_batch("classify", len(items))
-        results = self.engine.classify(jobs[0].adapter, items)
+        """One engine call for the batch; if it fails, each request again on its own, so only a bad one fails."""
+        try:
+            results = self._classify_call(jobs)
+        except BaseException:
+            if len(jobs) == 1:
+                raise
+            for job in jobs:
+                if job.cancelled:
+                    continue
+                try:
+                    job.resolve(self._classify_call([job]))
+                except BaseException as alone:
+                    job.resolve(error=_exception(alone))
+            return
         start = 0
         for job in jobs:
             job.resolve(results[start : start + job.size])
             start += job.size
 
+    def _classify_call(self, jobs: list[Job]) -> list:
+        items = [item for job in jobs for item in job.payload]
+        self.on_batch("classify", len(items))
+        results = list(self.engine.classify(jobs[0].adapter, items))
+        if len(results) != len(items):
+            raise RuntimeError(f"the engine answered {len(results)} of {len(items)} inputs.")
+        return results
+
     def _generate(self, jobs: list[Job]) -> None:
+        """One decode loop for the batch. If it fails before any text came out, each request runs again on its own,
+        so a bad prompt fails alone; a failure after text was streamed reaches every request of the batch."""
+        if not self._stream(jobs, isolate=len(jobs) > 1):
+            for job in jobs:
+                if not job.cancelled:
+                    self._stream([job], isolate=False)
+
+    def _stream(self, jobs: list[Job], isolate: bool) -> bool:
+        """Run and route one generation; False (nothing pushed, no end marker) if it failed early and ``isolate``."""
         prompts = [p for job in jobs for p in job.payload]
         params = [p for job in jobs for p in job.params]
         owners = [(job, i) for job in jobs for i in range(job.size)]
         self.on_batch("generate", len(prompts))
-        stream = self.engine.generate(jobs[0].adapter, prompts, params)
+        stream, streamed = None, False
         try:
+            stream = self.engine.generate(jobs[0].adapter, prompts, params)
             for chunks in stream:
+                streamed = True
                 per_job: dict[int, list] = {}
                 for chunk in chunks:
                     job, local = owners[chunk.index]
@@ -233,12 +265,30 @@ class Batcher:
                         job.push(per_job[id(job)])
                 if all(job.cancelled for job in jobs):
                     break
-        except BaseException as e:  # reported to every request of the batch, before its end marker
-            for job in jobs:
-                job.push(e)
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-            for job in jobs:
-                job.push(_DONE)
+        except BaseException as e:
+            if isolate and not streamed:
+                _close(stream)
+                return False
+            for job in jobs:  # reported to every request of the batch, before its end marker
+                job.push(_exception(e))
+        _close(stream)
+        for job in jobs:
+            job.push(_DONE)
+        return True
+
+
+def _close(stream: Any) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+
+
+def _exception(error: BaseException) -> Exception:
+    """``error`` as an ordinary Exception (a Rust panic from a tokenizer is a BaseException, which the HTTP layer
+    would not turn into an error response)."""
+    if isinstance(error, Exception):
+        return error
+    wrapped = RuntimeError(f"{type(error).__name__}: {error}")
+    wrapped.__cause__ = error
+    return wrapped

@@ -9,6 +9,8 @@ Adapters are run folders, bundles (``adaptlab export``) or peft adapter folders;
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
 
 import typer
@@ -56,6 +58,7 @@ def serve(
     base = base or next((s.base_spec for s in specs if s.base_spec), None)
     if not base:
         raise UserError("--base: give the base model (e.g. --base minilm), or an adapter that names its base.")
+    sock = listen_socket(host, port)  # before loading anything: a taken port is a user error, said at once
     with console.status(f"loading {base}"):
         engine = TransformersEngine(base, device=device, threads=threads or default_threads())
         for spec in specs:
@@ -71,4 +74,32 @@ def serve(
         err_console.print(f"[yellow]warning:[/yellow] listening on {host} without --api-key; admin endpoints are off.")
     models = ", ".join(a.name for a in engine.adapters())
     console.print(f"serving {models} on http://{host}:{port} (playground at /, metrics at /metrics)")
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(create_app(engine, settings), host=host, port=port, log_level="warning",
+                                           access_log=False))
+    try:
+        server.run(sockets=[sock])  # the socket bound above, so what was checked is what is served
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    if not server.started:
+        raise typer.Exit(3)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (as uvicorn binds one); UserError if the port is taken or the host unusable."""
+    from adaptlab.errors import UserError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {host} is already in use; pick another with --port.") from None
+        if e.errno == errno.EACCES:
+            raise UserError(f"no permission to listen on port {port} on {host}; pick a port above 1023 with --port."
+                            ) from None
+        raise UserError(f"can't listen on {host}:{port} ({e.strerror or e}); check --host and --port.") from None
+    return sock

@@ -37,6 +37,9 @@ class AdapterInfo:
     source: str | None = None
     base_sha256: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    #: Classifiers: trained on text pairs (True: ``text_pair`` required), on single texts (False: refused), or
+    #: unknown (None: either is taken).
+    text_pair: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -125,7 +125,7 @@ class TransformersEngine:
     def _info(self, spec: AdapterSpec) -> AdapterInfo:
         return AdapterInfo(name=spec.name, task=spec.task, kind=spec.kind, method=spec.method, labels=spec.labels,
                            label_descriptions=spec.label_descriptions, source=str(spec.path),
-                           base_sha256=spec.base_sha256, metrics=spec.metrics)
+                           base_sha256=spec.base_sha256, metrics=spec.metrics, text_pair=spec.text_pair)
 
     def load_adapter(self, spec: AdapterSpec) -> AdapterInfo:
         with self._lock:
@@ -295,7 +295,15 @@ class TransformersEngine:
             sep = self.tokenizer.sep_token or "\n"
             texts = [f"{a} {sep} {b}" if i.pair is not None else a for a, b, i in zip(texts, pairs, batch)]
             pairs = None
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        if pairs is not None and any(i.pair is None for i in batch):
+            # Single texts and pairs in one batch: each encoded as it would be alone (a single text must not get
+            # an empty second segment), then padded together.
+            features = [self.tokenizer(t, i.pair, truncation=True, max_length=max_length)
+                        for t, i in zip(texts, batch)]
+            enc = self.tokenizer.pad(features, padding=True, return_tensors="pt")
+        else:
+            enc = self.tokenizer(texts, pairs, truncation=True, max_length=max_length, padding=True,
+                                 return_tensors="pt")
         return {k: v.to(self.device) for k, v in enc.items()}
 
     @torch.inference_mode()

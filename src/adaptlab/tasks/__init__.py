@@ -27,6 +27,14 @@ class Task(Protocol):
     def evaluate(self, records: list[dict], meta: dict) -> dict:
         """Metrics (incl. an interval for the primary metric) computed from records alone."""
 
+    def baselines(self, data: Any, seed: int) -> dict[str, dict]:
+        """Trivial reference points on the test split, e.g. {"majority_class": {"value", "interval", "note"}}: every
+        trained rung should clear them. Empty when the task has none."""
+
+    def diagnose(self, records: list[dict], fit: dict, data: Any) -> dict | None:
+        """Whether the rung's result is real: {"degenerate", "doubted", "findings", "advice"}, or None when the
+        task has no such check. A degenerate rung is flagged everywhere and never recommended."""
+
 
 TASKS: Registry[type] = Registry("task")
 

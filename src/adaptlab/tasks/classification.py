@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,8 @@ import pandas as pd
 
 from adaptlab.errors import DataError
 from adaptlab.tasks import TASKS
+
+log = logging.getLogger(__name__)
 
 #: The prediction of a method that gave no answer (e.g. free text naming no label); it is never right.
 NO_ANSWER = "(no answer)"
@@ -49,8 +52,15 @@ class ClassificationData:
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    @property
+    def present_labels(self) -> list[str]:
+        """The labels that occur in the training or test split, in label order: macro metrics average over these."""
+        seen = set(self.train.labels.tolist()) | set(self.test.labels.tolist())
+        return [name for i, name in enumerate(self.label_names) if i in seen]
+
     def meta(self) -> dict[str, Any]:
-        return {"label_names": self.label_names, "label_descriptions": self.label_descriptions}
+        return {"label_names": self.label_names, "label_descriptions": self.label_descriptions,
+                "macro_labels": self.present_labels}
 
 
 @TASKS.register("classification")
@@ -76,7 +86,8 @@ class ClassificationTask:
             if data.text_pair_column:
                 frame[data.text_pair_column] = clean_text_column(frame, data.text_pair_column, source)
             min_classes = 2 if split_name == "train" else 1  # a held-out split may hold a single class
-            frame[data.label_column] = clean_label_column(frame, data.label_column, source, min_classes=min_classes)
+            frame[data.label_column] = clean_label_column(frame, data.label_column, source, min_classes=min_classes,
+                                                            split=split_name)
             cleaned[split_name] = frame
 
         seen = sorted(set(cleaned["train"][data.label_column]))
@@ -112,13 +123,23 @@ class ClassificationTask:
                 pairs=frame[data.text_pair_column].tolist() if data.text_pair_column else None,
             )
 
-        return ClassificationData(
+        prepared = ClassificationData(
             label_names=label_names,
             train=to_split(cleaned["train"]),
             validation=to_split(cleaned.get("validation", cleaned["train"].iloc[0:0])),
             test=to_split(cleaned["test"]),
             label_descriptions=descriptions,
         )
+        absent = [n for n in label_names if n not in set(prepared.present_labels)]
+        if absent:
+            shown = ", ".join(repr(n) for n in absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10
+                                                               else "")
+            log.warning(
+                "task.labels: %d of the %d declared labels never occur in the training or test split (%s); macro "
+                "metrics average over the %d labels that do (recorded as macro_labels in metrics.json).",
+                len(absent), len(label_names), shown, len(label_names) - len(absent),
+            )
+        return prepared
 
     def predict(self, method: Any, split: Split) -> list[dict]:
         probs = np.asarray(method.predict_proba(split.texts, split.pairs), dtype=np.float64)
@@ -149,11 +170,15 @@ class ClassificationTask:
         shown = names if k == len(names) else [*names, NO_ANSWER]
         result = classification_metrics(refs, preds, shown)
         per_class = {n: result["per_class"][n] for n in names}
+        # Macro averages run over the labels present in the data (train or test): a declared label that never
+        # occurs would only add a 0 to every average. Without that in meta, over the labels given.
+        macro_labels = [n for n in meta.get("macro_labels") or names if n in per_class] or names
         metrics = {"accuracy": result["accuracy"]}
         for m in ("precision", "recall", "f1"):
-            metrics[f"macro_{m}"] = float(np.mean([c[m] for c in per_class.values()]))
-        # The no-answer column scores 0 in every resample, so a macro interval over k columns is (k-1)/k of ours.
-        scale = {"macro_f1": k / len(names), "accuracy": 1.0}
+            metrics[f"macro_{m}"] = float(np.mean([per_class[n][m] for n in macro_labels]))
+        # The no-answer column and labels absent from the test references (they are never a reference, so never
+        # right) score 0 in every resample, so a macro interval over k columns is |macro_labels|/k of ours.
+        scale = {"macro_f1": k / len(macro_labels), "accuracy": 1.0}
         interval = {
             m: [x * scale[m] for x in bootstrap_classification(refs, preds, k, metric=m, seed=meta.get("seed", 0))]
             for m in ("macro_f1", "accuracy")
@@ -164,5 +189,32 @@ class ClassificationTask:
             "per_class": per_class,
             "confusion_matrix": result["confusion_matrix"],
             "labels": shown,
+            "macro_labels": macro_labels,
+            "labels_not_in_data": [n for n in names if n not in macro_labels],
             "n": len(records),
         }
+
+    def baselines(self, data: ClassificationData, seed: int) -> dict[str, dict]:
+        """The majority class of the training split predicted for every test example: the floor every trained rung
+        must clear (its macro-F1 is the majority class's F1 over the number of labels)."""
+        if not len(data.test) or not len(data.train):
+            return {}
+        top = data.label_names[int(np.bincount(data.train.labels).argmax())]
+        records = [{"id": i, "reference": data.label_names[int(y)], "prediction": top}
+                   for i, y in zip(data.test.ids, data.test.labels)]
+        result = self.evaluate(records, {**data.meta(), "seed": seed})
+        return {"majority_class": {
+            "value": result["metrics"][self.primary_metric], "interval": result["interval"][self.primary_metric],
+            "note": f"always '{top}', the most frequent training label",
+        }}
+
+    def diagnose(self, records: list[dict], fit: dict, data: ClassificationData) -> dict:
+        from adaptlab.evaluation.diagnosis import diagnose_classification
+
+        # Only a classification head's cross-entropy compares with the label prior's (not e.g. an LM's token loss).
+        losses = [h["loss"] for h in fit.get("history", []) if "loss" in h] if fit.get("classification_loss") else []
+        counts = np.bincount(data.train.labels, minlength=data.num_labels).tolist()
+        return diagnose_classification(
+            [r["prediction"] for r in records], [r["reference"] for r in records], train_counts=counts,
+            losses=losses, class_weighted=fit.get("class_weights") is not None,
+        )

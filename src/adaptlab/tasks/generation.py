@@ -223,6 +223,14 @@ class GenerationTask:
         return method.generate([split.inputs[i]])
 
     # -- metrics --------------------------------------------------------------------------------------------------
+    def baselines(self, data: Any, seed: int) -> dict[str, dict]:
+        """No trivial reference output for generated text."""
+        return {}
+
+    def diagnose(self, records: list[dict], fit: dict, data: Any) -> None:
+        """No degenerate-rung check for generated text yet."""
+        return None
+
     def evaluate(self, records: list[dict], meta: dict) -> dict:
         from adaptlab.evaluation import metrics as M
         from adaptlab.evaluation.stats import bootstrap_interval, bootstrap_mean
