@@ -136,12 +136,12 @@ class TransformersPredictor(Predictor):
 
     def __init__(self, folder: Path, labels: list[str] | None = None, max_length: int = 512, device: str = "cpu",
                  manifest: dict | None = None):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
+
+        from adaptlab.methods._heads import load_classifier
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            str(folder), use_safetensors=True, local_files_only=True
-        ).to(device).eval()
+        self.model = load_classifier(folder, local_files_only=True).to(device).eval()
         config_labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         super().__init__(labels or config_labels, manifest)
         self.max_length, self.device = max_length, device

@@ -10,7 +10,6 @@ ladder goes on.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
@@ -40,7 +39,6 @@ from adaptlab.runs.provenance import hash_records, provenance
 from adaptlab.tasks import get_task
 from adaptlab.training import STEP_REPORTER
 
-LATENCY_EXAMPLES = 50
 Progress = Callable[[str, str], None]
 
 
@@ -79,7 +77,7 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     check_output_folder(output or spec.output_path())
     check_device(spec.device)
     task = get_task(spec.task.type)
-    frames = load_frames(spec, getattr(task, "stratify_role", "label_column"))
+    frames = load_frames(spec, task.stratify_role)
     data = task.prepare(spec, frames)
     ctx = RunContext(
         model_spec=spec.model,
@@ -105,17 +103,9 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
 def check_rungs(spec: LadderSpec, ctx: RunContext, data: Any) -> None:
     """Before any rung starts: each method's optional ``check(params, ctx, data) -> [problems]`` (e.g. a generative
     rung on an encoder-only model, a prompt that cannot fit the context window). All problems raise together."""
-    from adaptlab.methods._causal import GenerativeMethod
-    from adaptlab.methods._sft import target_problems
-
     problems = []
     for i, rung in enumerate(spec.rungs):
-        cls, params = METHODS.get(rung.method), rung_params(rung)
-        check = getattr(cls, "check", None)
-        found = check(params, ctx, data) if check is not None else []
-        # adapter rungs (lora, lm_lora, lm_ia3): layer names the model lacks would fail the rung after loading
-        found += target_problems(getattr(params, "target_modules", None), ctx, rung.run_name,
-                                 generative=issubclass(cls, GenerativeMethod))
+        found = METHODS.get(rung.method).check(rung_params(rung), ctx, data)
         problems += [f"rungs[{i}] ({rung.run_name}): {p}" for p in found]
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
@@ -147,24 +137,27 @@ def build_method(rung: RungSpec, ctx: RunContext) -> Method:
     return METHODS.get(rung.method)(rung_params(rung), ctx)
 
 
-def _uncached(method: Method) -> contextlib.AbstractContextManager:
-    embedder = getattr(method, "embedder", None)
-    return embedder.uncached() if embedder is not None else contextlib.nullcontext()
 
 
-def _predict_one(task: Any, method: Method, split: Any) -> Callable[[int], object]:
-    """Predict example i alone (for latency): the task's ``predict_one`` hook, else class probabilities."""
-    hook = getattr(task, "predict_one", None)
-    if hook is not None:
-        return lambda i: hook(method, split, i)
-    return lambda i: method.predict_proba([split.texts[i]], [split.pairs[i]] if split.pairs else None)
+@dataclass
+class RungRun:
+    """One rung being run: where it is staged, its run.json record, and how it reports progress."""
+
+    ladder: Ladder
+    rung: RungSpec
+    staging: Path
+    info: dict
+    say: Callable[[str], None]
+
+    def write_info(self, **extra: Any) -> None:
+        self.info.update(extra)
+        write_json_atomic(self.staging / "run.json", self.info)
 
 
 def run_rung(
     ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None, record: bool = True
 ) -> dict:
-    """Train, evaluate and save one rung; returns its leaderboard entry. Never raises for a failing rung."""
-    say = progress or (lambda _rung, _stage: None)
+    """Fit, evaluate, measure and save one rung; returns its leaderboard entry. Never raises for a failing rung."""
     name = rung.run_name
     staging = partial_dir(ladder.output, name)
     digest = rung_hash(ladder, rung)
@@ -172,100 +165,104 @@ def run_rung(
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True, exist_ok=True)
     ladder.ctx.reset_caches()
-    base_entry = {"rung": name, "method": rung.method, "dir": name, "primary_metric": ladder.task.primary_metric}
-    run_info = {
-        "ladder": ladder.spec.name,
-        "rung": rung.model_dump(mode="json"),
-        "params": rung_params(rung).model_dump(mode="json"),
-        "task": ladder.spec.task.model_dump(mode="json"),
-        "data": ladder.spec.data.model_dump(mode="json"),
-        "context": ladder.ctx.to_dict(),
-        "rung_sha256": digest,
+    info = {
+        "ladder": ladder.spec.name, "rung": rung.model_dump(mode="json"),
+        "params": rung_params(rung).model_dump(mode="json"), "task": ladder.spec.task.model_dump(mode="json"),
+        "data": ladder.spec.data.model_dump(mode="json"), "context": ladder.ctx.to_dict(), "rung_sha256": digest,
     }
-    write_json_atomic(staging / "run.json", run_info)
+    run = RungRun(ladder, rung, staging, info, lambda stage: (progress or (lambda _r, _s: None))(name, stage))
+    run.write_info()
     prov = provenance(
         model=ladder.ctx.model, data_hash=ladder.data_hash, seed=ladder.spec.seed, config_hash=ladder.config_hash,
         trust_remote_code=ladder.spec.trust_remote_code,
     )
-    method = None
+    base = {"rung": name, "method": rung.method, "dir": name, "primary_metric": ladder.task.primary_metric}
+    method = build_method(rung, ladder.ctx)
     try:
-        say(name, "loading")
-        method = build_method(rung, ladder.ctx)
-        with measure() as meter:
-            method.setup()
-            say(name, "training")
-            fit_kwargs = {"resume": resume} if "resume" in method.fit.__code__.co_varnames else {}
-            token = STEP_REPORTER.set(lambda step, total, loss: say(name, _step_text(step, total, loss)))
-            try:
-                fit = method.fit(ladder.data, staging, **fit_kwargs)
-            finally:
-                STEP_REPORTER.reset(token)
-        say(name, "evaluating")
-        records = ladder.task.predict(method, ladder.data.test)
-        write_jsonl_atomic(staging / "predictions.jsonl", records)
-        meta = {**ladder.data.meta(), "seed": ladder.spec.seed}
-        evaluation = ladder.task.evaluate(records, meta)
-        extra = method.extra_metrics() if hasattr(method, "extra_metrics") else {}  # e.g. forgetting
-        evaluation = {**evaluation, **extra, "metrics": {**evaluation["metrics"], **extra}}
-        diagnosis = ladder.task.diagnose(records, fit, ladder.data)
-        training = training_record(fit)
-        if training:  # what training actually did (epochs derived from the data size, class weights)
-            run_info["training"] = training
-            write_json_atomic(staging / "run.json", run_info)
-        say(name, "measuring latency")
-        test = ladder.data.test
-        n = min(getattr(ladder.task, "latency_examples", LATENCY_EXAMPLES), len(test))
-        with _uncached(method):
-            latency = latency_ms(_predict_one(ladder.task, method, test), n)
-        say(name, "saving")
-        method.save(staging / "weights")
-        trainable, total = method.parameter_counts()
-        cost = cost_summary(
-            trainable=trainable, total=total, meter=meter, samples=fit.get("samples", 0), tokens=fit.get("tokens"),
-            size_bytes=dir_size(staging / "weights"), latency=latency,
-        )
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        primary = ladder.task.primary_metric
-        entry = {
-            **base_entry,
-            "status": "ok",
-            "value": evaluation["metrics"][primary],
-            "interval": evaluation["interval"].get(primary),
-            "metrics": evaluation["metrics"],
-            "cost": cost,
-            "error": None,
-            "diagnosis": diagnosis,
-        }
-        metrics = {
-            **entry,
-            "task": ladder.spec.task.type,
-            "higher_is_better": higher_is_better(primary),
-            **{k: v for k, v in evaluation.items() if k not in ("metrics", "interval")},
-            "intervals": evaluation["interval"],
-            "history": fit.get("history", []),
-            "resumed_from": fit.get("resumed_from"),
-            "training": training,
-            "provenance": prov,
-        }
+        fit, meter = _fit(run, method, resume)
+        evaluation = _evaluate(run, method, fit)
+        cost = _measure(run, method, fit, meter)
+        entry, metrics = _results(run, base, evaluation, cost, fit, prov)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failing rung is recorded; the ladder goes on
         detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         (staging / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        entry = {**base_entry, "status": "failed", "value": None, "interval": None, "metrics": {}, "cost": {},
+        entry = {**base, "status": "failed", "value": None, "interval": None, "metrics": {}, "cost": {},
                  "error": detail}
         metrics = {**entry, "task": ladder.spec.task.type, "provenance": prov}
-    if getattr(method, "adjustments", None):  # settings used in place of the configured ones (warned about)
-        run_info["adjustments"] = method.adjustments
-        write_json_atomic(staging / "run.json", run_info)
+    if method.adjustments:  # settings used in place of the configured ones (warned about)
+        run.write_info(adjustments=method.adjustments)
     write_json_atomic(staging / "metrics.json", metrics)
     final = ladder.output / name
     publish(staging, final)
     if record:
         registry.record(entry, ladder.spec.name, ladder.spec.task.type, ladder.spec.model, final)
-    say(name, entry["status"])
+    run.say(entry["status"])
     return entry
+
+
+def _fit(run: RungRun, method: Method, resume: bool) -> tuple[dict, Any]:
+    """Load the base and fit, metered (time, peak memory); run.json records what training actually did."""
+    run.say("loading")
+    with measure() as meter:
+        method.setup()
+        run.say("training")
+        token = STEP_REPORTER.set(lambda step, total, loss: run.say(_step_text(step, total, loss)))
+        try:
+            fit = method.fit(run.ladder.data, run.staging, resume=resume)
+        finally:
+            STEP_REPORTER.reset(token)
+    training = training_record(fit)
+    if training:  # epochs derived from the data size, class weights
+        run.write_info(training=training)
+    return fit, meter
+
+
+def _evaluate(run: RungRun, method: Method, fit: dict) -> dict:
+    """Predict the test split, write the predictions, score them; the task's diagnosis says if the rung learned."""
+    ladder = run.ladder
+    run.say("evaluating")
+    records = ladder.task.predict(method, ladder.data.test)
+    write_jsonl_atomic(run.staging / "predictions.jsonl", records)
+    evaluation = ladder.task.evaluate(records, {**ladder.data.meta(), "seed": ladder.spec.seed})
+    extra = method.extra_metrics()  # e.g. forgetting
+    return {**evaluation, **extra, "metrics": {**evaluation["metrics"], **extra},
+            "diagnosis": ladder.task.diagnose(records, fit, ladder.data)}
+
+
+def _measure(run: RungRun, method: Method, fit: dict, meter: Any) -> dict:
+    """Latency of one example at a time, then save what ships and account its cost."""
+    task, test = run.ladder.task, run.ladder.data.test
+    run.say("measuring latency")
+    with method.uncached():
+        latency = latency_ms(lambda i: task.predict_one(method, test, i), min(task.latency_examples, len(test)))
+    run.say("saving")
+    method.save(run.staging / "weights")
+    trainable, total = method.parameter_counts()
+    shutil.rmtree(run.staging / "checkpoints", ignore_errors=True)
+    return cost_summary(
+        trainable=trainable, total=total, meter=meter, samples=fit.get("samples", 0), tokens=fit.get("tokens"),
+        size_bytes=dir_size(run.staging / "weights"), latency=latency,
+    )
+
+
+def _results(run: RungRun, base: dict, evaluation: dict, cost: dict, fit: dict, prov: dict) -> tuple[dict, dict]:
+    """The leaderboard entry and the fuller metrics.json record of a finished rung."""
+    primary = run.ladder.task.primary_metric
+    entry = {
+        **base, "status": "ok", "value": evaluation["metrics"][primary],
+        "interval": evaluation["interval"].get(primary), "metrics": evaluation["metrics"], "cost": cost,
+        "error": None, "diagnosis": evaluation["diagnosis"],
+    }
+    metrics = {
+        **entry, "task": run.ladder.spec.task.type, "higher_is_better": higher_is_better(primary),
+        **{k: v for k, v in evaluation.items() if k not in ("metrics", "interval", "diagnosis")},
+        "intervals": evaluation["interval"], "history": fit.get("history", []),
+        "resumed_from": fit.get("resumed_from"), "training": run.info.get("training", {}), "provenance": prov,
+    }
+    return entry, metrics
 
 
 def training_record(fit: dict) -> dict:

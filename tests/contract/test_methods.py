@@ -27,6 +27,13 @@ def _params(name: str) -> dict:
     return {k: v for k, v in FAST.items() if k in fields}
 
 
+# Every rung with a classification head, once more with each head that is not the default (cls, mean pooling).
+HEADS = ["cls", "mean"]
+HEADED = [n for n in CLASSIFICATION if "head" in METHODS.get(n).Params.model_fields]
+RUNGS = [(n, n, _params(n)) for n in CLASSIFICATION] + [
+    (f"{n}_{h}", n, {**_params(n), "head": h}) for n in HEADED for h in HEADS]
+
+
 @pytest.fixture(scope="module")
 def ladder(tmp_path_factory, tiny_bert):
     tmp = tmp_path_factory.mktemp("contract")
@@ -39,7 +46,7 @@ def ladder(tmp_path_factory, tiny_bert):
         w = csv.DictWriter(f, fieldnames=["text", "label"])
         w.writeheader()
         w.writerows(sentiment_rows(96))
-    rungs = [{"method": n, "params": _params(n)} for n in CLASSIFICATION]
+    rungs = [{"method": m, "name": name, "params": p} for name, m, p in RUNGS]
     return prepare(load_ladder(write_config(tmp, data, tiny_bert, rungs)))
 
 
@@ -47,16 +54,17 @@ def test_every_method_is_covered():
     assert {"embedding_zero_shot", "few_shot", "linear_probe", "head_only", "top_layers", "full", "lora"} <= set(
         CLASSIFICATION
     )
+    assert {"head_only", "top_layers", "full", "lora"} <= set(HEADED)
 
 
-@pytest.mark.parametrize("name", CLASSIFICATION)
+@pytest.mark.parametrize("name", [r[0] for r in RUNGS])
 def test_method_contract(name, ladder, tmp_path):
     rung = ladder.spec.rung(name)
     method = build_method(rung, ladder.ctx)
     method.setup()
     trainable_before = method.trainable_state()
     frozen_before = method.frozen_state()
-    assert frozen_before or name == "full", "a frozen-base method must expose its frozen weights"
+    assert frozen_before or rung.method == "full", "a frozen-base method must expose its frozen weights"
 
     method.fit(ladder.data, tmp_path / "work")
 

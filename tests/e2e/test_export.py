@@ -132,6 +132,10 @@ def test_user_mistakes(ladder, tmp_path, monkeypatch, capsys):
     tampered = tmp_path / "tampered"
     shutil.copytree(bundle, tampered)
     manifest = json.loads((tampered / "manifest.json").read_text())
+    assert manifest["text_pair"] is False  # trained on single texts: the server refuses a text_pair for it
+    from adaptlab.serving.adapters import resolve_adapter
+
+    assert resolve_adapter("b", bundle).text_pair is False
     manifest["base_model"]["sha256"] = "0" * 64
     (tampered / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="wrong base"):

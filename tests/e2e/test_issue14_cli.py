@@ -22,7 +22,7 @@ def test_failed_rungs_exit_1_with_the_full_reason(tmp_path, sentiment_csv, tiny_
 
     reason = "the probe broke [red]: ['x'] " + " ".join(f"detail-{i}" for i in range(40)) + " END-OF-REASON"
 
-    def broken(self, data, workdir):
+    def broken(self, data, workdir, resume=False):
         raise RuntimeError(reason)
 
     monkeypatch.setattr(LinearProbe, "fit", broken)

@@ -142,7 +142,8 @@ def test_nan_loss_stops_the_rung_with_step_and_advice(tmp_path, sentiment_csv, t
     original = BertForSequenceClassification.forward
 
     def poisoned(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
+        out = original(self, *args, **kwargs)  # NaN logits: whichever loss is computed from them is NaN
+        out.logits = out.logits * torch.tensor(float("nan"))
         if out.loss is not None:
             out.loss = out.loss * torch.tensor(float("nan"))
         return out

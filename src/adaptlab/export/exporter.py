@@ -68,6 +68,13 @@ def prompt_template(info: dict) -> str | None:
     return None
 
 
+def bundle_pairs(info: dict) -> bool | None:
+    """Whether the rung was trained on text pairs (served and predicted only with a pair then); None: unknown."""
+    from adaptlab.bundle import trained_on_pairs
+
+    return trained_on_pairs(info)
+
+
 def build_manifest(run_dir: Path, info: dict, metrics: dict) -> dict:
     """Everything needed to rebuild and judge the rung, without the run folder."""
     from adaptlab import __version__
@@ -86,6 +93,7 @@ def build_manifest(run_dir: Path, info: dict, metrics: dict) -> dict:
         "labels": ctx.get("label_names", []),
         "label_descriptions": ctx.get("label_descriptions", {}),
         "max_length": ctx.get("max_length"),
+        "text_pair": bundle_pairs(info),
         "prompt_template": prompt_template(info),
         "primary_metric": metrics.get("primary_metric"),
         "metrics": metrics.get("metrics", {}),

@@ -106,6 +106,9 @@ class EmbeddingMethod(Method):
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
         return self.scores(self.embedder.encode(texts, pairs))
 
+    def uncached(self) -> contextlib.AbstractContextManager:
+        return self.embedder.uncached()
+
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.head.items()}, path / self.head_file)

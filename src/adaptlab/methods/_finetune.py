@@ -15,34 +15,49 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
+from adaptlab.methods._heads import Head, PooledClassifier, pooling_of
 from adaptlab.methods.base import Method, TorchModelAccounting
 from adaptlab.training import ClassifierTrainParams, WeightedCrossEntropy, balanced_class_weights, train
 
 DELTA = "delta.safetensors"
 
 
+class EncoderParams(ClassifierTrainParams):
+    """Training settings of the encoder rungs that train a classification head."""
+
+    head: Head = Field(
+        "pooler", description="How a text becomes the vector the new linear layer reads: pooler (transformers' "
+        "sequence-classification head: first token, the pretrained pooler layer, dropout), cls (the first token's "
+        "state), mean (mean over tokens), sentence_transformers (the pooling the model's sentence-transformers "
+        "config declares). Only pooler exports to merged/ONNX and serves as a multi-adapter LoRA.",
+    )
+
+
 class FineTuneMethod(TorchModelAccounting, Method):
-    Params = ClassifierTrainParams
+    Params = EncoderParams
 
     # -- model -------------------------------------------------------------------------------------------------
     def base_model(self) -> torch.nn.Module:
-        from transformers import AutoModelForSequenceClassification, set_seed
+        """The base with a new classification head, as ``params.head`` says (see :mod:`adaptlab.methods._heads`)."""
+        from transformers import AutoModel, AutoModelForSequenceClassification, set_seed
 
         from adaptlab.models import load_kwargs
 
         set_seed(self.ctx.seed)  # the new head's initialisation depends on it
         names = self.label_names
-        model = AutoModelForSequenceClassification.from_pretrained(
-            self.ctx.model.location,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-            **load_kwargs(self.ctx.model, trust_remote_code=self.ctx.trust_remote_code),
-        )
+        kwargs = load_kwargs(self.ctx.model, trust_remote_code=self.ctx.trust_remote_code)
+        kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
+                      label2id={n: i for i, n in enumerate(names)})
+        if self.params.head == "pooler":
+            model = AutoModelForSequenceClassification.from_pretrained(self.ctx.model.location, **kwargs)
+        else:
+            body = AutoModel.from_pretrained(self.ctx.model.location, **kwargs)
+            model = PooledClassifier(body, len(names), pooling_of(self.ctx.model.path, self.params.head))
         if model.config.pad_token_id is None and self.tokenizer.pad_token_id is not None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
         return model

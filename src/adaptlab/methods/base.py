@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +32,7 @@ class Method:
     change) and ``frozen_state()`` (what it must not change).
     """
 
-    name: ClassVar[str]
+    name: ClassVar[str] = "method"  # set by METHODS.register
     tasks: ClassVar[frozenset[str]] = frozenset({"classification"})
     Params: ClassVar[type[BaseModel]] = NoParams
     #: False for rungs that fit nothing (zero-shot); the contract test then expects no trainable state.
@@ -40,6 +41,22 @@ class Method:
     def __init__(self, params: BaseModel, ctx: RunContext):
         self.params = params
         self.ctx = ctx
+        #: settings used in place of the configured ones (see :meth:`adjust`); the pipeline writes them to run.json
+        self.adjustments: dict[str, dict[str, Any]] = {}
+
+    # -- optional hooks, with their defaults -------------------------------------------------------------------
+    @classmethod
+    def check(cls, params: BaseModel, ctx: RunContext, data: Any) -> list[str]:
+        """Pre-flight, before any rung starts: problems that would make this rung fail on this model and data."""
+        return []
+
+    def extra_metrics(self) -> dict[str, Any]:
+        """Metrics beyond the task's, measured by the method itself after fitting (e.g. forgetting)."""
+        return {}
+
+    def uncached(self) -> contextlib.AbstractContextManager:
+        """A context in which predictions recompute everything (no embedding cache), for honest latency."""
+        return contextlib.nullcontext()
 
     @property
     def label_names(self) -> list[str]:
@@ -49,9 +66,9 @@ class Method:
         """Use ``used`` in place of the configured ``requested`` value of ``setting`` (e.g. ``data.max_length``):
         warns once per setting and records it in :attr:`adjustments`, which the pipeline writes into run.json.
         Returns ``used``. Never clamp a setting silently; call this instead."""
-        adjustments = self.__dict__.setdefault("adjustments", {})
+        adjustments = self.adjustments
         if adjustments.get(setting, {}).get("used") != used:
-            log.warning("%s: %s is %s but %s is used: %s.", getattr(self, "name", type(self).__name__), setting,
+            log.warning("%s: %s is %s but %s is used: %s.", self.name, setting,
                         requested, used, reason)
         adjustments[setting] = {"requested": requested, "used": used, "reason": reason}
         return used
@@ -60,8 +77,9 @@ class Method:
     def setup(self) -> None:
         """Load the base model and prepare it for this method."""
 
-    def fit(self, data: Any, workdir: Path) -> dict[str, Any]:
-        """Fit on ``data.train`` (``data.validation`` may be empty). Returns {"history": [...], "samples": n, ...}."""
+    def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
+        """Fit on ``data.train`` (``data.validation`` may be empty); ``resume`` continues from the last checkpoint
+        in ``workdir`` where the method keeps any. Returns {"history": [...], "samples": n, ...}."""
         return {"history": [], "samples": 0}
 
     def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:

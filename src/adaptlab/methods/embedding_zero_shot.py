@@ -35,7 +35,7 @@ class EmbeddingZeroShot(EmbeddingMethod):
         with self.embedder.uncached():
             self.head = {"label_embeddings": self.embedder.encode(descriptions)}
 
-    def fit(self, data: Any, workdir: Path) -> dict[str, Any]:
+    def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
         return {"history": [], "samples": 0}
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ class FewShotParams(BaseModel):
 class FewShot(EmbeddingMethod):
     Params = FewShotParams
 
-    def fit(self, data: Any, workdir: Path) -> dict[str, Any]:
+    def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
         rng = np.random.default_rng(self.ctx.seed)
         labels = data.train.labels
         chosen, short = [], []

@@ -75,7 +75,7 @@ class FewShotPrompt(GenerativeMethod):
         self._embedder: Any = None
 
     # -- choosing examples ---------------------------------------------------------------------------------------
-    def fit(self, data: Any, workdir: Path) -> dict[str, Any]:
+    def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
         examples = split_examples(data.train, self.words)
         pool = [Demo(x, answer, pair) for x, pair, answer in examples]
         if len(pool) < self.params.shots:

@@ -9,6 +9,7 @@ import torch
 
 from adaptlab.context import RunContext
 from adaptlab.methods._finetune import FineTuneMethod
+from adaptlab.methods._heads import load_classifier
 from adaptlab.methods.base import METHODS, Method
 
 
@@ -25,12 +26,11 @@ class FullFineTune(FineTuneMethod):
 
     @classmethod
     def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         method = cls(params, ctx)
-        method.tokenizer = AutoTokenizer.from_pretrained(str(path / "model"))
-        method.model = AutoModelForSequenceClassification.from_pretrained(
-            str(path / "model"), use_safetensors=True
-        ).to(ctx.torch_device)
+        folder = path / "model"
+        method.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        method.model = load_classifier(folder).to(ctx.torch_device)
         method.model.eval()
         return method

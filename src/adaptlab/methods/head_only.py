@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from adaptlab.methods._finetune import FineTuneMethod, freeze_all_but, head_parameter_names
+from adaptlab.methods._finetune import EncoderParams, FineTuneMethod, freeze_all_but, head_parameter_names
 from adaptlab.methods.base import METHODS
-from adaptlab.training import ClassifierTrainParams
 
 
-class HeadParams(ClassifierTrainParams):
+class HeadParams(EncoderParams):
     learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate (a fresh head wants a high one).")
 
 

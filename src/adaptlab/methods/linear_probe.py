@@ -26,7 +26,7 @@ class ProbeParams(BaseModel):
 class LinearProbe(EmbeddingMethod):
     Params = ProbeParams
 
-    def fit(self, data: Any, workdir: Path) -> dict[str, Any]:
+    def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
 

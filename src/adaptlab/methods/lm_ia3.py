@@ -6,11 +6,21 @@ architecture (e.g. k/v/down projections for Llama, c_attn/c_proj for GPT-2, k/v/
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 
+from adaptlab.context import RunContext
 from adaptlab.errors import UserError
-from adaptlab.methods._sft import SFTMethod, SFTParams, check_targets, linear_layer_names, peft_task_type
+from adaptlab.methods._sft import (
+    SFTMethod,
+    SFTParams,
+    check_targets,
+    linear_layer_names,
+    peft_task_type,
+    target_problems,
+)
 from adaptlab.methods.base import METHODS
 
 
@@ -28,6 +38,11 @@ class LMIA3(SFTMethod):
     """(IA)3 scaling vectors trained on prompt -> answer pairs."""
 
     Params = LMIA3Params
+
+    @classmethod
+    def check_model(cls, params: Any, ctx: RunContext, config: Any, kind: str) -> list[str]:
+        """Target layer names the model lacks would fail the rung only after loading: say so before it starts."""
+        return target_problems(params.target_modules, ctx, cls.name, generative=True)
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         from peft import IA3Config, get_peft_model

@@ -6,11 +6,21 @@ answer is the label's word and prediction is by constrained choice; for generati
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 
+from adaptlab.context import RunContext
 from adaptlab.errors import UserError
-from adaptlab.methods._sft import SFTMethod, SFTParams, check_targets, linear_layer_names, peft_task_type
+from adaptlab.methods._sft import (
+    SFTMethod,
+    SFTParams,
+    check_targets,
+    linear_layer_names,
+    peft_task_type,
+    target_problems,
+)
 from adaptlab.methods.base import METHODS
 
 
@@ -29,6 +39,11 @@ class LMLoRA(SFTMethod):
     """LoRA adapters trained on prompt -> answer pairs."""
 
     Params = LMLoRAParams
+
+    @classmethod
+    def check_model(cls, params: Any, ctx: RunContext, config: Any, kind: str) -> list[str]:
+        """Target layer names the model lacks would fail the rung only after loading: say so before it starts."""
+        return target_problems(params.target_modules, ctx, cls.name, generative=True)
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         from peft import LoraConfig, get_peft_model

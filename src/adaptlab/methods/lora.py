@@ -10,13 +10,12 @@ from pydantic import Field
 
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
-from adaptlab.methods._finetune import FineTuneMethod
-from adaptlab.methods._sft import check_targets, linear_layer_names
+from adaptlab.methods._finetune import EncoderParams, FineTuneMethod
+from adaptlab.methods._sft import check_targets, linear_layer_names, target_problems
 from adaptlab.methods.base import METHODS, Method
-from adaptlab.training import ClassifierTrainParams
 
 
-class LoRAParams(ClassifierTrainParams):
+class LoRAParams(EncoderParams):
     r: int = Field(8, gt=0, description="Adapter rank.")
     alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input.")
@@ -29,6 +28,11 @@ class LoRAParams(ClassifierTrainParams):
 @METHODS.register("lora")
 class LoRA(FineTuneMethod):
     Params = LoRAParams
+
+    @classmethod
+    def check(cls, params: Any, ctx: RunContext, data: Any) -> list[str]:
+        """Target layer names the model lacks would fail the rung only after loading: say so before it starts."""
+        return target_problems(params.target_modules, ctx, cls.name, generative=False)
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         from peft import LoraConfig, TaskType, get_peft_model

@@ -6,12 +6,17 @@ import torch
 from pydantic import Field
 
 from adaptlab.errors import UserError
-from adaptlab.methods._finetune import FineTuneMethod, freeze_all_but, head_parameter_names, transformer_layers
+from adaptlab.methods._finetune import (
+    EncoderParams,
+    FineTuneMethod,
+    freeze_all_but,
+    head_parameter_names,
+    transformer_layers,
+)
 from adaptlab.methods.base import METHODS
-from adaptlab.training import ClassifierTrainParams
 
 
-class TopLayersParams(ClassifierTrainParams):
+class TopLayersParams(EncoderParams):
     layers: int = Field(2, gt=0, description="How many of the last transformer layers train.")
     learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak learning rate.")
 

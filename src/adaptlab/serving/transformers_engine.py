@@ -104,6 +104,12 @@ class TransformersEngine:
             self.tokenizer.padding_side = "left"
             with _quiet_transformers():
                 return AutoModelForCausalLM.from_pretrained(self.resolved.location, **kwargs).to(self.device)
+        from adaptlab.methods._heads import HEAD_FILE
+
+        if self.resolved.is_local and (Path(self.resolved.path) / HEAD_FILE).is_file():
+            raise UserError(f"base '{self.base_name}' is a merged model with adaptlab's own classification head "
+                            "(head: cls/mean), which this engine cannot share between adapters; load it with "
+                            "adaptlab.load, or serve a rung trained with head: pooler.")
         with _quiet_transformers():  # a bare encoder has no classifier: its newly initialised one is never used
             model = AutoModelForSequenceClassification.from_pretrained(self.resolved.location, **kwargs)
         model = model.to(self.device)

@@ -17,6 +17,10 @@ from adaptlab.registry import Registry
 class Task(Protocol):
     name: str
     primary_metric: str
+    #: the data spec field whose column stratifies the split (e.g. "label_column"), or None
+    stratify_role: str | None
+    #: how many test examples are predicted one at a time to measure latency
+    latency_examples: int
 
     def prepare(self, spec: Any, frames: dict[str, Any]) -> Any:
         """Validate the data frames (train/validation/test) and return the task's data object."""
@@ -26,6 +30,9 @@ class Task(Protocol):
 
     def evaluate(self, records: list[dict], meta: dict) -> dict:
         """Metrics (incl. an interval for the primary metric) computed from records alone."""
+
+    def predict_one(self, method: Any, split: Any, i: int) -> Any:
+        """Predict example ``i`` of ``split`` alone (what latency measures)."""
 
     def baselines(self, data: Any, seed: int) -> dict[str, dict]:
         """Trivial reference points on the test split, e.g. {"majority_class": {"value", "interval", "note"}}: every

@@ -66,6 +66,8 @@ class ClassificationData:
 @TASKS.register("classification")
 class ClassificationTask:
     primary_metric = "macro_f1"
+    stratify_role = "label_column"  # splits keep the label mix
+    latency_examples = 50
 
     def prepare(self, spec: Any, frames: dict[str, pd.DataFrame]) -> ClassificationData:
         from adaptlab.data.columns import check_columns, clean_label_column, clean_text_column
@@ -155,6 +157,10 @@ class ClassificationTask:
             rec["scores"] = {n: round(float(p), 6) if answered else None for n, p in zip(names, row)}
             records.append(rec)
         return records
+
+    def predict_one(self, method: Any, split: Split, i: int) -> Any:
+        """One example's class probabilities, for latency."""
+        return method.predict_proba([split.texts[i]], [split.pairs[i]] if split.pairs else None)
 
     def evaluate(self, records: list[dict], meta: dict) -> dict:
         from adaptlab.evaluation.metrics import classification_metrics

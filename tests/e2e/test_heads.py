@@ -1,0 +1,63 @@
+"""Encoder rungs with adaptlab's own heads (cls / mean pooling): bundles, merged and ONNX exports reproduce the run;
+multi-adapter serving, which needs transformers' architecture on its shared base, refuses with the reason."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from tests.conftest import sentiment_rows, write_config
+from tests.e2e.test_cli import run_cli
+from tests.e2e.test_export import recorded
+
+import adaptlab
+from adaptlab.errors import UserError
+
+FAST = {"learning_rate": 5e-3, "batch_size": 16, "max_steps": 4, "evals_per_epoch": 0}
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory, tiny_bert):
+    from adaptlab.config import load_ladder
+    from adaptlab.pipeline import compare, prepare
+
+    root = tmp_path_factory.mktemp("heads")
+    data = root / "sentiment.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(sentiment_rows(120))
+    rungs = [{"method": "lora", "name": "lora_mean", "params": {**FAST, "head": "mean"}},
+             {"method": "full", "name": "full_cls", "params": {**FAST, "head": "cls"}}]
+    board = compare(prepare(load_ladder(write_config(root, data, tiny_bert, rungs))))
+    assert [e["status"] for e in board["rungs"]] == ["ok", "ok"], board
+    return root / "out"
+
+
+@pytest.mark.parametrize("rung", ["lora_mean", "full_cls"])
+def test_bundle_of_a_pooled_head_reproduces_the_run(rung, ladder, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "export", ladder / rung, "--to", tmp_path / "b")
+    assert code == 0, err
+    texts, probs, _ = recorded(ladder / rung)
+    assert np.max(np.abs(adaptlab.load(tmp_path / "b").predict_proba(texts) - probs)) < 1e-5
+
+
+def test_merge_and_onnx_of_a_pooled_head_pass_parity(ladder, tmp_path, monkeypatch, capsys):
+    code, _, err = run_cli(monkeypatch, capsys, "export", ladder / "lora_mean", "--to", tmp_path / "m", "--merge",
+                           "--onnx")
+    assert code == 0, err
+    report = json.loads((tmp_path / "m" / "parity.json").read_text())
+    assert [c["artifact"] for c in report["checks"]] == ["weights", "merged", "onnx"] and report["passed"]
+    texts, probs, _ = recorded(ladder / "lora_mean")
+    for backend in ("merged", "onnx"):
+        got = adaptlab.load(tmp_path / "m", backend=backend).predict_proba(texts)
+        assert np.max(np.abs(got - probs)) < 1e-4, backend
+
+
+def test_serving_refuses_a_pooled_head(ladder, tmp_path, monkeypatch, capsys):
+    from adaptlab.serving.adapters import resolve_adapter
+
+    with pytest.raises(UserError, match="trained with head: mean"):
+        resolve_adapter("m", ladder / "lora_mean")
