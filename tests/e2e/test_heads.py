@@ -1,5 +1,5 @@
-"""Encoder rungs with adaptlab's own heads (cls / mean pooling): bundles, merged and ONNX exports reproduce the run;
-multi-adapter serving, which needs transformers' architecture on its shared base, refuses with the reason."""
+"""Encoder rungs with adaptlab's own heads (cls / mean pooling): bundles, merged and ONNX exports reproduce the run,
+and the server answers such an adapter next to a pooler-head one on the same base exactly as the run did."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ def ladder(tmp_path_factory, tiny_bert):
         writer.writeheader()
         writer.writerows(sentiment_rows(120))
     rungs = [{"method": "lora", "name": "lora_mean", "params": {**FAST, "head": "mean"}},
+             {"method": "lora", "name": "lora_pooler", "params": FAST},
              {"method": "full", "name": "full_cls", "params": {**FAST, "head": "cls"}}]
     board = compare(prepare(load_ladder(write_config(root, data, tiny_bert, rungs))))
-    assert [e["status"] for e in board["rungs"]] == ["ok", "ok"], board
+    assert [e["status"] for e in board["rungs"]] == ["ok", "ok", "ok"], board
     return root / "out"
 
 
@@ -56,8 +57,16 @@ def test_merge_and_onnx_of_a_pooled_head_pass_parity(ladder, tmp_path, monkeypat
         assert np.max(np.abs(got - probs)) < 1e-4, backend
 
 
-def test_serving_refuses_a_pooled_head(ladder, tmp_path, monkeypatch, capsys):
+def test_server_answers_a_pooled_head_adapter_next_to_a_pooler_one_as_the_run_did(ladder):
     from adaptlab.serving.adapters import resolve_adapter
+    from adaptlab.serving.engine import ClassifyItem
+    from adaptlab.serving.transformers_engine import TransformersEngine
 
-    with pytest.raises(UserError, match="trained with head: mean"):
-        resolve_adapter("m", ladder / "lora_mean")
+    engine = TransformersEngine("tiny-random-bert", device="cpu")
+    engine.load_adapter(resolve_adapter("pooler", ladder / "lora_pooler"))
+    engine.load_adapter(resolve_adapter("mean", ladder / "lora_mean"))
+    for name, rung in (("mean", "lora_mean"), ("pooler", "lora_pooler"), ("mean", "lora_mean")):
+        texts, probs, labels = recorded(ladder / rung)
+        got = engine.classify(name, [ClassifyItem(text=t) for t in texts])
+        served = np.array([[g.scores[n] for n in labels] for g in got])
+        assert np.max(np.abs(served - probs)) < 1e-4, name

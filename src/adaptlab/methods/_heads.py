@@ -41,13 +41,20 @@ def pooling_of(model_dir: Path, head: str) -> str:
     return "cls" if modes.get("pooling_mode_cls_token") and not modes.get("pooling_mode_mean_tokens") else "mean"
 
 
+def pool(states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
+    """One vector per sequence: the first token's state (cls) or the mean over unmasked tokens (mean)."""
+    if pooling == "cls":
+        return states[:, 0]
+    mask = attention_mask if attention_mask is not None else torch.ones(states.shape[:2], device=states.device)
+    mask = mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 class PooledClassifier(torch.nn.Module):
     """An encoder body, a pooling of its token states and a new linear layer: logits like a transformers classifier.
 
     The body's pretrained pooler layer, if it has one, is dropped: it is not used, so it must not count as trained.
     """
-
-    base_model_prefix = "body"
 
     def __init__(self, body: torch.nn.Module, num_labels: int, pooling: str):
         super().__init__()
@@ -55,9 +62,17 @@ class PooledClassifier(torch.nn.Module):
             raise ValueError(f"pooling must be cls or mean, not {pooling!r}")
         if getattr(body, "pooler", None) is not None:
             body.pooler = None
-        self.body, self.pooling = body, pooling
+        # The body sits under the architecture's own prefix (``bert`` for BERT) and the linear layer is
+        # ``classifier``, as in transformers' classifiers: weight and adapter names are the same as theirs.
+        self.base_model_prefix = body.base_model_prefix or "body"
+        self.add_module(self.base_model_prefix, body)
+        self.pooling = pooling
         self.config = body.config
         self.classifier = torch.nn.Linear(body.config.hidden_size, num_labels)
+
+    @property
+    def body(self) -> torch.nn.Module:
+        return getattr(self, self.base_model_prefix)
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs: Any):
         from transformers.modeling_outputs import SequenceClassifierOutput
@@ -66,13 +81,7 @@ class PooledClassifier(torch.nn.Module):
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         states = self.body(**inputs).last_hidden_state
-        if self.pooling == "cls":
-            pooled = states[:, 0]
-        else:
-            mask = attention_mask if attention_mask is not None else torch.ones(states.shape[:2], device=states.device)
-            mask = mask.unsqueeze(-1).to(states.dtype)
-            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        logits = self.classifier(pooled)
+        logits = self.classifier(pool(states, attention_mask, self.pooling))
         loss = torch.nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

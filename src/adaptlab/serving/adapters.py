@@ -161,12 +161,6 @@ def _from_rung(name: str, folder: Path, weights: Path, method: str, params: dict
         text_pair=text_pair if context["task"] == "classification" else None,
     )
     peft_dirs = sorted(p.parent for p in weights.rglob(PEFT_CONFIG)) if weights.is_dir() else []
-    if peft_dirs and params.get("head", "pooler") != "pooler":
-        raise UserError(
-            f"adapter '{name}': rung '{method}' ({folder}) was trained with head: {params['head']}, adaptlab's own "
-            "classifier, which the transformers engine cannot put on its shared base; serve rungs trained with "
-            "head: pooler, or load this one alone with adaptlab.load."
-        )
     if peft_dirs:
         return AdapterSpec(kind="peft", weights=peft_dirs[0], **common)
     if (weights / "head.safetensors").is_file():

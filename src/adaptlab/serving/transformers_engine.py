@@ -26,6 +26,7 @@ import torch
 
 from adaptlab.errors import UserError
 from adaptlab.generation.lm import eos_ids
+from adaptlab.methods._heads import HEAD_FILE, pool, pooling_of
 from adaptlab.serving.adapters import AdapterSpec
 from adaptlab.serving.engine import (
     BASE,
@@ -104,8 +105,6 @@ class TransformersEngine:
             self.tokenizer.padding_side = "left"
             with _quiet_transformers():
                 return AutoModelForCausalLM.from_pretrained(self.resolved.location, **kwargs).to(self.device)
-        from adaptlab.methods._heads import HEAD_FILE
-
         if self.resolved.is_local and (Path(self.resolved.path) / HEAD_FILE).is_file():
             raise UserError(f"base '{self.base_name}' is a merged model with adaptlab's own classification head "
                             "(head: cls/mean), which this engine cannot share between adapters; load it with "
@@ -262,7 +261,10 @@ class TransformersEngine:
                 probs = np.asarray(self.heads[adapter].scores(emb), dtype=np.float64)
             else:
                 self.model.set_adapter(adapter)
-                probs = _softmax(self._logits(batch, max_length))
+                head = spec.params.get("head", "pooler")
+                logits = self._logits(batch, max_length) if head == "pooler" else self._pooled_logits(
+                    batch, max_length, pooling_of(Path(self.resolved.path), head))
+                probs = _softmax(logits)
             return [_classification(row, spec.labels) for row in probs]
 
     def _classify_base(self, batch: list[ClassifyItem]) -> list[Classification]:
@@ -315,6 +317,15 @@ class TransformersEngine:
     @torch.inference_mode()
     def _logits(self, batch: list[ClassifyItem], max_length: int) -> np.ndarray:
         return self.model(**self._encode(batch, max_length)).logits.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def _pooled_logits(self, batch: list[ClassifyItem], max_length: int, pooling: str) -> np.ndarray:
+        """An adapter trained with adaptlab's own head (cls/mean pooling into ``classifier``): its weights have the
+        transformers classifier's names, so it loads on this base; only the pooling differs, so it is done here."""
+        root = self.model.get_base_model()
+        enc = self._encode(batch, max_length)
+        states = getattr(root, root.base_model_prefix)(**enc).last_hidden_state
+        return root.classifier(pool(states, enc.get("attention_mask"), pooling)).float().cpu().numpy()
 
     @torch.inference_mode()
     def _embed(self, batch: list[ClassifyItem], max_length: int) -> np.ndarray:
