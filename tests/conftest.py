@@ -57,16 +57,20 @@ def tiny_bert(session_home) -> str:
     return "tiny-random-bert"
 
 
-@pytest.fixture
-def sentiment_csv(tmp_path) -> Path:
+def write_sentiment_csv(path: Path, n: int) -> Path:
+    """``n`` rows of :func:`sentiment_rows` as a text,label CSV file at ``path``."""
     import csv
 
-    path = tmp_path / "sentiment.csv"
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["text", "label"])
         writer.writeheader()
-        writer.writerows(sentiment_rows(240))
+        writer.writerows(sentiment_rows(n))
     return path
+
+
+@pytest.fixture
+def sentiment_csv(tmp_path) -> Path:
+    return write_sentiment_csv(tmp_path / "sentiment.csv", 240)
 
 
 def write_config(tmp_path: Path, data_path: Path, model: str, rungs: list[dict], **extra) -> Path:

@@ -27,8 +27,8 @@ def _params(name: str) -> dict:
     return {k: v for k, v in FAST.items() if k in fields}
 
 
-# Every rung with a classification head, once more with each head that is not the default (cls, mean pooling).
-HEADS = ["cls", "mean"]
+# Every rung with a classification head, once more with each head that is not the default (mean pooling).
+HEADS = ["pooler", "cls"]
 HEADED = [n for n in CLASSIFICATION if "head" in METHODS.get(n).Params.model_fields]
 RUNGS = [(n, n, _params(n)) for n in CLASSIFICATION] + [
     (f"{n}_{h}", n, {**_params(n), "head": h}) for n in HEADED for h in HEADS]

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from tests.conftest import sentiment_rows, write_config
+from tests.conftest import write_config, write_sentiment_csv
 from tests.e2e.test_cli import run_cli
 
 import adaptlab
@@ -22,17 +22,11 @@ RUNGS = [
 @pytest.fixture(scope="module")
 def ladder(tmp_path_factory, tiny_bert):
     """A finished tiny ladder (LoRA and linear probe on tiny-random-bert), trained once for this module."""
-    import csv
-
     from adaptlab.config import load_ladder
     from adaptlab.pipeline import compare, prepare
 
     root = tmp_path_factory.mktemp("export_ladder")
-    data = root / "sentiment.csv"
-    with open(data, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(sentiment_rows(120))
+    data = write_sentiment_csv(root / "sentiment.csv", 120)
     board = compare(prepare(load_ladder(write_config(root, data, tiny_bert, RUNGS))))
     assert [e["status"] for e in board["rungs"]] == ["ok", "ok"]
     return root / "out"

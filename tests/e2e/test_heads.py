@@ -3,17 +3,15 @@ and the server answers such an adapter next to a pooler-head one on the same bas
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
-from tests.conftest import sentiment_rows, write_config
+from tests.conftest import write_config, write_sentiment_csv
 from tests.e2e.test_cli import run_cli
 from tests.e2e.test_export import recorded
 
 import adaptlab
-from adaptlab.errors import UserError
 
 FAST = {"learning_rate": 5e-3, "batch_size": 16, "max_steps": 4, "evals_per_epoch": 0}
 
@@ -24,13 +22,9 @@ def ladder(tmp_path_factory, tiny_bert):
     from adaptlab.pipeline import compare, prepare
 
     root = tmp_path_factory.mktemp("heads")
-    data = root / "sentiment.csv"
-    with open(data, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(sentiment_rows(120))
+    data = write_sentiment_csv(root / "sentiment.csv", 120)
     rungs = [{"method": "lora", "name": "lora_mean", "params": {**FAST, "head": "mean"}},
-             {"method": "lora", "name": "lora_pooler", "params": FAST},
+             {"method": "lora", "name": "lora_pooler", "params": {**FAST, "head": "pooler"}},
              {"method": "full", "name": "full_cls", "params": {**FAST, "head": "cls"}}]
     board = compare(prepare(load_ladder(write_config(root, data, tiny_bert, rungs))))
     assert [e["status"] for e in board["rungs"]] == ["ok", "ok", "ok"], board

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import sentiment_rows, write_config
+from tests.conftest import sentiment_rows, write_config, write_sentiment_csv
 
 from adaptlab.serving.engine import BASE, AdapterInfo, Classification, ClassifyItem, EngineError, GenerationChunk
 from adaptlab.serving.settings import ServerSettings
@@ -124,18 +124,12 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_bert) -> Path:
     """A tiny finished ladder: LoRA (a few steps) and a linear probe, and the LoRA exported as a bundle."""
-    import csv
-
     from adaptlab.config import load_ladder
     from adaptlab.export import export_run
     from adaptlab.pipeline import compare, prepare
 
     root = tmp_path_factory.mktemp("serve_ladder")
-    data = root / "data.csv"
-    with open(data, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(sentiment_rows(80))
+    data = write_sentiment_csv(root / "data.csv", 80)
     rungs = [{"method": "lora", "params": {"max_steps": 3, "batch_size": 16, "evals_per_epoch": 0}},
              {"method": "linear_probe"}]
     board = compare(prepare(load_ladder(write_config(root, data, tiny_bert, rungs))))

@@ -10,7 +10,8 @@ from adaptlab.methods.base import METHODS
 
 
 class HeadParams(EncoderParams):
-    learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate (a fresh head wants a high one).")
+    learning_rate: float = Field(1e-2, gt=0, lt=1, description="Peak learning rate (a lone linear layer on pooled "
+                                 "states wants a high one).")
 
 
 @METHODS.register("head_only")
