@@ -149,7 +149,9 @@ def test_nan_loss_stops_the_rung_with_step_and_advice(tmp_path, sentiment_csv, t
         return out
 
     monkeypatch.setattr(BertForSequenceClassification, "forward", poisoned)
-    rungs = [{"method": "head_only", "params": {"max_steps": 5, "logging_steps": 1}}, {"method": "linear_probe"}]
+    # head: pooler, so the poisoned transformers classifier is the model that trains
+    rungs = [{"method": "head_only", "params": {"max_steps": 5, "logging_steps": 1, "head": "pooler"}},
+             {"method": "linear_probe"}]
     board = compare(prepare(load_ladder(write_config(tmp_path, sentiment_csv, tiny_bert, rungs))))
     status = {e["rung"]: e for e in board["rungs"]}
     assert status["linear_probe"]["status"] == "ok"
