@@ -336,6 +336,8 @@ def train(
             compute_loss_func=loss_func,
         )
         trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; progress goes through STEP_REPORTER
+        if loss_func is not None:  # a per-batch mean: the Trainer must divide it by the accumulation steps itself
+            trainer.loss_is_scaled_for_ga = False
     finally:
         if old_tb is None:
             os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
