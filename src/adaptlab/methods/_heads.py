@@ -8,8 +8,8 @@
 - ``cls``: the first token's final hidden state straight into a new linear layer (no pooler, no dropout).
 - ``mean``: the mean of the token states over the attention mask into a new linear layer.
 - ``sentence_transformers``: the pooling the model folder's sentence-transformers config declares
-  (``1_Pooling/config.json``: cls or mean; mean when there is none), into a new linear layer. MiniLM was trained
-  with mean pooling, and its pooler layer was never trained.
+  (``1_Pooling/config.json``: cls, mean or max; mean when there is none), into a new linear layer. MiniLM was trained
+  with mean pooling; its pooler layer was not part of that training (the default, measured: README).
 
 The last three are :class:`PooledClassifier` (``AutoModel`` body + pooling + linear), saved as the body's
 transformers folder plus ``classifier.safetensors``.
@@ -29,24 +29,29 @@ CLASSIFIER_FILE = "classifier.safetensors"
 HEAD_FILE = "head.json"
 
 
-def pooling_of(model_dir: Path, head: str) -> str:
-    """cls or mean for a :class:`PooledClassifier` head, reading the sentence-transformers config when asked."""
-    if head != "sentence_transformers":
-        return head
-    config = Path(model_dir) / "1_Pooling" / "config.json"
+def sentence_pooling(model_dir: Path) -> str:
+    """The pooling a model folder's sentence-transformers config declares (``1_Pooling/config.json``): cls, max or
+    mean; mean when it has none."""
     try:
-        modes = json.loads(config.read_text(encoding="utf-8"))
+        modes = json.loads((Path(model_dir) / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "mean"
-    return "cls" if modes.get("pooling_mode_cls_token") and not modes.get("pooling_mode_mean_tokens") else "mean"
+    return "cls" if modes.get("pooling_mode_cls_token") else "max" if modes.get("pooling_mode_max_tokens") else "mean"
+
+
+def pooling_of(model_dir: Path, head: str) -> str:
+    """cls, mean or max for a :class:`PooledClassifier` head, reading the sentence-transformers config when asked."""
+    return sentence_pooling(model_dir) if head == "sentence_transformers" else head
 
 
 def pool(states: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
-    """One vector per sequence: the first token's state (cls) or the mean over unmasked tokens (mean)."""
+    """One vector per sequence: the first token's state (cls), or the mean or maximum over unmasked tokens."""
     if pooling == "cls":
         return states[:, 0]
     mask = attention_mask if attention_mask is not None else torch.ones(states.shape[:2], device=states.device)
     mask = mask.unsqueeze(-1).to(states.dtype)
+    if pooling == "max":
+        return states.masked_fill(mask == 0, -1e9).max(dim=1).values
     return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
@@ -58,8 +63,8 @@ class PooledClassifier(torch.nn.Module):
 
     def __init__(self, body: torch.nn.Module, num_labels: int, pooling: str):
         super().__init__()
-        if pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be cls or mean, not {pooling!r}")
+        if pooling not in ("cls", "mean", "max"):
+            raise ValueError(f"pooling must be cls, mean or max, not {pooling!r}")
         if getattr(body, "pooler", None) is not None:
             body.pooler = None
         # The body sits under the architecture's own prefix (``bert`` for BERT) and the linear layer is

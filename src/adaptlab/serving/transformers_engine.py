@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import threading
 import warnings
 from collections import OrderedDict
@@ -26,7 +25,7 @@ import torch
 
 from adaptlab.errors import UserError
 from adaptlab.generation.lm import eos_ids
-from adaptlab.methods._heads import HEAD_FILE, pool, pooling_of
+from adaptlab.methods._heads import HEAD_FILE, pool, pooling_of, sentence_pooling
 from adaptlab.serving.adapters import AdapterSpec
 from adaptlab.serving.engine import (
     BASE,
@@ -93,7 +92,7 @@ class TransformersEngine:
         self.peft_loaded = False
         self.specs: dict[str, AdapterSpec] = {}
         self.heads: dict[str, Any] = {}  # embedding-head adapters: method objects with .scores(embeddings)
-        self.pooling = _pooling_mode(Path(self.resolved.path)) if self.resolved.is_local else "mean"
+        self.pooling = sentence_pooling(Path(self.resolved.path)) if self.resolved.is_local else "mean"
         self._label_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._lock = threading.RLock()  # the worker is single-threaded; this guards direct (test) use
 
@@ -335,14 +334,7 @@ class TransformersEngine:
         body = root.base_model
         hidden = body(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")},
                       ).last_hidden_state.float()
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        elif self.pooling == "max":
-            pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
-        else:
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        pooled = torch.nn.functional.normalize(pool(hidden, enc["attention_mask"], self.pooling), p=2, dim=1)
         return pooled.cpu().numpy().astype(np.float32)
 
     # -- generation --------------------------------------------------------------------------------------------
@@ -488,20 +480,6 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def _classification(row: np.ndarray, labels: list[str]) -> Classification:
     scores = {name: round(float(p), 6) for name, p in zip(labels, row)}
     return Classification(labels[int(np.argmax(row))], scores)
-
-
-def _pooling_mode(folder: Path) -> str:
-    """The sentence-transformers pooling of a model folder (1_Pooling/config.json), mean when it has none."""
-    config = folder / "1_Pooling" / "config.json"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "mean"
-    if data.get("pooling_mode_cls_token"):
-        return "cls"
-    if data.get("pooling_mode_max_tokens"):
-        return "max"
-    return "mean"
 
 
 def _saved_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
