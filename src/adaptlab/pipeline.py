@@ -177,8 +177,9 @@ def run_rung(
         trust_remote_code=ladder.spec.trust_remote_code,
     )
     base = {"rung": name, "method": rung.method, "dir": name, "primary_metric": ladder.task.primary_metric}
-    method = build_method(rung, ladder.ctx)
+    method: Method | None = None
     try:
+        method = build_method(rung, ladder.ctx)
         fit, meter = _fit(run, method, resume)
         evaluation = _evaluate(run, method, fit)
         cost = _measure(run, method, fit, meter)
@@ -192,7 +193,7 @@ def run_rung(
         entry = {**base, "status": "failed", "value": None, "interval": None, "metrics": {}, "cost": {},
                  "error": detail}
         metrics = {**entry, "task": ladder.spec.task.type, "provenance": prov}
-    if method.adjustments:  # settings used in place of the configured ones (warned about)
+    if method is not None and method.adjustments:  # settings used in place of the configured ones (warned about)
         run.write_info(adjustments=method.adjustments)
     write_json_atomic(staging / "metrics.json", metrics)
     final = ladder.output / name
