@@ -266,27 +266,9 @@ def last_checkpoint(workdir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1])) if done else None
 
 
-def train(
-    model: Any,
-    *,
-    params: TrainParams,
-    train_dataset: Any,
-    eval_dataset: Any | None,
-    collator: Any,
-    workdir: Path,
-    seed: int,
-    use_cpu: bool,
-    resume: bool,
-    loss_func: Callable[..., torch.Tensor] | None = None,
-) -> dict[str, Any]:
-    """Train ``model`` in place; returns {"history", "train_seconds", "samples", "steps", "schedule", ...}.
-
-    ``loss_func`` replaces the model's own loss (the Trainer's ``compute_loss_func``), e.g. class-weighted.
-    """
-    schedule = Schedule.resolve(params, len(train_dataset))
-    eval_steps = None
-    if eval_dataset is not None and len(eval_dataset) and params.evals_per_epoch:
-        eval_steps = max(1, schedule.steps_per_epoch // params.evals_per_epoch)
+def training_arguments(params: TrainParams, schedule: Schedule, workdir: Path, eval_steps: int | None, seed: int,
+                       use_cpu: bool) -> TrainingArguments:
+    """The Trainer's arguments for these params and the resolved schedule."""
     save_steps = params.checkpoint_every_steps
     args = TrainingArguments(
         output_dir=str(workdir / CHECKPOINTS),
@@ -318,6 +300,31 @@ def train(
         bf16=params.precision == "bf16" and not use_cpu,
         fp16=params.precision == "fp16" and not use_cpu,
     )
+    return args
+
+
+def train(
+    model: Any,
+    *,
+    params: TrainParams,
+    train_dataset: Any,
+    eval_dataset: Any | None,
+    collator: Any,
+    workdir: Path,
+    seed: int,
+    use_cpu: bool,
+    resume: bool,
+    loss_func: Callable[..., torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` in place; returns {"history", "train_seconds", "samples", "steps", "schedule", ...}.
+
+    ``loss_func`` replaces the model's own loss (the Trainer's ``compute_loss_func``), e.g. class-weighted.
+    """
+    schedule = Schedule.resolve(params, len(train_dataset))
+    eval_steps = None
+    if eval_dataset is not None and len(eval_dataset) and params.evals_per_epoch:
+        eval_steps = max(1, schedule.steps_per_epoch // params.evals_per_epoch)
+    args = training_arguments(params, schedule, workdir, eval_steps, seed, use_cpu)
     callbacks: list[TrainerCallback] = [NonFiniteLossGuard()]
     if params.checkpoint_every_minutes:
         callbacks.append(TimedCheckpoints(params.checkpoint_every_minutes))

@@ -63,6 +63,18 @@ class ClassificationData:
                 "macro_labels": self.present_labels}
 
 
+def _warn_absent_labels(data: ClassificationData) -> None:
+    """Declared labels that never occur would only add zeros to macro averages: say which are left out."""
+    absent = [n for n in data.label_names if n not in set(data.present_labels)]
+    if absent:
+        shown = ", ".join(repr(n) for n in absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10 else "")
+        log.warning(
+            "task.labels: %d of the %d declared labels never occur in the training or test split (%s); macro "
+            "metrics average over the %d labels that do (recorded as macro_labels in metrics.json).",
+            len(absent), len(data.label_names), shown, len(data.label_names) - len(absent),
+        )
+
+
 @TASKS.register("classification")
 class ClassificationTask:
     primary_metric = "macro_f1"
@@ -132,15 +144,7 @@ class ClassificationTask:
             test=to_split(cleaned["test"]),
             label_descriptions=descriptions,
         )
-        absent = [n for n in label_names if n not in set(prepared.present_labels)]
-        if absent:
-            shown = ", ".join(repr(n) for n in absent[:10]) + (f" and {len(absent) - 10} more" if len(absent) > 10
-                                                               else "")
-            log.warning(
-                "task.labels: %d of the %d declared labels never occur in the training or test split (%s); macro "
-                "metrics average over the %d labels that do (recorded as macro_labels in metrics.json).",
-                len(absent), len(label_names), shown, len(label_names) - len(absent),
-            )
+        _warn_absent_labels(prepared)
         return prepared
 
     def predict(self, method: Any, split: Split) -> list[dict]:
