@@ -264,18 +264,9 @@ def load(path: str | Path, backend: str = "auto", *, base: str | None = None, de
     if not path.is_dir():
         raise UserError(f"{path}: no such bundle folder.")
     if not is_bundle(path) and (path / "run.json").is_file():
-        from adaptlab.pipeline import load_run
-
-        if backend not in ("auto", "weights"):
-            raise UserError(f"{path} is a run folder; backend {backend!r} needs a bundle: adaptlab export {path} --to "
-                            "DIR --onnx")
-        _, method, _ = load_run(path)
-        return MethodPredictor(method)
+        return _run_predictor(path, backend)
     manifest = read_manifest(path)
-    if manifest.get("task") != "classification":
-        raise UserError(f"{path}: adaptlab.load gives classifiers; this bundle's task is {manifest.get('task')!r}. "
-                        f"Serve it (adaptlab serve --adapter NAME={path}), load merged/ with transformers, or run "
-                        "onnx/model.onnx with adaptlab.export.decoder.OnnxDecoder.")
+    kind = bundle_kind(path, manifest)
     have = available_backends(path, manifest)
     if backend == "auto":
         backend = next((b for b in AUTO_ORDER if b in have), "weights")
@@ -285,12 +276,61 @@ def load(path: str | Path, backend: str = "auto", *, base: str | None = None, de
         flag = {"merged": "--merge", "onnx": "--onnx", "int8": "--int8"}.get(backend, "")
         raise UserError(f"{path}: this bundle has no {backend!r} export (it has: {', '.join(have) or 'nothing'}). "
                         f"Export again with {flag}.")
+    if kind == "tagger":
+        return load_tagger(path, manifest, backend, base, device)
     labels, max_length = manifest["labels"], int(manifest.get("max_length", 512))
     if backend == "weights":
         return MethodPredictor(load_method(path, manifest, base=base, device=device), manifest)
     if backend == "merged":
         return TransformersPredictor(path / "merged", labels, max_length, _device(device), manifest)
     return OnnxPredictor(path / ARTIFACT_PATHS[backend], labels, max_length, manifest, backend=backend)
+
+
+def bundle_kind(path: Path, manifest: dict) -> str:
+    """What the bundle ships (classifier or tagger load here); UserError for a kind ``adaptlab.load`` doesn't give."""
+    from adaptlab.tasks import TASKS
+
+    task = manifest.get("task")
+    kind = manifest.get("export_kind") or (TASKS.get(task).export_kind if task in TASKS else None)
+    if kind not in ("classifier", "tagger"):
+        raise UserError(f"{path}: adaptlab.load gives classifiers and token taggers; this bundle's task is {task!r}. "
+                        f"Serve it (adaptlab serve --adapter NAME={path}), load merged/ with transformers, or run "
+                        "onnx/model.onnx with adaptlab.export.decoder.OnnxDecoder.")
+    return kind
+
+
+def _run_predictor(path: Path, backend: str) -> Any:
+    """A predictor over a finished run folder's rung (its own weights)."""
+    from adaptlab.pipeline import load_run
+
+    if backend not in ("auto", "weights"):
+        raise UserError(f"{path} is a run folder; backend {backend!r} needs a bundle: adaptlab export {path} --to "
+                        "DIR --onnx")
+    task, method, _ = load_run(path)
+    if task.export_kind == "tagger":
+        from adaptlab.tasks.token_classification.ship import MethodTagger
+
+        return MethodTagger(method)
+    return MethodPredictor(method)
+
+
+def load_tagger(path: Path, manifest: dict, backend: str, base: str | None, device: str | None) -> Any:
+    """A token-classification predictor (entities with character offsets) over one backend of a tagger bundle."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from adaptlab.tasks.token_classification.ship import TokenPredictor, onnx_backend, torch_backend
+
+    labels, max_length = manifest["labels"], int(manifest.get("max_length") or 512)
+    if backend == "weights":
+        method = load_method(path, manifest, base=base, device=device)
+        return TokenPredictor(torch_backend(method.model.eval(), method.ctx.torch_device), method.tokenizer, labels,
+                              max_length, backend)
+    folder = path / "merged" if backend == "merged" else (path / ARTIFACT_PATHS[backend]).parent
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    if backend == "merged":
+        model = AutoModelForTokenClassification.from_pretrained(str(folder), use_safetensors=True).eval()
+        return TokenPredictor(torch_backend(model), tokenizer, labels, max_length, backend)
+    return TokenPredictor(onnx_backend(path / ARTIFACT_PATHS[backend]), tokenizer, labels, max_length, backend)
 
 
 def _device(device: str | None) -> str:

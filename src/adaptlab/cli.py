@@ -16,6 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -222,7 +223,10 @@ def predict(
         problem = pair_mismatch(f"{run_dir}: this rung", trained, pair is not None, "--pair")
         if problem:
             raise UserError(problem)
-    _, method, _ = load_run(run_dir)
+    task, method, _ = load_run(run_dir)
+    if task.export_kind == "tagger":
+        _print_entities(texts, method, as_json)
+        return
     probs = method.predict_proba(list(texts), [pair] * len(texts) if pair is not None else None)
     out = []
     for text, row in zip(texts, probs):
@@ -234,6 +238,19 @@ def predict(
     for o in out:
         ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(o["scores"].items(), key=lambda kv: -kv[1]))
         console.print(f"[bold]{o['label']}[/bold]  ({ranked})  {o['text']}")
+
+
+def _print_entities(texts: list[str], method: Any, as_json: bool) -> None:
+    """Token classification: each text's entities with character offsets."""
+    from adaptlab.tasks.token_classification.ship import MethodTagger
+
+    out = [{"text": t, **found} for t, found in zip(texts, MethodTagger(method).predict(list(texts)))]
+    if as_json:
+        console.print_json(json.dumps(out))
+        return
+    for o in out:
+        shown = "; ".join(f"{e['text']} [{e['label']}] {e['start']}-{e['end']}" for e in o["entities"]) or "no entity"
+        console.print(f"{shown}  |  {o['text']}")
 
 
 @runs_app.command("list")

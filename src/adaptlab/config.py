@@ -18,32 +18,30 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from adaptlab.errors import ConfigError, UserError, did_you_mean
+from adaptlab.specs import MAX_SEED, Spec, check_seed
+from adaptlab.tasks._settings import TEMPLATE_FIELDS, GenerationSpec, TaskSpec
+
+__all__ = ["MAX_SEED", "TEMPLATE_FIELDS", "DataSpec", "GenerationSpec", "LadderSpec", "RungSpec", "Spec", "TaskSpec",
+           "check_seed", "load_ladder", "parse_ladder", "rung_params"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-#: Seeds numpy, scikit-learn and torch all accept.
-MAX_SEED = 2**32 - 1
 #: Devices a ladder can run on.
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-def check_seed(v: int | None) -> int | None:
-    """A seed numpy and scikit-learn accept (0 to 2**32 - 1), else a message saying so."""
-    if v is not None and not 0 <= v <= MAX_SEED:
-        raise ValueError(f"a seed must be a whole number from 0 to {MAX_SEED} (2**32 - 1), the range numpy and "
-                         "scikit-learn accept; pick e.g. 0 or 42")
-    return v
-
-
-class Spec(BaseModel):
-    """Base for every config section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class DataSpec(Spec):
@@ -100,133 +98,30 @@ class DataSpec(Spec):
         return self
 
 
-class GenerationSpec(Spec):
-    """How rungs that write text decode: greedy by default; sampling or beam search when asked."""
-
-    max_new_tokens: int = Field(64, gt=0, le=8192, description="Most tokens generated per example.")
-    do_sample: bool = Field(False, description="Sample the next token (temperature/top_k/top_p) instead of greedy.")
-    num_beams: int = Field(1, ge=1, le=64, description="Beam search with this many beams (1: no beam search).")
-    temperature: float = Field(1.0, gt=0, le=100, description="Divide the logits by this when sampling.")
-    top_k: int | None = Field(None, ge=1, description="Sample only among the k most likely tokens.")
-    top_p: float | None = Field(None, gt=0, le=1, description="Sample only among the most likely tokens whose "
-                                "probabilities sum to p (nucleus sampling).")
-    repetition_penalty: float = Field(1.0, gt=0, le=10, description="Penalise tokens already in the text (>1).")
-    stop: list[str] = Field(default_factory=list, description="Stop strings: generation ends at the first one, "
-                            "which is cut from the output (end-of-sequence tokens always stop).")
-    seed: int | None = Field(None, description="Seed for sampling (default: the ladder's seed).")
-    batch_size: int = Field(16, gt=0, description="Prompts generated together (left-padded for decoders).")
-
-    _seed = field_validator("seed")(check_seed)
-
-    @field_validator("stop")
-    @classmethod
-    def _non_empty_stops(cls, v: list[str]) -> list[str]:
-        if any(s == "" for s in v):
-            raise ValueError("stop strings must not be empty")
-        return v
-
-
-#: Placeholders a prompt template may use; `{text}` is required.
-TEMPLATE_FIELDS = ("text", "text_pair", "labels")
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class TaskSpec(Spec):
-    """What is being learned."""
-
-    type: str = Field("classification", description="A registered task: see `adaptlab methods`.")
-    labels: list[str] | None = Field(None, description="Label order (default: sorted label values).")
-    label_descriptions: dict[str, str] | None = Field(
-        None, description="Natural-language description per label, for zero-shot rungs (default: the label itself)."
-    )
-    template: str | None = Field(
-        None,
-        description="Prompt template of the generative rungs, with a `{text}` placeholder (also `{text_pair}` and "
-        "`{labels}`, the label words joined by ', '). Put the instruction last. Default: `{text}` for generation; "
-        "for classification the text followed by 'Answer with one of: {labels}.'",
-    )
-    system_prompt: str | None = Field(None, description="System message of generative rungs when the chat template "
-                                      "is used (default: the chat template's own, if any).")
-    chat_template: bool | None = Field(
-        None, description="Wrap prompts in the tokenizer's chat template (default: when the tokenizer has one)."
-    )
-    label_words: dict[str, str] | None = Field(
-        None, description="Classification by generation: the answer text scored (or parsed) for each label "
-        "(default: the label itself). They must differ from each other."
-    )
-    truncate_input: Literal["start", "end"] = Field(
-        "end", description="Generative rungs: which end of the input text is cut when prompt + answer exceed "
-        "data.max_length ('start' keeps the most recent turns of a dialogue)."
-    )
-    primary_metric: str | None = Field(
-        None, description="Generation: the metric that ranks the rungs (default rougeL; also rouge1, rouge2, "
-        "rougeLsum, bleu, chrf, exact_match, perplexity). Classification always ranks by macro_f1."
-    )
-    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings.")
-    forgetting_text: str | None = Field(
-        "hamlet", description="General text on which every generative rung's perplexity is compared with the base "
-        "model's (forgetting): a builtin text (hamlet) or a UTF-8 text file; null turns the check off."
-    )
-    forgetting_tokens: int = Field(1024, gt=1, le=65536, description="Tokens from the start of forgetting_text "
-                                   "that are scored (a fixed slice, so the check stays cheap).")
-
-    @field_validator("template")
-    @classmethod
-    def _template_placeholders(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        names = _PLACEHOLDER.findall(v)
-        unknown = [n for n in names if n not in TEMPLATE_FIELDS]
-        if unknown:
-            hint = did_you_mean(unknown[0], TEMPLATE_FIELDS)
-            raise ValueError(
-                f"unknown placeholder {{{unknown[0]}}}.{hint} A template may use {{text}}, {{text_pair}}, {{labels}}"
-            )
-        if "text" not in names:
-            raise ValueError("the template has no {text} placeholder, so the input would never reach the model; "
-                             "add {text} where the input goes, e.g. 'Review: {text}\\nIs it positive or negative?'")
-        return v
-
-    @field_validator("label_words")
-    @classmethod
-    def _distinct_words(cls, v: dict[str, str] | None) -> dict[str, str] | None:
-        if v is None:
-            return v
-        empty = [k for k, w in v.items() if not w.strip()]
-        if empty:
-            raise ValueError(f"label word of {empty[0]!r} is empty; give every label a word to score")
-        seen: dict[str, str] = {}
-        for label, word in v.items():
-            key = word.strip().casefold()
-            if key in seen:
-                raise ValueError(f"labels {seen[key]!r} and {label!r} have the same word {word!r}; constrained "
-                                 "choice cannot tell them apart")
-            seen[key] = label
-        return v
-
-    @field_validator("primary_metric")
-    @classmethod
-    def _known_metric(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        from adaptlab.evaluation.metrics import METRICS
-
-        if v not in METRICS:
-            names = METRICS.names()
-            raise ValueError(f"unknown metric.{did_you_mean(v, names)} Metrics: {', '.join(names)}")
-        return v
-
-
 class RungSpec(Spec):
     """One rung of the ladder: a registered method and its hyperparameters."""
 
     method: str = Field(..., description="A registered method, e.g. lora, full, linear_probe.")
     name: str | None = Field(None, description="Run name (default: the method name); must be unique in the ladder.")
     params: dict[str, Any] = Field(default_factory=dict, description="Method hyperparameters (see the method).")
+    from_: str | None = Field(
+        None, alias="from", description="Start from this earlier rung's finished output instead of the base model "
+        "(its name). Rungs run in order, so it must come earlier. Supported by lm_full (from an lm_full, lm_lora or "
+        "lm_ia3 rung).")
+
+    model_config = ConfigDict(populate_by_name=True)  # RungSpec(from_=...) in Python, `from:` in YAML
 
     @property
     def run_name(self) -> str:
         return self.name or self.method
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """Dumped as the YAML key ``from``, and only when set: rungs without it dump (and hash) as before."""
+        data = handler(self)
+        data.pop("from_", None)
+        data.pop("from", None)
+        return {**data, "from": self.from_} if self.from_ is not None else data
 
     @field_validator("name")
     @classmethod
@@ -240,7 +135,9 @@ class LadderSpec(Spec):
     """A whole ladder: every rung runs on the same split of the same data with the same base model."""
 
     name: str = Field(..., description="Ladder name, used for the output folder and the run registry.")
-    task: TaskSpec = Field(default_factory=TaskSpec)
+    task: SerializeAsAny[BaseModel] = Field(
+        default_factory=TaskSpec, description="What is learned: `type` names a registered task and the rest are that "
+        "task's own settings (its Settings model).")
     data: DataSpec
     model: str = Field(
         ..., description="Local folder, packaged model (minilm, smollm2), tiny-random-<arch> or hub id."
@@ -265,8 +162,13 @@ class LadderSpec(Spec):
 
     @field_validator("task", mode="before")
     @classmethod
-    def _task_shorthand(cls, v: Any) -> Any:
-        return {"type": v} if isinstance(v, str) else v
+    def _task_settings(cls, v: Any) -> Any:
+        """``task:`` validated by the settings model of the task its type names (an unknown type is reported by
+        :func:`parse_ladder`; the shared settings model stands in for it)."""
+        v = {"type": v} if isinstance(v, str) else v
+        if not isinstance(v, dict):
+            return v
+        return task_settings(v.get("type") or "classification").model_validate(v)
 
     @field_validator("name")
     @classmethod
@@ -290,6 +192,13 @@ class LadderSpec(Spec):
         raise UserError(f"no rung named '{name}' in ladder '{self.name}'.{did_you_mean(name, names)} Rungs: {names}")
 
 
+def task_settings(task_type: str) -> type[BaseModel]:
+    """The settings model of a registered task (the shared one for unknown names, reported elsewhere)."""
+    from adaptlab.tasks import TASKS
+
+    return TASKS.get(task_type).Settings if task_type in TASKS else TaskSpec
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -306,8 +215,9 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
         if e["type"] == "extra_forbidden":
             key = e["loc"][-1]
             model = _model_at(err.title, e["loc"][:-1])
-            hint = did_you_mean(key, model.model_fields) if model else ""
-            allowed = f" Allowed keys: {', '.join(model.model_fields)}." if model else ""
+            keys = [f.alias or name for name, f in model.model_fields.items()] if model else []  # YAML's `from`
+            hint = did_you_mean(key, keys) if model else ""
+            allowed = f" Allowed keys: {', '.join(keys)}." if model else ""
             problems.append(f"{field}: unknown key.{hint}{allowed}")
         elif e["type"] == "missing":
             problems.append(f"{field}: required, but missing.")
@@ -385,10 +295,67 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
             method.Params.model_validate(rung.get("params") or {})
         except ValidationError as err:
             problems += format_validation_error(err, prefix=f"rungs[{i}].params")
+    problems += from_problems(rungs)
     if problems:
         raise ConfigError(source, problems)
     assert spec is not None
     return spec
+
+
+def from_problems(rungs: list[Any]) -> list[str]:
+    """What is wrong with the rungs' ``from:``: an unknown rung, a rung starting from itself, a cycle, a rung that
+    comes later (rungs run in order, so the one started from must be finished first), or a method that can't start
+    from that rung's output (its ``starts_from``)."""
+    from adaptlab.methods import METHODS
+
+    named = [(i, r.get("name") or r.get("method"), r) for i, r in enumerate(rungs)
+             if isinstance(r, dict) and isinstance(r.get("method"), str)]
+    index: dict[str, int] = {}  # the first rung of a name (duplicates are reported elsewhere)
+    method_of: dict[str, str] = {}
+    for i, name, r in named:
+        index.setdefault(name, i)
+        method_of.setdefault(name, r["method"])
+    parent_of = {name: r["from"] for _, name, r in named if isinstance(r.get("from"), str)}
+    problems = []
+    for i, name, rung in named:
+        parent = rung.get("from")
+        if not isinstance(parent, str):
+            continue  # none, or a wrong type reported by the schema
+        where = f"rungs[{i}].from"
+        if parent == name:
+            problems.append(f"{where}: rung '{name}' starts from itself; name an earlier rung, or drop `from` to "
+                            "start from the base model.")
+        elif parent not in index:
+            problems.append(f"{where}: no rung named '{parent}'.{did_you_mean(parent, index)} Rungs: {list(index)}")
+        elif (cycle := _cycle(name, parent_of)) is not None:
+            if index[name] == min(index[n] for n in cycle):  # report each cycle once
+                problems.append(f"{where}: the rungs {' -> '.join([*cycle, cycle[0]])} start from each other in a "
+                                "cycle; one of them must start from the base model (no `from`).")
+        elif index[parent] > i:
+            problems.append(f"{where}: rung '{parent}' is rungs[{index[parent]}], after '{name}'; rungs run in "
+                            f"order, so move '{parent}' above '{name}'.")
+        elif rung["method"] in METHODS and method_of[parent] not in METHODS.get(rung["method"]).starts_from:
+            problems.append(f"{where}: {_cannot_start(rung['method'], method_of[parent], METHODS)}")
+    return problems
+
+
+def _cycle(name: str, parent_of: dict[str, str]) -> list[str] | None:
+    """The rungs of the cycle of ``from`` links that ``name`` is on, starting at ``name``; None when it is on none."""
+    chain = [name]
+    while (parent := parent_of.get(chain[-1])) is not None and parent not in chain:
+        chain.append(parent)
+    return chain if parent == name else None
+
+
+def _cannot_start(method: str, parent_method: str, methods: Any) -> str:
+    """Why ``method`` can't start from a ``parent_method`` rung, naming what can."""
+    allowed = methods.get(method).starts_from
+    if not allowed:
+        able = [n for n in methods.names() if methods.get(n).starts_from]
+        return (f"method '{method}' can't start from another rung's output (it always starts from the base model); "
+                f"methods that can: {', '.join(able) or 'none'}.")
+    return (f"method '{method}' can start from a rung of {', '.join(sorted(allowed))}, not from a "
+            f"'{parent_method}' rung.")
 
 
 def load_ladder(path: str | Path) -> LadderSpec:

@@ -6,11 +6,21 @@ prediction with the same base model, labels, sequence length and seed.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from adaptlab.models import ResolvedModel, resolve_model
+
+
+class Cache(Protocol):
+    """What a run shares between rungs (:meth:`RunContext.shared`): something with a cache to empty."""
+
+    def clear(self) -> None: ...
+
+
+C = TypeVar("C", bound=Cache)
 
 
 @dataclass
@@ -30,6 +40,13 @@ class RunContext:
     def model(self) -> ResolvedModel:
         return resolve_model(self.model_spec, allow_pickle=self.allow_pickle)
 
+    @cached_property
+    def settings(self) -> Any:
+        """The task's own typed settings (its ``Settings`` model), from the ``task:`` section of the ladder."""
+        from adaptlab.tasks import get_task
+
+        return get_task(self.task).Settings.model_validate(self.extra.get("task") or {"type": self.task})
+
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
@@ -43,22 +60,22 @@ class RunContext:
         return self.device
 
     @cached_property
-    def _embedders(self) -> dict:
+    def _shared(self) -> dict[Hashable, Cache]:
         return {}
 
-    def embedder(self):
-        """A sentence embedder over the base model, shared by every embedding rung of this run (one cache)."""
-        from adaptlab.methods._embedding import Embedder
-
-        key = (str(self.model.path), self.max_length)
-        if key not in self._embedders:
-            self._embedders[key] = Embedder(self)
-        return self._embedders[key]
+    def shared(self, key: Hashable, build: Callable[[], C]) -> C:
+        """The object under ``key`` shared by every rung of this run, built by ``build`` on first use (e.g. the
+        embedding rungs' sentence embedder, so each text is embedded once per ladder). The context knows nothing
+        of what it holds, so the methods that share something own it (and the import goes methods -> context)."""
+        if key not in self._shared:
+            self._shared[key] = build()
+        return self._shared[key]  # type: ignore[return-value]
 
     def reset_caches(self) -> None:
-        """Forget cached embeddings, so each rung pays for the embedding work it needs (honest cost)."""
-        for embedder in self._embedders.values():
-            embedder.clear()
+        """Empty every shared object's cache (e.g. embeddings), so each rung pays for the work it needs (honest
+        cost)."""
+        for obj in self._shared.values():
+            obj.clear()
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items()}

@@ -5,7 +5,13 @@
 
 Each rung is built in ``<output>/.partial/<rung>/`` and published to ``<output>/<rung>/`` only when complete
 (or, if it failed, with its error), so nothing half-written looks finished. A failing rung is recorded and the
-ladder goes on.
+ladder goes on. Its result is a :class:`~adaptlab.runs.result.RungResult`, written to ``metrics.json`` (and its
+entry to ``leaderboard.json``).
+
+Rungs run in the order of the config. A rung with ``from: <rung>`` starts from that earlier rung's finished folder
+(``<output>/<rung>``, see :meth:`Method.start_from`; lm_full supports it): its run.json records the dependency
+(``from``), its provenance ``from_rung``/``from_rung_sha256``, and its resume hash includes the parent's, so
+re-running the parent with other settings invalidates it. A parent that failed or is missing fails the child.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ from adaptlab.runs.files import (
     write_json_atomic,
     write_jsonl_atomic,
 )
-from adaptlab.runs.provenance import hash_records, provenance
+from adaptlab.runs.provenance import provenance
+from adaptlab.runs.result import RungResult
 from adaptlab.tasks import get_task
 from adaptlab.training import STEP_REPORTER
 
@@ -59,15 +66,29 @@ def config_hash(spec: LadderSpec) -> str:
     return hashlib.sha256(spec.model_dump_json(exclude={"base_dir", "output_dir"}).encode()).hexdigest()
 
 
-def rung_hash(ladder: Ladder, rung: RungSpec) -> str:
-    """What a finished rung's result depends on: data, model, task, seed and its own (validated) params."""
+def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> str:
+    """What a finished rung's result depends on: data, model, task, seed and its own (validated) params, and for a
+    rung with ``from`` the hash of the rung it starts from (so other settings there invalidate this one too)."""
     params = rung_params(rung).model_dump(mode="json")
-    key = {
+    key: dict[str, Any] = {
         "data": ladder.data_hash, "model": ladder.ctx.model.sha256, "method": rung.method, "params": params,
         "task": ladder.spec.task.model_dump(mode="json"), "seed": ladder.spec.seed,
         "max_length": ladder.spec.data.max_length,
     }
+    if rung.from_ is not None:  # only then: the hashes of rungs without `from` stay what they always were
+        if rung.from_ in (*_below, rung.run_name):  # parse_ladder reports cycles; a spec built in code may have one
+            raise UserError(f"rung '{rung.run_name}' starts from '{rung.from_}', which starts from it: a cycle.")
+        key["from"] = rung_hash(ladder, ladder.spec.rung(rung.from_), (*_below, rung.run_name))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def parent_record(ladder: Ladder, rung: RungSpec, inputs: Path) -> dict[str, str] | None:
+    """run.json's ``from`` for a rung with ``from``: the rung it starts from, the hash that rung must have been run
+    with, and its folder in ``inputs`` (the ladder's output). None for a rung that starts from the base model."""
+    if rung.from_ is None:
+        return None
+    parent = ladder.spec.rung(rung.from_)
+    return {"rung": parent.run_name, "rung_sha256": rung_hash(ladder, parent), "dir": str(inputs / parent.run_name)}
 
 
 def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
@@ -93,11 +114,7 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     )
     _ = ctx.model  # resolve now: an unknown model is a user error before any rung starts
     check_rungs(spec, ctx, data)
-    data_hash = hash_records(
-        [[name, s.ids, s.texts, s.pairs, s.labels.tolist()] for name, s in
-         (("train", data.train), ("validation", data.validation), ("test", data.test))]
-    )
-    return Ladder(spec, task, data, ctx, output or spec.output_path(), data_hash, config_hash(spec))
+    return Ladder(spec, task, data, ctx, output or spec.output_path(), task.fingerprint(data), config_hash(spec))
 
 
 def check_rungs(spec: LadderSpec, ctx: RunContext, data: Any) -> None:
@@ -155,9 +172,47 @@ class RungRun:
 
 
 def run_rung(
-    ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None, record: bool = True
+    ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None, record: bool = True,
+    inputs: Path | None = None,
 ) -> dict:
-    """Fit, evaluate, measure and save one rung; returns its leaderboard entry. Never raises for a failing rung."""
+    """Fit, evaluate, measure and save one rung; returns its leaderboard entry. Never raises for a failing rung.
+
+    A rung with ``from`` starts from that rung's folder in ``inputs`` (default: the ladder's output folder)."""
+    parent = parent_record(ladder, rung, inputs or ladder.output)
+    run = _stage(ladder, rung, resume, progress, parent)
+    base = _unfinished(run, parent)
+    method: Method | None = None
+    try:
+        method = build_method(rung, ladder.ctx)
+        if parent is not None:
+            _start_from(run, method, parent)  # before setup(), which loads the weights
+        fit, meter = _fit(run, method, resume)
+        evaluation = _evaluate(run, method, fit)
+        cost = _measure(run, method, fit, meter)
+        result = _results(run, base, evaluation, cost, fit)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failing rung is recorded; the ladder goes on
+        detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        (run.staging / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        shutil.rmtree(run.staging / "checkpoints", ignore_errors=True)
+        result = base.model_copy(update={"error": detail})
+    if method is not None and method.adjustments:  # settings used in place of the configured ones (warned about)
+        run.write_info(adjustments=method.adjustments)
+    write_json_atomic(run.staging / "metrics.json", result.model_dump())
+    final = ladder.output / rung.run_name
+    publish(run.staging, final)
+    entry = result.entry()
+    if record:
+        registry.record(entry, ladder.spec.name, ladder.spec.task.type, ladder.spec.model, final)
+    run.say(result.status)
+    return entry
+
+
+def _stage(ladder: Ladder, rung: RungSpec, resume: bool, progress: Progress | None,
+           parent: dict[str, str] | None) -> RungRun:
+    """The rung's staging folder, kept for --resume only when it was staged with the same settings, and its
+    run.json (with the rung it starts from, if any)."""
     name = rung.run_name
     staging = partial_dir(ladder.output, name)
     digest = rung_hash(ladder, rung)
@@ -170,38 +225,48 @@ def run_rung(
         "params": rung_params(rung).model_dump(mode="json"), "task": ladder.spec.task.model_dump(mode="json"),
         "data": ladder.spec.data.model_dump(mode="json"), "context": ladder.ctx.to_dict(), "rung_sha256": digest,
     }
+    if parent is not None:
+        info["from"] = parent
     run = RungRun(ladder, rung, staging, info, lambda stage: (progress or (lambda _r, _s: None))(name, stage))
     run.write_info()
+    return run
+
+
+def _unfinished(run: RungRun, parent: dict[str, str] | None) -> RungResult:
+    """The rung's result until it has one: failed, without metrics, with its provenance (which names the rung it
+    starts from, if any). A finished rung fills it in (:func:`_results`); a failing one adds its error."""
+    ladder = run.ladder
     prov = provenance(
         model=ladder.ctx.model, data_hash=ladder.data_hash, seed=ladder.spec.seed, config_hash=ladder.config_hash,
         trust_remote_code=ladder.spec.trust_remote_code,
     )
-    base = {"rung": name, "method": rung.method, "dir": name, "primary_metric": ladder.task.primary_metric}
-    method: Method | None = None
+    if parent is not None:
+        prov.update(from_rung=parent["rung"], from_rung_sha256=parent["rung_sha256"])
+    name, primary = run.rung.run_name, ladder.task.primary_metric
+    return RungResult(rung=name, method=run.rung.method, dir=name, primary_metric=primary, status="failed",
+                      task=ladder.spec.task.type, higher_is_better=higher_is_better(primary), provenance=prov)
+
+
+def _start_from(run: RungRun, method: Method, parent: dict[str, str]) -> None:
+    """Hand the method the folder of the rung it starts from, once that rung is known to have finished ``ok`` with
+    the settings the ladder has now; a UserError (which fails this rung) naming the parent otherwise."""
+    folder, name = Path(parent["dir"]), parent["rung"]
+    run.say(f"starting from {name}")
     try:
-        method = build_method(rung, ladder.ctx)
-        fit, meter = _fit(run, method, resume)
-        evaluation = _evaluate(run, method, fit)
-        cost = _measure(run, method, fit, meter)
-        entry, metrics = _results(run, base, evaluation, cost, fit, prov)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # a failing rung is recorded; the ladder goes on
-        detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        (staging / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
-        entry = {**base, "status": "failed", "value": None, "interval": None, "metrics": {}, "cost": {},
-                 "error": detail}
-        metrics = {**entry, "task": ladder.spec.task.type, "provenance": prov}
-    if method is not None and method.adjustments:  # settings used in place of the configured ones (warned about)
-        run.write_info(adjustments=method.adjustments)
-    write_json_atomic(staging / "metrics.json", metrics)
-    final = ladder.output / name
-    publish(staging, final)
-    if record:
-        registry.record(entry, ladder.spec.name, ladder.spec.task.type, ladder.spec.model, final)
-    run.say(entry["status"])
-    return entry
+        result = RungResult.model_validate(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
+        info = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except OSError:
+        raise UserError(f"starts from rung '{name}', which has no finished output in {folder}; run it first "
+                        f"(adaptlab compare CONFIG --rungs {name},{run.rung.run_name}).") from None
+    except ValueError as exc:  # corrupted JSON, or not a rung's metrics.json
+        raise UserError(f"starts from rung '{name}', whose results in {folder} can't be read ({exc}); re-run "
+                        f"it (adaptlab compare CONFIG --rungs {name},{run.rung.run_name}).") from None
+    if not result.ok:
+        raise UserError(f"starts from rung '{name}', which failed ({result.error}); fix and re-run '{name}' first.")
+    if info.get("rung_sha256") != parent["rung_sha256"]:
+        raise UserError(f"starts from rung '{name}', but {folder} was run with other settings than '{name}' has now "
+                        f"(data, model, task or params changed); re-run '{name}' first.")
+    method.start_from(folder, info)
 
 
 def _fit(run: RungRun, method: Method, resume: bool) -> tuple[dict, Any]:
@@ -249,21 +314,18 @@ def _measure(run: RungRun, method: Method, fit: dict, meter: Any) -> dict:
     )
 
 
-def _results(run: RungRun, base: dict, evaluation: dict, cost: dict, fit: dict, prov: dict) -> tuple[dict, dict]:
-    """The leaderboard entry and the fuller metrics.json record of a finished rung."""
+def _results(run: RungRun, base: RungResult, evaluation: dict, cost: dict, fit: dict) -> RungResult:
+    """A finished rung's result: ``base`` with its metrics, cost and training record; what the task's evaluate
+    returned beyond metrics and intervals goes into ``details`` (top-level keys of metrics.json)."""
     primary = run.ladder.task.primary_metric
-    entry = {
-        **base, "status": "ok", "value": evaluation["metrics"][primary],
+    return RungResult(**{
+        **dict(base), "status": "ok", "value": evaluation["metrics"][primary],
         "interval": evaluation["interval"].get(primary), "metrics": evaluation["metrics"], "cost": cost,
-        "error": None, "diagnosis": evaluation["diagnosis"],
-    }
-    metrics = {
-        **entry, "task": run.ladder.spec.task.type, "higher_is_better": higher_is_better(primary),
-        **{k: v for k, v in evaluation.items() if k not in ("metrics", "interval", "diagnosis")},
-        "intervals": evaluation["interval"], "history": fit.get("history", []),
-        "resumed_from": fit.get("resumed_from"), "training": run.info.get("training", {}), "provenance": prov,
-    }
-    return entry, metrics
+        "error": None, "diagnosis": evaluation["diagnosis"], "intervals": evaluation["interval"],
+        "history": fit.get("history", []), "resumed_from": fit.get("resumed_from"),
+        "training": run.info.get("training", {}),
+        "details": {k: v for k, v in evaluation.items() if k not in ("metrics", "interval", "diagnosis")},
+    })
 
 
 def training_record(fit: dict) -> dict:
@@ -286,15 +348,13 @@ def finished_entry(ladder: Ladder, rung: RungSpec) -> dict | None:
     """The leaderboard entry of a rung already finished with the same inputs, for --resume."""
     folder = ladder.output / rung.run_name
     try:
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        result = RungResult.model_validate(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
         run = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # missing, corrupted, or not a rung's result (pydantic's errors are ValueErrors)
         return None
-    if metrics.get("status") != "ok" or run.get("rung_sha256") != rung_hash(ladder, rung):
+    if not result.ok or run.get("rung_sha256") != rung_hash(ladder, rung):
         return None
-    keys = ("rung", "method", "dir", "primary_metric", "status", "value", "interval", "metrics", "cost", "error",
-            "diagnosis")
-    return {k: metrics.get(k) for k in keys}
+    return result.entry()
 
 
 def rank(entries: list[dict], metric_higher_is_better: bool = True) -> list[dict]:
@@ -325,8 +385,10 @@ def write_leaderboard(ladder: Ladder, entries: list[dict]) -> dict:
 def compare(
     ladder: Ladder, *, resume: bool = False, only: list[str] | None = None, progress: Progress | None = None
 ) -> dict:
-    """Run every rung (or those named in ``only``) on the ladder's split; returns the leaderboard."""
-    rungs = [ladder.spec.rung(n) for n in only] if only else ladder.spec.rungs
+    """Run every rung (or those named in ``only``) on the ladder's split, in the config's order (a rung with
+    ``from`` after the rung it starts from); returns the leaderboard."""
+    wanted = {ladder.spec.rung(n).run_name for n in only} if only else None
+    rungs = [r for r in ladder.spec.rungs if wanted is None or r.run_name in wanted]
     with OutputLock(ladder.output):
         write_json_atomic(ladder.output / "ladder.json", ladder.spec.model_dump(mode="json", exclude={"base_dir"}))
         entries: dict[str, dict] = {}
@@ -355,7 +417,8 @@ def check_repro(ladder: Ladder, rung_name: str, scratch: Path) -> dict:
     if not (recorded / "metrics.json").is_file():
         raise UserError(f"{recorded}: no finished run to check; run `adaptlab compare` first.")
     again = Ladder(**{**ladder.__dict__, "output": scratch})
-    run_rung(again, rung, record=False)  # a scratch re-run is not a run to list
+    # a scratch re-run is not a run to list; a rung with `from` starts from the recorded parent, as it did
+    run_rung(again, rung, record=False, inputs=ladder.output)
     differences = []
     old_m = json.loads((recorded / "metrics.json").read_text(encoding="utf-8"))
     new_m = json.loads((scratch / rung_name / "metrics.json").read_text(encoding="utf-8"))

@@ -3,12 +3,14 @@
 The Trainer brings what users expect and we should not rewrite: accelerate (DDP, FSDP, DeepSpeed through
 ``accelerate launch``), TensorBoard logs, optimizer/scheduler/RNG checkpoints and exact resume. adaptlab adds:
 checkpoints written atomically (temporary folder, fsync, rename), checkpoints every N minutes, and a guard that
-stops a rung whose loss stops being finite with the step, learning rate and a suggestion.
+stops a rung whose loss stops being finite with the step, learning rate and a suggestion. Any Trainer subclass
+(trl, sentence-transformers) gets the same: :func:`train` takes the class and its arguments class.
 """
 
 from __future__ import annotations
 
 import contextvars
+import functools
 import math
 import os
 import shutil
@@ -76,9 +78,10 @@ class TrainParams(BaseModel):
 class ClassifierTrainParams(TrainParams):
     """Training settings of the rungs that train a classification head: the loss can weight rare classes."""
 
-    class_weight: Literal["balanced", "none"] = Field(
-        "balanced", description="balanced: weight each class's loss by n / (classes x its count), so a rare class "
-        "counts as much as a common one; none: plain cross-entropy.",
+    class_weight: Literal["balanced", "none"] | None = Field(
+        None, description="balanced: weight each class's loss by n / (classes x its count), so a rare class "
+        "counts as much as a common one; none: plain cross-entropy. Default (null): the task's choice, balanced for "
+        "classification, none for token classification (where O dominates).",
     )
 
 
@@ -207,20 +210,26 @@ class EpochSeededLengthGroupedSampler(torch.utils.data.Sampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
-class AtomicTrainer(Trainer):
-    """A Trainer whose checkpoints appear complete or not at all, and whose resume is exact.
+class AtomicCheckpoints:
+    """Mixin for any Trainer class: checkpoints appear complete or not at all, and resume is exact.
 
-    A checkpoint is written to ``tmp-checkpoint-N`` and renamed to ``checkpoint-N`` only after every file is on
-    disk, so a crash mid-write leaves no checkpoint that resume would trust.
+    A checkpoint is written by the Trainer class's own ``_save_checkpoint`` (so whatever a subclass adds, a trl
+    model card, a sentence-transformers module layout, an extra state file, is in it) into a scratch folder, then
+    fsynced and renamed to ``checkpoint-N`` only after every file is on disk: a crash mid-write leaves no
+    checkpoint that resume would trust. It must come first in the class's bases (see :func:`atomic_trainer_class`)
+    so that it wraps every ``_save_checkpoint`` of the classes after it.
     """
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.train_sampling_strategy == "group_by_length" and "input_ids" in dataset.column_names:
+        inherited = super()._get_train_sampler
+        if (self.args.train_sampling_strategy == "group_by_length" and "input_ids" in dataset.column_names
+                and getattr(inherited, "__func__", None) is Trainer._get_train_sampler):
+            # only where the class keeps transformers' sampler: trl's GRPO/KTO samplers are theirs to keep
             lengths = [len(x) for x in dataset["input_ids"]]
             batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
             return EpochSeededLengthGroupedSampler(lengths, batch, self.args.data_seed or self.args.seed)
-        return super()._get_train_sampler(train_dataset)
+        return inherited(train_dataset)
 
     def _save_checkpoint(self, model, trial):
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -230,7 +239,7 @@ class AtomicTrainer(Trainer):
         tmp = run_dir / f"tmp-{final.name}"
         shutil.rmtree(tmp, ignore_errors=True)
         real_output_dir = self.args.output_dir
-        # Let the base class write into a scratch run dir, then move the finished checkpoint into place.
+        # Let the base classes write into a scratch run dir, then move the finished checkpoint into place.
         scratch = run_dir / ".scratch"
         shutil.rmtree(scratch, ignore_errors=True)
         self.args.output_dir = str(scratch)
@@ -250,6 +259,27 @@ class AtomicTrainer(Trainer):
                 shutil.rmtree(old, ignore_errors=True)
 
 
+class AtomicTrainer(AtomicCheckpoints, Trainer):
+    """The transformers Trainer with atomic checkpoints and exact resume."""
+
+
+@functools.cache
+def atomic_trainer_class(trainer_cls: type[Trainer]) -> type[Trainer]:
+    """``trainer_cls`` with :class:`AtomicCheckpoints` in front of its bases (built once per class).
+
+    A subclass rather than a patched instance, so ``super()`` inside trl's or sentence-transformers' own overrides
+    still reaches transformers, and the scratch-folder swap wraps all of them.
+    """
+    if issubclass(trainer_cls, AtomicCheckpoints):
+        return trainer_cls
+    if trainer_cls is Trainer:
+        return AtomicTrainer
+    if not issubclass(trainer_cls, Trainer):
+        raise TypeError(f"trainer_cls must be a transformers Trainer subclass, not {trainer_cls!r}")
+    return type(f"Atomic{trainer_cls.__name__}", (AtomicCheckpoints, trainer_cls),
+                {"__module__": __name__, "__doc__": f"{trainer_cls.__name__} with atomic checkpoints."})
+
+
 def _fault_point(name: str) -> None:
     """Crash-test hook: ``ADAPTLAB_FAULT=checkpoint:N`` kills the process (SIGKILL) while checkpoint N is half
     written. Used by the crash/resume tests; inert unless that variable is set."""
@@ -267,10 +297,16 @@ def last_checkpoint(workdir: Path) -> Path | None:
 
 
 def training_arguments(params: TrainParams, schedule: Schedule, workdir: Path, eval_steps: int | None, seed: int,
-                       use_cpu: bool) -> TrainingArguments:
-    """The Trainer's arguments for these params and the resolved schedule."""
+                       use_cpu: bool, args_cls: type[TrainingArguments] = TrainingArguments,
+                       **extra: Any) -> TrainingArguments:
+    """The Trainer's arguments for these params and the resolved schedule.
+
+    ``args_cls`` is the arguments class the Trainer class wants (trl's ``SFTConfig``, sentence-transformers'
+    ``SentenceTransformerTrainingArguments``); ``extra`` sets its own fields (e.g. ``max_length``, ``batch_sampler``)
+    or overrides ours. Everything is given explicitly, so a subclass's other defaults (trl: bf16 on) do not leak in.
+    """
     save_steps = params.checkpoint_every_steps
-    args = TrainingArguments(
+    fields: dict[str, Any] = dict(
         output_dir=str(workdir / CHECKPOINTS),
         num_train_epochs=schedule.epochs,
         max_steps=params.max_steps or -1,
@@ -300,7 +336,45 @@ def training_arguments(params: TrainParams, schedule: Schedule, workdir: Path, e
         bf16=params.precision == "bf16" and not use_cpu,
         fp16=params.precision == "fp16" and not use_cpu,
     )
-    return args
+    return args_cls(**{**fields, **extra})
+
+
+def _callbacks(params: TrainParams) -> list[TrainerCallback]:
+    """adaptlab's callbacks, added to whatever the Trainer class brings: the guard, timed checkpoints, progress."""
+    callbacks: list[TrainerCallback] = [NonFiniteLossGuard()]
+    if params.checkpoint_every_minutes:
+        callbacks.append(TimedCheckpoints(params.checkpoint_every_minutes))
+    if STEP_REPORTER.get() is not None:
+        callbacks.append(StepReporter(STEP_REPORTER.get()))
+    return callbacks
+
+
+def _num_examples(dataset: Any) -> int:
+    """Training examples in a dataset, or in all datasets of a dict of them (sentence-transformers multi-task)."""
+    return sum(len(d) for d in dataset.values()) if isinstance(dataset, dict) else len(dataset)
+
+
+def _build_trainer(trainer_cls: type[Trainer], workdir: Path, loss_func: Callable[..., torch.Tensor] | None,
+                   **kwargs: Any) -> Trainer:
+    """An atomic-checkpoint subclass of ``trainer_cls``, built with TensorBoard logging into ``workdir``.
+
+    ``compute_loss_func`` is passed only when set: sentence-transformers' trainer takes a ``loss`` instead.
+    """
+    if loss_func is not None:
+        kwargs["compute_loss_func"] = loss_func
+    old_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(workdir / "tensorboard")  # read once, when the Trainer is built
+    try:
+        trainer = atomic_trainer_class(trainer_cls)(**kwargs)
+    finally:
+        if old_tb is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = old_tb
+    trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; progress goes through STEP_REPORTER
+    if loss_func is not None:  # a per-batch mean: the Trainer must divide it by the accumulation steps itself
+        trainer.loss_is_scaled_for_ga = False
+    return trainer
 
 
 def train(
@@ -309,65 +383,62 @@ def train(
     params: TrainParams,
     train_dataset: Any,
     eval_dataset: Any | None,
-    collator: Any,
+    collator: Any = None,
     workdir: Path,
     seed: int,
     use_cpu: bool,
     resume: bool,
     loss_func: Callable[..., torch.Tensor] | None = None,
+    trainer_cls: type[Trainer] = Trainer,
+    trainer_kwargs: dict[str, Any] | None = None,
+    args_cls: type[TrainingArguments] | None = None,
+    args_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place; returns {"history", "train_seconds", "samples", "steps", "schedule", ...}.
+    """Train ``model`` in place with ``trainer_cls``; returns {"history", "train_seconds", "samples", "steps", ...}.
 
+    Any transformers Trainer subclass works (trl's ``SFTTrainer``/``DPOTrainer``, sentence-transformers'
+    ``SentenceTransformerTrainer``): it is subclassed with :class:`AtomicCheckpoints`, and gets the loss guard,
+    timed checkpoints and progress callbacks. ``trainer_kwargs`` go to its constructor (``processing_class``,
+    ``ref_model``, ``loss``, ``peft_config``, ...). ``args_cls`` is its arguments class (default: the class's
+    ``training_args_class`` if it names one, as sentence-transformers' do, else ``TrainingArguments``), with
+    ``args_kwargs`` for that class's own fields. ``collator`` None leaves the class's default collator.
     ``loss_func`` replaces the model's own loss (the Trainer's ``compute_loss_func``), e.g. class-weighted.
     """
-    schedule = Schedule.resolve(params, len(train_dataset))
+    schedule = Schedule.resolve(params, _num_examples(train_dataset))
     eval_steps = None
     if eval_dataset is not None and len(eval_dataset) and params.evals_per_epoch:
         eval_steps = max(1, schedule.steps_per_epoch // params.evals_per_epoch)
-    args = training_arguments(params, schedule, workdir, eval_steps, seed, use_cpu)
-    callbacks: list[TrainerCallback] = [NonFiniteLossGuard()]
-    if params.checkpoint_every_minutes:
-        callbacks.append(TimedCheckpoints(params.checkpoint_every_minutes))
-    if STEP_REPORTER.get() is not None:
-        callbacks.append(StepReporter(STEP_REPORTER.get()))
-    old_tb = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(workdir / "tensorboard")  # read once, when the Trainer is built
-    try:
-        trainer = AtomicTrainer(
-            model=model,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset if eval_steps else None,
-            data_collator=collator,
-            callbacks=callbacks,
-            compute_loss_func=loss_func,
-        )
-        trainer.remove_callback(PrinterCallback)  # raw log dicts on stdout; progress goes through STEP_REPORTER
-        if loss_func is not None:  # a per-batch mean: the Trainer must divide it by the accumulation steps itself
-            trainer.loss_is_scaled_for_ga = False
-    finally:
-        if old_tb is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = old_tb
+    args_cls = args_cls or getattr(trainer_cls, "training_args_class", TrainingArguments)
+    args = training_arguments(params, schedule, workdir, eval_steps, seed, use_cpu, args_cls, **(args_kwargs or {}))
+    trainer = _build_trainer(
+        trainer_cls, workdir, loss_func, model=model, args=args, train_dataset=train_dataset,
+        eval_dataset=eval_dataset if eval_steps else None, data_collator=collator, callbacks=_callbacks(params),
+        **(trainer_kwargs or {}),
+    )
     checkpoint = last_checkpoint(workdir) if resume else None
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - start
+    final_loss = output.training_loss
+    if not math.isfinite(final_loss):
+        raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")
+    return _result(trainer, schedule, _num_examples(train_dataset), seconds, checkpoint)
+
+
+def _result(trainer: Trainer, schedule: Schedule, examples: int, seconds: float,
+            checkpoint: Path | None) -> dict[str, Any]:
+    """What :func:`train` reports: the schedule, logged losses, time, samples and steps seen, where it resumed."""
     history = [
         {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")}
         for entry in trainer.state.log_history
     ]
-    final_loss = output.training_loss
-    if not math.isfinite(final_loss):
-        raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")
     epochs_done = min(schedule.epochs, trainer.state.epoch or schedule.epochs)
     return {
         "schedule": schedule.to_dict(),
         "epochs": epochs_done,
         "history": [h for h in history if len(h) > 2],
         "train_seconds": seconds,
-        "samples": int(round(len(train_dataset) * epochs_done)),
+        "samples": int(round(examples * epochs_done)),
         "steps": trainer.state.global_step,
         "resumed_from": checkpoint.name if checkpoint else None,
     }

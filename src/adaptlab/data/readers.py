@@ -41,10 +41,12 @@ SUPPORTED_FORMATS = {
     "jsonl": ".jsonl / .ndjson (one JSON object per line)",
     "json": ".json (a list of JSON objects)",
     "parquet": ".parquet",
+    "conll": ".conll / .bio / .iob (token and tag per line, blank line between sentences)",
     "datasets": "a folder written by datasets' save_to_disk (use folder#split for a DatasetDict)",
 }
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
-                   ".parquet": "parquet", ".pq": "parquet"}
+                   ".parquet": "parquet", ".pq": "parquet", ".conll": "conll", ".bio": "conll", ".iob": "conll",
+                   ".iob2": "conll", ".bioes": "conll"}
 _COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2"}
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _ENCODING_HINT = "set `encoding: latin-1` (or the file's real encoding) under `data:` in the config"
@@ -226,6 +228,10 @@ def _read_file(path: Path, fmt: str, compression: str | None, encoding: str | No
         return _read_delimited(text, "," if fmt == "csv" else "\t", name)
     if fmt == "jsonl":
         return _read_jsonl(text, name)
+    if fmt == "conll":
+        from adaptlab.data.conll import read_conll
+
+        return read_conll(text, name)
     return _read_json(text, name)
 
 

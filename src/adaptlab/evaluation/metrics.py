@@ -53,7 +53,12 @@ _info("perplexity", "exp(total token negative log-likelihood / number of tokens)
 _info("spearman", "Spearman rank correlation between predicted and reference scores (-1 to 1).")
 _info("recall_at_k", "Fraction of queries whose relevant item is in the top k retrieved (0-1).")
 _info("mrr", "Mean reciprocal rank of the first relevant item (0-1).")
-_info("seqeval_f1", "Entity-level micro F1 for sequence labelling, as computed by seqeval (0-1).")
+_info("entity_micro_f1", "Entity-level micro F1 (type and exact word span must match), as seqeval computes it (0-1).")
+_info("entity_micro_precision", "Share of predicted entities that match a gold entity exactly (seqeval, 0-1).")
+_info("entity_micro_recall", "Share of gold entities found with the exact span and type (seqeval, 0-1).")
+_info("entity_macro_f1", "Mean over entity types of the per-type entity F1 (0-1).")
+_info("token_accuracy", "Fraction of words whose predicted BIO tag equals the gold tag (0-1; O dominates it).")
+_info("unparsed_share", "Share of examples whose generated answer could not be read (0-1).", higher_is_better=False)
 
 
 def metric_info(name: str) -> MetricInfo:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from adaptlab.export.parity import Tolerance, _over
-from adaptlab.generation.lm import eos_ids
+from adaptlab.generation.decoding import eos_ids
 
 DECODER_JSON = "decoder.json"
 Step = Callable[[np.ndarray, np.ndarray, np.ndarray, Any], tuple[np.ndarray, Any]]

@@ -26,7 +26,6 @@ from adaptlab.bundle import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
-    PARITY,
     MethodPredictor,
     OnnxPredictor,
     TransformersPredictor,
@@ -34,11 +33,11 @@ from adaptlab.bundle import (
 )
 from adaptlab.errors import UserError
 from adaptlab.export import parity
+from adaptlab.export.bundling import copy_weights, finish, opset
 from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE, ParityError, ParityReference, Tolerance
-from adaptlab.runs.files import read_jsonl, write_json_atomic
+from adaptlab.runs.files import read_jsonl
 
 Progress = Callable[[str], None]
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 #: Test prompts greedy-decoded per artefact of a generation run unless --parity-limit says otherwise.
 GENERATION_PARITY_EXAMPLES = 64
 
@@ -111,18 +110,14 @@ def build_manifest(run_dir: Path, info: dict, metrics: dict) -> dict:
     }
 
 
-def copy_weights(run_dir: Path, dest: Path) -> None:
-    pickles = [str(p.relative_to(run_dir)) for p in (run_dir / "weights").rglob("*") if p.suffix in PICKLE_SUFFIXES]
-    if pickles:
-        raise UserError(f"{run_dir}: weights hold pickle files {pickles[:3]}; bundles ship safetensors only.")
-    shutil.copytree(run_dir / "weights", dest / "weights")
+def export_kind(task_name: str, where: Path) -> str:
+    """What the run's task ships (classifier, decoder, tagger), as the task declares; UserError when it ships none."""
+    from adaptlab.tasks import get_task
 
-
-def file_hashes(folder: Path) -> dict[str, str]:
-    from adaptlab.models.hashing import file_sha256
-
-    return {str(p.relative_to(folder)): file_sha256(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != MANIFEST}
+    kind = get_task(task_name).export_kind
+    if kind not in BUILDERS:
+        raise UserError(f"{where}: runs of task {task_name!r} can't be exported as a bundle yet.")
+    return kind
 
 
 def export_run(
@@ -141,15 +136,15 @@ def export_run(
     say = progress or (lambda _msg: None)
     run_dir, to = Path(run_dir), Path(to)
     info, metrics = read_run(run_dir)
-    if info["context"]["task"] not in ("classification", "generation"):
-        raise UserError(f"{run_dir}: exporting {info['context']['task']!r} runs is not supported yet.")
+    kind = export_kind(info["context"]["task"], run_dir)
     _check_destination(to, run_dir)
     onnx = onnx or int8  # int8 quantises the fp32 ONNX file
     to.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{to.name}.partial-", dir=to.parent))
     try:
         manifest = build_manifest(run_dir, info, metrics)
-        build = _build_generation if manifest["task"] == "generation" else _build
+        manifest["export_kind"] = kind
+        build = BUILDERS[kind]
         report = build(run_dir, staging, manifest, merge, onnx, int8, tolerance, int8_tolerance, parity_limit, say)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -193,7 +188,7 @@ def _build(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool
 
             say("exporting ONNX")
             fp32 = export_classifier(model, method.tokenizer, staging / "onnx", max_length)
-            manifest["artifacts"]["onnx"] = {"path": ARTIFACT_PATHS["onnx"], "opset": _opset(fp32)}
+            manifest["artifacts"]["onnx"] = {"path": ARTIFACT_PATHS["onnx"], "opset": opset(fp32)}
             predictor = OnnxPredictor(fp32, manifest["labels"], max_length, backend="onnx")
             checks.append(parity.check(ref, "onnx", predictor, tolerance, ARTIFACT_PATHS["onnx"])[0])
             if int8:
@@ -204,7 +199,7 @@ def _build(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool
                 checks.append(parity.check(ref, "int8", predictor, int8_tolerance, ARTIFACT_PATHS["int8"])[0])
     reference = ("the trained run: its recorded test predictions (predictions.jsonl) for probabilities, labels and "
                  "the metric; its weights reloaded for logits")
-    return _finish(run_dir, staging, manifest, checks, len(ref), ref.primary_metric, reference)
+    return finish(run_dir, staging, manifest, checks, len(ref), ref.primary_metric, reference)
 
 
 def _build_generation(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool, int8: bool,
@@ -248,7 +243,7 @@ def _build_generation(run_dir: Path, staging: Path, manifest: dict, merge: bool,
 
             say("exporting the decoder to ONNX (past key values as inputs and outputs)")
             fp32 = export_decoder(model, tokenizer, staging / "onnx")
-            manifest["artifacts"]["onnx"] = {"path": ARTIFACT_PATHS["onnx"], "opset": _opset(fp32),
+            manifest["artifacts"]["onnx"] = {"path": ARTIFACT_PATHS["onnx"], "opset": opset(fp32),
                                              "kv_cache": "explicit past.{i}.key/value inputs, present.* outputs"}
             checks.append(run_check("onnx", OnnxDecoder(fp32).step, tolerance, ARTIFACT_PATHS["onnx"], ref)[0])
             if int8:
@@ -258,41 +253,7 @@ def _build_generation(run_dir: Path, staging: Path, manifest: dict, merge: bool,
                 checks.append(run_check("int8", OnnxDecoder(q).step, int8_tolerance, ARTIFACT_PATHS["int8"], ref)[0])
     reference = ("the rung's weights reloaded, greedy-decoding the run's test prompts (predictions.jsonl) with the "
                  "same loop as every export; the weights' own row compares with the recorded predictions")
-    return _finish(run_dir, staging, manifest, checks, len(records), metric, reference)
-
-
-def _finish(run_dir: Path, staging: Path, manifest: dict, checks: list[dict], examples: int, metric: str,
-            reference: str) -> dict:
-    report = {
-        "run": str(run_dir.resolve()),
-        "split": "test",
-        "examples": examples,
-        "primary_metric": metric,
-        "reference": reference,
-        "checks": checks,
-        "passed": all(c["passed"] for c in checks),
-    }
-    write_json_atomic(staging / PARITY, report)
-    manifest["parity"] = {"file": PARITY, "passed": report["passed"],
-                          "artifacts": {c["artifact"]: c["passed"] for c in checks}}
-    for name, artifact in manifest["artifacts"].items():
-        artifact["bytes"] = _size(staging / ARTIFACT_PATHS[name])
-    manifest["files"] = file_hashes(staging)
-    write_json_atomic(staging / MANIFEST, manifest)
-    return report
-
-
-def _opset(file: Path) -> int | None:
-    import onnx
-
-    model = onnx.load(str(file), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return finish(run_dir, staging, manifest, checks, len(records), metric, reference)
 
 
 def _check_destination(to: Path, run_dir: Path) -> None:
@@ -327,3 +288,15 @@ def summary_rows(report: dict) -> list[dict[str, Any]]:
         }
         for c in report["checks"]
     ]
+
+
+def _build_tagger(*args: Any) -> dict:
+    from adaptlab.export.tagger import build_tagger
+
+    return build_tagger(*args)
+
+
+#: The bundle builder for each export kind a task may declare.
+BUILDERS: dict[str, Callable[..., dict]] = {
+    "classifier": _build, "decoder": _build_generation, "tagger": _build_tagger,
+}

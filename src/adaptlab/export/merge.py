@@ -26,11 +26,13 @@ def merged_model(method: Any) -> Any:
             "LM rungs (lm_lora, lm_ia3, lm_full). Ship "
             "its bundle (adaptlab export RUN --to DIR) and load it with adaptlab.load."
         )
-    model = method.model
     from peft import PeftModel
 
+    from adaptlab.methods._peft import is_prompt_learning
+
+    model = method.model
     if isinstance(model, PeftModel):
-        if getattr(model.peft_config[model.active_adapter], "is_prompt_learning", False):
+        if is_prompt_learning(model):
             raise UserError(f"rung '{method.name}': prompt-learning adapters can't be merged into the weights; ship "
                             "the adapter bundle instead.")
         model = model.merge_and_unload()

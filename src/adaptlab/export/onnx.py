@@ -32,8 +32,9 @@ def _logits_module(model: Any, inputs: list[str]) -> Any:
     return Logits().eval()
 
 
-def export_classifier(model: Any, tokenizer: Any, dest: Path, max_length: int) -> Path:
-    """Write ``dest/model.onnx`` (inputs as the tokenizer gives them, output ``logits``) and the tokenizer."""
+def export_classifier(model: Any, tokenizer: Any, dest: Path, max_length: int, per_token: bool = False) -> Path:
+    """Write ``dest/model.onnx`` (inputs as the tokenizer gives them, output ``logits``) and the tokenizer.
+    ``per_token``: the logits have a sequence axis too (token classifiers)."""
     import torch
 
     dest.mkdir(parents=True, exist_ok=True)
@@ -42,7 +43,7 @@ def export_classifier(model: Any, tokenizer: Any, dest: Path, max_length: int) -
                        max_length=max_length, return_tensors="pt")
     inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs}
-    axes["logits"] = {0: "batch"}
+    axes["logits"] = {0: "batch", 1: "sequence"} if per_token else {0: "batch"}
     file = dest / MODEL_FILE
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # TorchScript tracer warnings about Python control flow in the model

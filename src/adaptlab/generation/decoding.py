@@ -18,10 +18,11 @@ from adaptlab.errors import UserError
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Every token that ends a generation: the tokenizer's end-of-sequence token and the model's own."""
-    ids = set()
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (tokenizer.eos_token_id, configured):
+    """Every token that ends a generation: the generation config's, the model config's and the tokenizer's
+    end-of-sequence tokens. The ladder, the server and the ONNX export all stop on exactly these."""
+    ids: set[int] = set()
+    configs = (getattr(model, "generation_config", None), getattr(model, "config", None))
+    for value in (*(getattr(c, "eos_token_id", None) for c in configs), tokenizer.eos_token_id):
         if isinstance(value, int):
             ids.add(value)
         elif isinstance(value, (list, tuple)):
@@ -53,7 +54,7 @@ def generation_config(model: Any, tokenizer: Any, settings: Any) -> Any:
     return gc
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
@@ -78,7 +79,7 @@ def generate_ids(model: Any, tokenizer: Any, kind: str, prompts: Sequence[Sequen
     for start in range(0, len(order), settings.batch_size):
         idx = order[start : start + settings.batch_size]
         rows = [prompts[i] for i in idx]
-        pad = _right_pad if kind == "seq2seq" else _left_pad  # decoders continue from the right end
+        pad = _right_pad if kind == "seq2seq" else left_pad  # decoders continue from the right end
         ids, mask = pad(rows, tokenizer.pad_token_id)
         kwargs: dict[str, Any] = {"generation_config": gc}
         if gc.stop_strings:
@@ -104,14 +105,29 @@ def _until_end(ids: list[int], eos: set[int], pad_id: int | None) -> list[int]:
 
 def finish_text(tokenizer: Any, ids: Sequence[int], stop: Sequence[str] = ()) -> str:
     """Decoded text without special tokens, cut at the first stop string, stripped."""
+    return visible_text(tokenizer, ids, stop)[0].strip()
+
+
+def visible_text(tokenizer: Any, ids: Sequence[int], stop: Sequence[str] = ()) -> tuple[str, bool]:
+    """(the text of ``ids`` without special tokens, cut before the earliest stop string; whether one was found).
+
+    The one rule for what a generation shows: the ladder's predictions (:func:`finish_text`) and the server's
+    streamed text are both this text."""
     text = tokenizer.decode(list(ids), skip_special_tokens=True)
-    return cut_at_stop(text, stop).strip()
+    at = stop_index(text, stop)
+    return (text, False) if at is None else (text[:at], True)
+
+
+def stop_index(text: str, stop: Sequence[str]) -> int | None:
+    """Where the earliest of the (non-empty) stop strings starts in ``text``, or None when none occurs."""
+    found = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return min(found) if found else None
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     """``text`` up to (not including) the earliest of the stop strings."""
-    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
-    return text[:cut]
+    at = stop_index(text, stop)
+    return text if at is None else text[:at]
 
 
 # ------------------------------------------------------------------------------------------------------ explain
@@ -128,7 +144,12 @@ class Step:
     top: list[tuple[str, float]]
 
 
-def _processors(settings: Any) -> Any:
+def logits_processors(settings: Any) -> Any:
+    """The next-token rule of ``settings`` (a GenerationSpec, or anything with its sampling fields) as transformers
+    logits processors: the repetition penalty, then, when sampling, temperature, top-k and top-p.
+
+    These are the processors ``model.generate`` builds from :func:`generation_config`, in its order, so a step
+    taken with them (:func:`explain`, the server's decode loop) chooses what ``generate`` chooses."""
     from transformers.generation import (
         LogitsProcessorList,
         RepetitionPenaltyLogitsProcessor,
@@ -150,6 +171,23 @@ def _processors(settings: Any) -> Any:
     return procs
 
 
+def pick(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The next token of each row of processed ``scores`` (shape [rows, 1]): the highest score (greedy), or a draw
+    from their softmax (sampling; from ``generator``, or torch's global generator as ``generate`` does)."""
+    if not do_sample:
+        return scores.argmax(dim=-1, keepdim=True)
+    return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
+
+
+def seeded_generator(seed: int | None, device: str = "cpu") -> torch.Generator | None:
+    """A random generator of its own for one sampled sequence (None without a seed: torch's global one)."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
 @torch.inference_mode()
 def explain(model: Any, tokenizer: Any, kind: str, prompt_ids: Sequence[int], settings: Any, *, seed: int,
             top_k: int = 5, device: str = "cpu", use_cache: bool = True) -> list[Step]:
@@ -160,7 +198,7 @@ def explain(model: Any, tokenizer: Any, kind: str, prompt_ids: Sequence[int], se
     """
     if settings.num_beams > 1:
         raise UserError("--explain follows one sequence at a time; use it with num_beams 1 (greedy or sampling).")
-    procs = _processors(settings)
+    procs = logits_processors(settings)
     stops = set(eos_ids(model, tokenizer))
     torch.manual_seed(seed)
     prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
@@ -180,7 +218,7 @@ def explain(model: Any, tokenizer: Any, kind: str, prompt_ids: Sequence[int], se
         past = out.past_key_values if use_cache else None
         scores = procs(history, out.logits[:, -1, :].float())
         probs = torch.softmax(scores, dim=-1)
-        chosen = torch.multinomial(probs, 1) if settings.do_sample else probs.argmax(dim=-1, keepdim=True)
+        chosen = pick(scores, settings.do_sample)
         values, indices = probs[0].topk(min(top_k, probs.shape[-1]))
         token_id = int(chosen[0, 0])
         steps.append(Step(i + 1, token_id, tokenizer.decode([token_id]), float(probs[0, token_id]),
@@ -190,6 +228,6 @@ def explain(model: Any, tokenizer: Any, kind: str, prompt_ids: Sequence[int], se
         text_ids.append(token_id)
         if token_id in stops:
             break
-        if settings.stop and cut_at_stop(tokenizer.decode(text_ids), settings.stop) != tokenizer.decode(text_ids):
+        if settings.stop and stop_index(tokenizer.decode(text_ids), settings.stop) is not None:
             break
     return steps

@@ -217,13 +217,3 @@ def text_perplexity(model: torch.nn.Module, tokenizer: Any, kind: str, text: str
                                    device=device, virtual_tokens=virtual_tokens)
     return float(math.exp(-sums.sum() / counts.sum()))
 
-
-def eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Every token id that ends generation: the generation config's, the model config's and the tokenizer's."""
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config):
-        value = getattr(source, "eos_token_id", None) if source is not None else None
-        ids.update(value if isinstance(value, list) else [value] if value is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids

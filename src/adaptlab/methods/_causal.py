@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from adaptlab.config import TaskSpec
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
 from adaptlab.generation import lm
 from adaptlab.generation.decoding import finish_text, generate_ids
 from adaptlab.generation.formatting import Demo, Encoded, Formatter, Input, resolve_style
 from adaptlab.methods.base import Method, TorchModelAccounting
+from adaptlab.tasks._settings import TaskSpec
 
 PROMPT_FILE = "prompt.json"
 #: Inputs without content, whose label probabilities measure a prompt's bias (contextual calibration).
@@ -60,7 +60,7 @@ class ChoiceParams(PromptParams):
 
 def task_spec(ctx: RunContext) -> TaskSpec:
     """The ladder's task settings (template, system prompt, label words, decoding), carried in the run context."""
-    return TaskSpec.model_validate(ctx.extra.get("task") or {"type": ctx.task})
+    return ctx.settings
 
 
 def label_words(ctx: RunContext, spec: TaskSpec | None = None) -> list[str]:
@@ -153,7 +153,7 @@ class GenerativeMethod(TorchModelAccounting, Method):
         config = lm.load_config(ctx.model, ctx.trust_remote_code)
         self.kind = lm.require_generative(config, ctx.model_spec, self.name)
         self.window = lm.context_window(config, self.tokenizer)
-        self.words = label_words(ctx, self.spec) if ctx.task == "classification" else []
+        self.words = label_words(ctx, self.spec) if ctx.label_names else []  # classification: answer words
         style = resolve_style(self.spec, self.tokenizer, self.kind, self.words)
         self.formatter = Formatter(self.tokenizer, style, self.kind, ctx.max_length)
 
@@ -338,10 +338,8 @@ class GenerativeMethod(TorchModelAccounting, Method):
 
 
 def _check_labels(ctx: RunContext, spec: TaskSpec) -> list[str]:
-    if ctx.task != "classification":
+    if not ctx.label_names:  # generation: no labels to check
         return []
-    if not ctx.label_names:
-        return ["constrained choice needs labels, and the classification data has none."]
     unknown = sorted(set(spec.label_words or {}) - set(ctx.label_names))
     if unknown:
         return [f"task.label_words: {unknown} are not labels; labels are {ctx.label_names}."]

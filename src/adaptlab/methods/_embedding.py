@@ -88,6 +88,11 @@ class Embedder:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
 
+def shared_embedder(ctx: RunContext) -> Embedder:
+    """The sentence embedder over the run's base model, shared by every embedding rung of the run (one cache)."""
+    return ctx.shared(("embedder", str(ctx.model.path), ctx.max_length), lambda: Embedder(ctx))
+
+
 class EmbeddingMethod(Method):
     """A rung that classifies frozen sentence embeddings with a small fitted (or fixed) head.
 
@@ -97,7 +102,7 @@ class EmbeddingMethod(Method):
     head_file = "head.safetensors"
 
     def setup(self) -> None:
-        self.embedder = self.ctx.embedder()
+        self.embedder = shared_embedder(self.ctx)
         self.head: dict[str, np.ndarray] = {}
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:

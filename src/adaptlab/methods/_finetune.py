@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
-from adaptlab.methods._heads import Head, PooledClassifier, pooling_of
+from adaptlab.methods._heads import Head
 from adaptlab.methods.base import Method, TorchModelAccounting
 from adaptlab.training import ClassifierTrainParams, WeightedCrossEntropy, balanced_class_weights, train
 
@@ -40,12 +40,23 @@ class EncoderParams(ClassifierTrainParams):
 
 
 class FineTuneMethod(TorchModelAccounting, Method):
+    """An encoder with a new task head. What the head is, how examples are encoded and how outputs are read is the
+    task's *encoder objective* (``task.encoder_objective``): a sequence classifier for classification, a per-token
+    classifier for token classification. The rung itself only decides which weights train (:meth:`adapt`)."""
+
     Params = EncoderParams
+    tasks = frozenset({"classification", "token_classification"})
+
+    def __init__(self, params: Any, ctx: RunContext):
+        super().__init__(params, ctx)
+        from adaptlab.tasks import get_task
+
+        self.objective = get_task(ctx.task).encoder_objective(ctx.label_names, ctx.settings)
 
     # -- model -------------------------------------------------------------------------------------------------
     def base_model(self) -> torch.nn.Module:
-        """The base with a new classification head, as ``params.head`` says (see :mod:`adaptlab.methods._heads`)."""
-        from transformers import AutoModel, AutoModelForSequenceClassification, set_seed
+        """The base with the task's new head (for classification as ``params.head`` says)."""
+        from transformers import set_seed
 
         from adaptlab.models import load_kwargs
 
@@ -54,11 +65,7 @@ class FineTuneMethod(TorchModelAccounting, Method):
         kwargs = load_kwargs(self.ctx.model, trust_remote_code=self.ctx.trust_remote_code)
         kwargs.update(num_labels=len(names), id2label=dict(enumerate(names)),
                       label2id={n: i for i, n in enumerate(names)})
-        if self.params.head == "pooler":
-            model = AutoModelForSequenceClassification.from_pretrained(self.ctx.model.location, **kwargs)
-        else:
-            body = AutoModel.from_pretrained(self.ctx.model.location, **kwargs)
-            model = PooledClassifier(body, len(names), pooling_of(self.ctx.model.path, self.params.head))
+        model = self.objective.build(self.ctx.model.location, self.params.head, self.ctx.model.path, **kwargs)
         if model.config.pad_token_id is None and self.tokenizer.pad_token_id is not None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
         return model
@@ -91,34 +98,27 @@ class FineTuneMethod(TorchModelAccounting, Method):
                                f"the model takes at most {limit} tokens per example")
         return self.ctx.max_length
 
-    def encode(self, texts: list[str], pairs: list[str] | None, labels: np.ndarray | None = None) -> Any:
-        from datasets import Dataset
-
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
-        columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-        if "token_type_ids" in enc:
-            columns["token_type_ids"] = enc["token_type_ids"]
-        if labels is not None:
-            columns["labels"] = [int(x) for x in labels]
-        return Dataset.from_dict(columns)
+    def class_weights(self, data: Any) -> list[float] | None:
+        """The loss's class weights: ``class_weight`` (null: the task's default, balanced for classification, none
+        for token classification, where O dominates)."""
+        choice = self.params.class_weight or self.objective.default_class_weight
+        if choice != "balanced":
+            return None
+        return balanced_class_weights(self.objective.label_ids(data.train), self.ctx.num_labels)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
-        from transformers import DataCollatorWithPadding
-
-        train_ds = self.encode(data.train.texts, data.train.pairs, data.train.labels)
-        val = data.validation
-        eval_ds = self.encode(val.texts, val.pairs, val.labels) if len(val) else None
-        weights = None
-        if self.params.class_weight == "balanced":
-            weights = balanced_class_weights(data.train.labels, self.ctx.num_labels)
+        objective = self.objective
+        train_ds = objective.dataset(self.tokenizer, data.train, self.max_length)
+        eval_ds = objective.dataset(self.tokenizer, data.validation, self.max_length) if len(data.validation) else None
+        weights = self.class_weights(data)
         self.model.train()
         result = train(
             self.model,
             params=self.params,
             train_dataset=train_ds,
             eval_dataset=eval_ds,
-            collator=DataCollatorWithPadding(self.tokenizer),
+            collator=objective.collator(self.tokenizer),
             workdir=workdir,
             seed=self.ctx.seed,
             use_cpu=self.ctx.torch_device == "cpu",
@@ -131,21 +131,17 @@ class FineTuneMethod(TorchModelAccounting, Method):
         self.model.eval()
         return result
 
-    @torch.inference_mode()
-    def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+    def _predict(self, inputs: Any) -> Any:
         self.model.eval()
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
-        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
-        out = np.zeros((len(texts), self.ctx.num_labels), dtype=np.float32)
-        bs = self.params.eval_batch_size
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        for start in range(0, len(order), bs):
-            idx = order[start : start + bs]
-            batch = self.tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
-            batch = {k: v.to(self.ctx.torch_device) for k, v in batch.items()}
-            logits = self.model(**batch).logits.float()
-            out[idx] = torch.softmax(logits, dim=-1).cpu().numpy()
-        return out
+        return self.objective.predict(self.model, self.tokenizer, inputs, self.params.eval_batch_size,
+                                      self.max_length, self.ctx.torch_device)
+
+    def predict_proba(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        return self._predict((texts, pairs))
+
+    def predict_tags(self, sentences: list[list[str]]) -> Any:
+        """BIO tags per word (token classification), as a :class:`TagOutput`."""
+        return self._predict(sentences)
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

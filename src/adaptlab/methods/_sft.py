@@ -18,8 +18,8 @@ import torch
 from pydantic import Field
 
 from adaptlab.context import RunContext
-from adaptlab.errors import UserError, did_you_mean
 from adaptlab.methods._causal import Dtype, GenerativeMethod, split_examples
+from adaptlab.methods._peft import load_adapter, save_adapter
 from adaptlab.methods.base import Method
 from adaptlab.training import TrainParams, train
 
@@ -92,18 +92,13 @@ class SFTMethod(GenerativeMethod):
     # -- shipping (peft adapters; full fine-tuning overrides) ---------------------------------------------------------
     def save(self, path: Path) -> None:
         super().save(path)
-        self.model.save_pretrained(str(path / ADAPTER))  # adapter_model.safetensors + adapter_config.json
-        self.tokenizer.save_pretrained(str(path / ADAPTER))
+        save_adapter(self.model, self.tokenizer, path / ADAPTER)
 
     @classmethod
     def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
-        from peft import PeftModel
-
         method = cls(params, ctx)
         method.setup_formatting()
-        base = method.base_model()
-        method.model = PeftModel.from_pretrained(base, str(path / ADAPTER)).to(ctx.torch_device)
-        method.model.eval()
+        method.model = load_adapter(method.base_model(), path / ADAPTER, ctx.torch_device)
         method.on_loaded()
         return method
 
@@ -115,53 +110,3 @@ class SFTMethod(GenerativeMethod):
         with self.model.disable_adapter():
             yield self.model
 
-
-def peft_task_type(kind: str) -> Any:
-    from peft import TaskType
-
-    return TaskType.SEQ_2_SEQ_LM if kind == "seq2seq" else TaskType.CAUSAL_LM
-
-
-def linear_layer_names(model: torch.nn.Module) -> list[str]:
-    """Short names of the model's linear layers (nn.Linear and GPT-2's Conv1D), the targets adapters can wrap."""
-    from transformers.pytorch_utils import Conv1D
-
-    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
-
-
-def target_problems(targets: list[str] | str | None, ctx: RunContext, rung: str, generative: bool) -> list[str]:
-    """:func:`check_targets` before any rung starts, on the model's structure only: it is built from its config on
-    the meta device, so no weights are read. Empty when the targets are fine (or the structure cannot be built;
-    the check in ``adapt`` still runs then)."""
-    if not targets or isinstance(targets, str):
-        return []
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
-
-    from adaptlab.generation import lm
-
-    try:
-        config = lm.load_config(ctx.model, ctx.trust_remote_code)
-        kind = lm.model_kind(config)
-        auto = (AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM) if generative and \
-            kind != "encoder" else AutoModelForSequenceClassification
-        with torch.device("meta"):
-            model = auto.from_config(config, trust_remote_code=ctx.trust_remote_code)
-    except Exception:  # noqa: BLE001 - a structure we cannot build here is checked when the rung loads it
-        return []
-    try:
-        check_targets(model, targets, rung)
-    except UserError as e:
-        return [str(e)]
-    return []
-
-
-def check_targets(model: torch.nn.Module, targets: list[str] | str | None, rung: str) -> None:
-    """UserError naming the linear layers when ``targets`` names layers the model doesn't have."""
-    if not targets or isinstance(targets, str):
-        return
-    known = linear_layer_names(model)
-    missing = [t for t in targets if t not in known]
-    if missing:
-        hints = "".join(did_you_mean(t, known) for t in missing)
-        raise UserError(f"{rung}.params.target_modules: {missing} not found in {type(model).__name__}.{hints} "
-                        f"Linear layers: {', '.join(known)}")

@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from adaptlab.context import RunContext
+from adaptlab.errors import UserError
 from adaptlab.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class Method:
     Params: ClassVar[type[BaseModel]] = NoParams
     #: False for rungs that fit nothing (zero-shot); the contract test then expects no trainable state.
     trains: ClassVar[bool] = True
+    #: Methods whose finished rungs this one can start from (a rung's ``from:``, see :meth:`start_from`); empty:
+    #: it always starts from the base model. Config validation checks a rung's ``from`` against it.
+    starts_from: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: BaseModel, ctx: RunContext):
         self.params = params
@@ -72,6 +76,16 @@ class Method:
                         requested, used, reason)
         adjustments[setting] = {"requested": requested, "used": used, "reason": reason}
         return used
+
+    def start_from(self, run_dir: Path, info: dict[str, Any]) -> None:
+        """Start from a finished rung's output instead of the base model (a rung's ``from:``).
+
+        The pipeline calls it after building the method and before :meth:`setup`, with the parent's published
+        folder ``run_dir`` (``<output>/<parent>``, its ``weights/`` inside) and its ``run.json`` ``info``, once it
+        has checked that the parent finished ``ok`` with the settings the ladder has now. Methods that support it
+        list the parent methods they accept in :attr:`starts_from`; the rest keep this default."""
+        raise UserError(f"{self.name} can't start from another rung's output (it always starts from the base "
+                        "model); drop the rung's `from`.")
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def setup(self) -> None:

@@ -9,7 +9,6 @@ import torch
 
 from adaptlab.context import RunContext
 from adaptlab.methods._finetune import FineTuneMethod
-from adaptlab.methods._heads import load_classifier
 from adaptlab.methods.base import METHODS, Method
 
 
@@ -31,6 +30,6 @@ class FullFineTune(FineTuneMethod):
         method = cls(params, ctx)
         folder = path / "model"
         method.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        method.model = load_classifier(folder).to(ctx.torch_device)
+        method.model = method.objective.load(folder).to(ctx.torch_device)
         method.model.eval()
         return method

@@ -12,15 +12,8 @@ import torch
 from pydantic import Field
 
 from adaptlab.context import RunContext
-from adaptlab.errors import UserError
-from adaptlab.methods._sft import (
-    SFTMethod,
-    SFTParams,
-    check_targets,
-    linear_layer_names,
-    peft_task_type,
-    target_problems,
-)
+from adaptlab.methods._peft import check_targets, ia3_config, peft_task_type, target_problems, wrap
+from adaptlab.methods._sft import SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS
 
 
@@ -45,16 +38,7 @@ class LMIA3(SFTMethod):
         return target_problems(params.target_modules, ctx, cls.name, generative=True)
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
-        from peft import IA3Config, get_peft_model
-
-        check_targets(model, self.params.target_modules, self.name)
-        targets, ff = self.params.target_modules, self.params.feedforward_modules
-        if ff and not targets:
-            raise UserError(f"{self.name}.params.feedforward_modules needs target_modules too (a subset of them).")
-        config = IA3Config(task_type=peft_task_type(self.kind), target_modules=targets,
-                           feedforward_modules=ff if targets else None)
-        try:
-            return get_peft_model(model, config)
-        except ValueError as e:
-            raise UserError(f"{self.name}: {e} Set params.target_modules and params.feedforward_modules "
-                            f"(linear layers: {', '.join(linear_layer_names(model))}).") from None
+        targets = self.params.target_modules
+        check_targets(model, targets, self.name)
+        config = ia3_config(peft_task_type(self.kind), targets, self.params.feedforward_modules, self.name)
+        return wrap(model, config, self.name, "target_modules and params.feedforward_modules")

@@ -12,15 +12,8 @@ import torch
 from pydantic import Field
 
 from adaptlab.context import RunContext
-from adaptlab.errors import UserError
-from adaptlab.methods._sft import (
-    SFTMethod,
-    SFTParams,
-    check_targets,
-    linear_layer_names,
-    peft_task_type,
-    target_problems,
-)
+from adaptlab.methods._peft import check_targets, lora_config, peft_task_type, target_problems, wrap
+from adaptlab.methods._sft import SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS
 
 
@@ -46,18 +39,8 @@ class LMLoRA(SFTMethod):
         return target_problems(params.target_modules, ctx, cls.name, generative=True)
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
-        from peft import LoraConfig, get_peft_model
-
-        check_targets(model, self.params.target_modules, self.name)
-        from transformers.pytorch_utils import Conv1D
-
-        config = LoraConfig(
-            task_type=peft_task_type(self.kind), r=self.params.r, lora_alpha=self.params.alpha,
-            lora_dropout=self.params.dropout, target_modules=self.params.target_modules or "all-linear",
-            fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),  # GPT-2 stores weights transposed
-        )
-        try:
-            return get_peft_model(model, config)
-        except ValueError as e:
-            raise UserError(f"{self.name}: {e} Set params.target_modules (linear layers: "
-                            f"{', '.join(linear_layer_names(model))}).") from None
+        p = self.params
+        check_targets(model, p.target_modules, self.name)
+        config = lora_config(model, peft_task_type(self.kind), r=p.r, alpha=p.alpha, dropout=p.dropout,
+                             targets=p.target_modules or "all-linear")
+        return wrap(model, config, self.name)

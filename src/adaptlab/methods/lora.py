@@ -9,9 +9,8 @@ import torch
 from pydantic import Field
 
 from adaptlab.context import RunContext
-from adaptlab.errors import UserError
 from adaptlab.methods._finetune import EncoderParams, FineTuneMethod
-from adaptlab.methods._sft import check_targets, linear_layer_names, target_problems
+from adaptlab.methods._peft import check_targets, load_adapter, lora_config, save_adapter, target_problems, wrap
 from adaptlab.methods.base import METHODS, Method
 
 
@@ -35,34 +34,23 @@ class LoRA(FineTuneMethod):
         return target_problems(params.target_modules, ctx, cls.name, generative=False)
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
-        from peft import LoraConfig, TaskType, get_peft_model
+        from peft import TaskType
 
         targets = self.params.target_modules
         check_targets(model, targets, self.name)
-        config = LoraConfig(
-            task_type=TaskType.SEQ_CLS,
-            r=self.params.r,
-            lora_alpha=self.params.alpha,
-            lora_dropout=self.params.dropout,
-            target_modules=targets,
-        )
-        try:
-            return get_peft_model(model, config)
-        except ValueError as e:
-            known = linear_layer_names(model)
-            raise UserError(f"lora: {e} Set lora.params.target_modules (linear layers: {known}).") from None
+        p = self.params
+        task_type = TaskType(self.objective.peft_task_type)  # SEQ_CLS, or TOKEN_CLS for token classification
+        return wrap(model, lora_config(model, task_type, r=p.r, alpha=p.alpha, dropout=p.dropout,
+                                       targets=targets), self.name)
 
     def save(self, path: Path) -> None:
-        self.model.save_pretrained(path / "adapter")  # adapter_model.safetensors + adapter_config.json
-        self.tokenizer.save_pretrained(path / "adapter")
+        save_adapter(self.model, self.tokenizer, path / "adapter")
 
     @classmethod
     def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
-        from peft import PeftModel
         from transformers import AutoTokenizer
 
         method = cls(params, ctx)
         method.tokenizer = AutoTokenizer.from_pretrained(str(path / "adapter"))
-        method.model = PeftModel.from_pretrained(method.base_model(), str(path / "adapter")).to(ctx.torch_device)
-        method.model.eval()
+        method.model = load_adapter(method.base_model(), path / "adapter", ctx.torch_device)
         return method

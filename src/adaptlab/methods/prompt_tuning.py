@@ -17,7 +17,8 @@ from pydantic import Field
 
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
-from adaptlab.methods._sft import ADAPTER, SFTMethod, SFTParams, peft_task_type
+from adaptlab.methods._peft import PEFT_WEIGHTS, peft_task_type
+from adaptlab.methods._sft import ADAPTER, SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS, Method
 
 SOFT_PROMPT_FILE = "soft_prompt.json"
@@ -87,7 +88,7 @@ class PromptTuning(SFTMethod):
         method = cls(params, ctx)
         method.setup_formatting()
         method.model = method.adapt(method.base_model()).to(ctx.torch_device)
-        set_peft_model_state_dict(method.model, load_file(path / ADAPTER / "adapter_model.safetensors"))
+        set_peft_model_state_dict(method.model, load_file(path / ADAPTER / PEFT_WEIGHTS))
         method.model.eval()
         return method
 

@@ -6,29 +6,24 @@ Nothing is loaded from the network (a Content-Security-Policy forbids it), so th
 
 from __future__ import annotations
 
-import html
-import math
 from importlib import resources
-from typing import Any
 
 from adaptlab.reporting import charts as C
-from adaptlab.reporting.recommend import fmt_p, is_usable
-from adaptlab.reporting.report import (
+from adaptlab.reporting.content import (
     PROVENANCE_KEYS,
     Report,
-    Run,
     baseline_texts,
-    confusion,
     cost_cells,
     diagnosed_runs,
-    fmt,
     fmt_interval,
     forgetting_text,
     provenance_cells,
-    side_by_side,
     significance_text,
-    worst_errors,
 )
+from adaptlab.reporting.markup import cell, esc, table
+from adaptlab.reporting.recommend import fmt_p, is_usable
+from adaptlab.reporting.runs import Run
+from adaptlab.reporting.sections import Section
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
@@ -36,37 +31,6 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'
 def asset(name: str) -> str:
     """A file from ``adaptlab/reporting/assets`` (shipped as package data)."""
     return resources.files("adaptlab.reporting").joinpath("assets", name).read_text(encoding="utf-8")
-
-
-def esc(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _num(x: Any) -> str:
-    """A data-sort value: the number, or empty for missing."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return ""
-    return repr(float(x))
-
-
-def cell(text: Any, sort: Any = None, cls: str = "", raw: bool = False) -> str:
-    attrs = f' class="{cls}"' if cls else ""
-    if sort is not None:
-        attrs += f' data-sort="{esc(_num(sort) if not isinstance(sort, str) else sort)}"'
-    return f"<td{attrs}>{text if raw else esc(text)}</td>"
-
-
-def table(table_id: str, header: list[tuple[str, bool]], rows: list[str], sortable: bool = True,
-          cls: str = "") -> str:
-    """A table whose header cells are buttons (keyboard-accessible) when sortable; ``header``: (label, numeric)."""
-    ths = "".join(
-        f'<th scope="col"{" class=num" if numeric else ""}>'
-        + (f'<button type="button">{esc(label)}</button>' if sortable else esc(label)) + "</th>"
-        for label, numeric in header
-    )
-    classes = " ".join(c for c in ("sortable" if sortable else "", cls) if c)
-    return (f'<div class="table-wrap"><table id="{esc(table_id)}" class="{classes}"><thead><tr>{ths}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def swatch(report: Report, run: Run) -> str:
@@ -164,65 +128,9 @@ def curves_section(report: Report) -> str:
     return f'<section id="curves"><h2>Learning curves</h2>{figure(report.curves, wide=True)}</section>'
 
 
-def confusion_table(run: Run) -> str:
-    cm = confusion(run)
-    if not cm:
-        return ""
-    labels, matrix = cm
-    peak = max((max(row) for row in matrix if row), default=0) or 1
-    rows = []
-    for label, row in zip(labels, matrix, strict=False):
-        cells = "".join(
-            f'<td class="num" style="background:rgba(31,111,235,{0.08 + 0.8 * v / peak:.2f})'
-            f'{";color:#fff" if v / peak > 0.55 else ""}">{int(v)}</td>'
-            for v in row
-        )
-        rows.append(f'<tr><th scope="row">{esc(label)}</th>{cells}</tr>')
-    head = "".join(f'<th scope="col" class="num">{esc(x)}</th>' for x in labels)
-    return (f'<div><h3>{esc(run.name)}</h3><table class="confusion"><thead><tr><th>reference \\ predicted</th>{head}'
-            f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
-
-
-def _with_pair(e: dict) -> str:
-    return e["text"] + (f" [SEP] {e['text_pair']}" if e.get("text_pair") else "")
-
-
-def classification_section(report: Report) -> str:
-    ok = report.ok_runs
-    matrices = "".join(confusion_table(r) for r in ok)
-    parts = [f'<section id="confusion"><h2>Confusion matrices</h2><p class="note">Rows: reference label; columns: '
-             f'predicted label.</p><div class="cm-grid">{matrices}</div></section>']
-    errors = []
-    for i, r in enumerate(ok):
-        errs = worst_errors(r)
-        if not errs:
-            continue
-        rows = [
-            f"<tr>{cell(e['id'])}{cell(_with_pair(e), cls='text')}"
-            f"{cell(e['reference'])}{cell(e['prediction'])}{cell(fmt(e['confidence']), e['confidence'], 'num')}</tr>"
-            for e in errs
-        ]
-        tbl = table(f"errors-{i}", [("id", False), ("text", False), ("reference", False), ("predicted", False),
-                                     ("confidence", True)], rows)
-        errors.append(f"<details{' open' if r.name == report.recommendation.choice else ''}><summary>"
-                      f"{esc(r.name)} ({len(errs)})</summary>{tbl}</details>")
-    parts.append('<section id="errors"><h2>Worst errors</h2><p class="note">The wrong predictions each rung was '
-                 f"most confident in (probability of the predicted label).</p>{''.join(errors) or 'None.'}</section>")
-    return "".join(parts)
-
-
-def generative_section(report: Report) -> str:
-    names, rows = side_by_side(report)
-    if not rows:
-        return ""
-    header = [("id", False), ("input", False), ("reference", False), *[(n, False) for n in names]]
-    body = [
-        "<tr>" + cell(row["id"]) + cell(row["input"], cls="text") + cell(row["reference"], cls="text")
-        + "".join(cell(o, cls="text") for o in row["outputs"]) + "</tr>"
-        for row in rows
-    ]
-    return ('<section id="side-by-side"><h2>Outputs side by side</h2><p class="note">The same test inputs, with '
-            f"each rung's output.</p>{table('outputs', header, body)}</section>")
+def task_section(section: Section) -> str:
+    """One of the task's own sections (Task.report_sections)."""
+    return f'<section id="{esc(section.id)}"><h2>{esc(section.title)}</h2>{section.html}</section>'
 
 
 def diagnosis_section(report: Report) -> str:
@@ -280,8 +188,7 @@ def warnings_section(report: Report) -> str:
 
 def render_html(report: Report) -> str:
     """The whole page."""
-    details = {"classification": classification_section, "generative": generative_section}.get(
-        report.kind, lambda _r: "")(report)
+    details = "".join(task_section(s) for s in report.sections)
     body = "".join([
         header_section(report), recommendation_section(report), leaderboard_section(report),
         significance_section(report), charts_section(report), curves_section(report), details,

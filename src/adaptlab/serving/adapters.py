@@ -3,6 +3,7 @@
 A source is a finished run folder, an exported bundle, or a bare peft adapter folder (``adapter_config.json``).
 It resolves to an :class:`AdapterSpec`: a peft adapter (LoRA, (IA)3, ...) loaded into the shared base with
 ``load_adapter``, or a small head over the base model's sentence embeddings (zero-shot, few-shot, linear probe).
+What it is served as is its task's export kind (classifier, decoder, tagger), never the task's name.
 Rungs that change the base's own weights (head only, top layers, full) can't share a base: export them
 ``--merge`` and serve the merged folder as ``--base``.
 """
@@ -17,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.errors import UserError
-from adaptlab.serving.engine import BASE
+from adaptlab.methods._peft import PEFT_CONFIG
+from adaptlab.serving.engine import BASE, default_task, task_kind
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _NAME = re.compile(rf"^{NAME_PATTERN}$")
-PEFT_CONFIG = "adapter_config.json"
-#: peft task types -> adaptlab tasks.
-PEFT_TASKS = {"SEQ_CLS": "classification", "CAUSAL_LM": "generation"}
+#: peft task types -> the export kind their adapters are served as.
+PEFT_KINDS = {"SEQ_CLS": "classifier", "CAUSAL_LM": "decoder", "TOKEN_CLS": "tagger"}
 
 
 class InvalidName(UserError):
@@ -126,6 +127,11 @@ class AdapterSpec:
     #: folder, or a bundle whose manifest doesn't say).
     text_pair: bool | None = None
 
+    @property
+    def export_kind(self) -> str | None:
+        """What the adapter is served as: its task's export kind (classifier, decoder, tagger)."""
+        return task_kind(self.task)
+
 
 def resolve_adapter(name: str, path: str | Path, roots: list[Path] | None = None) -> AdapterSpec:
     """Read a run folder, bundle or peft adapter folder into an :class:`AdapterSpec` (UserError if it is none)."""
@@ -158,7 +164,7 @@ def _from_rung(name: str, folder: Path, weights: Path, method: str, params: dict
         labels=list(context.get("label_names", [])), label_descriptions=dict(context.get("label_descriptions", {})),
         max_length=context.get("max_length"), base_spec=context.get("model_spec"), base_sha256=base_sha256,
         prompt_template=template, metrics=metrics,
-        text_pair=text_pair if context["task"] == "classification" else None,
+        text_pair=text_pair if task_kind(context["task"]) == "classifier" else None,
     )
     peft_dirs = sorted(p.parent for p in weights.rglob(PEFT_CONFIG)) if weights.is_dir() else []
     if peft_dirs:
@@ -176,8 +182,11 @@ def _from_rung(name: str, folder: Path, weights: Path, method: str, params: dict
 def _from_peft_folder(name: str, folder: Path) -> AdapterSpec:
     config = json.loads((folder / PEFT_CONFIG).read_text(encoding="utf-8"))
     task_type = config.get("task_type")
-    if task_type not in PEFT_TASKS:
+    if task_type not in PEFT_KINDS:
         raise UserError(f"adapter '{name}': peft task_type {task_type!r} in {folder / PEFT_CONFIG} is not served; "
-                        f"supported: {', '.join(PEFT_TASKS)}.")
-    return AdapterSpec(name=name, path=folder, kind="peft", task=PEFT_TASKS[task_type], weights=folder,
+                        f"supported: {', '.join(PEFT_KINDS)}.")
+    if PEFT_KINDS[task_type] == "tagger":  # its tag names (O, B-PER, ...) are in the run, not in the peft folder
+        raise UserError(f"adapter '{name}': {folder} is a bare peft token-classification adapter, which does not say "
+                        "its tag names; serve the run folder it came from (or its exported bundle) instead.")
+    return AdapterSpec(name=name, path=folder, kind="peft", task=default_task(PEFT_KINDS[task_type]), weights=folder,
                        method=str(config.get("peft_type", "peft")).lower())

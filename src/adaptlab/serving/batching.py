@@ -21,6 +21,8 @@ from typing import Any
 from adaptlab.serving.engine import ClassifyItem, Engine, GenerationParams
 
 _DONE = object()
+#: Job kinds answered whole by one engine call per batch -> the engine method that answers them.
+ANSWERED = {"classify": "classify", "ner": "ner"}
 
 
 class QueueFull(Exception):
@@ -33,7 +35,7 @@ class RequestTimeout(Exception):
 
 @dataclass
 class Job:
-    kind: str  # "classify" | "generate" | "call"
+    kind: str  # "classify" | "ner" | "generate" | "call"
     adapter: str
     payload: Any
     loop: asyncio.AbstractEventLoop
@@ -45,7 +47,7 @@ class Job:
 
     @property
     def size(self) -> int:
-        return len(self.payload) if self.kind in ("classify", "generate") else 1
+        return 1 if self.kind == "call" else len(self.payload)
 
     def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
         def _set() -> None:
@@ -118,8 +120,15 @@ class Batcher:
             raise
 
     async def classify(self, adapter: str, items: list[ClassifyItem], timeout: float) -> list:
+        return await self._answer("classify", adapter, items, timeout)
+
+    async def ner(self, adapter: str, texts: list[str], timeout: float) -> list:
+        """Per text, the entities the engine's ``ner`` finds with ``adapter``."""
+        return await self._answer("ner", adapter, texts, timeout)
+
+    async def _answer(self, kind: str, adapter: str, items: list, timeout: float) -> list:
         loop = asyncio.get_running_loop()
-        job = Job("classify", adapter, items, loop, future=loop.create_future())
+        job = Job(kind, adapter, items, loop, future=loop.create_future())
         self._submit(job)
         return await self._wait(job, timeout)
 
@@ -197,8 +206,8 @@ class Batcher:
             try:
                 if live[0].kind == "call":
                     live[0].resolve(live[0].payload())
-                elif live[0].kind == "classify":
-                    self._classify(live)
+                elif live[0].kind in ANSWERED:
+                    self._answer_batch(live)
                 else:
                     self._generate(live)
             except BaseException as e:  # the request gets the error; the worker goes on
@@ -208,10 +217,10 @@ class Batcher:
                     else:
                         job.resolve(error=_exception(e))
 
-    def _classify(self, jobs: list[Job]) -> None:
+    def _answer_batch(self, jobs: list[Job]) -> None:
         """One engine call for the batch; if it fails, each request again on its own, so only a bad one fails."""
         try:
-            results = self._classify_call(jobs)
+            results = self._engine_call(jobs)
         except BaseException:
             if len(jobs) == 1:
                 raise
@@ -219,7 +228,7 @@ class Batcher:
                 if job.cancelled:
                     continue
                 try:
-                    job.resolve(self._classify_call([job]))
+                    job.resolve(self._engine_call([job]))
                 except BaseException as alone:
                     job.resolve(error=_exception(alone))
             return
@@ -228,10 +237,11 @@ class Batcher:
             job.resolve(results[start : start + job.size])
             start += job.size
 
-    def _classify_call(self, jobs: list[Job]) -> list:
+    def _engine_call(self, jobs: list[Job]) -> list:
+        kind = jobs[0].kind
         items = [item for job in jobs for item in job.payload]
-        self.on_batch("classify", len(items))
-        results = list(self.engine.classify(jobs[0].adapter, items))
+        self.on_batch(kind, len(items))
+        results = list(getattr(self.engine, ANSWERED[kind])(jobs[0].adapter, items))
         if len(results) != len(items):
             raise RuntimeError(f"the engine answered {len(results)} of {len(items)} inputs.")
         return results

@@ -1,4 +1,4 @@
-"""The engine interface the HTTP layer talks to: one base model, named adapters, batched classify and generate.
+"""The engine interface the HTTP layer talks to: one base model, named adapters, batched classify, NER and generate.
 
 An engine owns the model and is driven from one worker thread (:mod:`adaptlab.serving.batching`), so it needs no
 locking of its own. Every batch it receives is for one adapter (``"base"`` is the bare base model); that is the
@@ -13,6 +13,31 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 BASE = "base"
+#: What a model of each export kind (a task's ``export_kind``) is served on.
+ROUTES = {"classifier": "/v1/classify", "decoder": "/v1/completions or /v1/chat/completions", "tagger": "/v1/ner"}
+
+
+def task_kind(task: str | None) -> str | None:
+    """The export kind a task declares (``classifier``, ``decoder``, ``tagger``): what serves its runs, so that a
+    new task of an existing kind needs no serving change. None for a task this install doesn't know, or one that
+    ships nothing."""
+    from adaptlab.errors import UserError
+    from adaptlab.tasks import get_task
+
+    if not task:
+        return None
+    try:
+        return get_task(task).export_kind
+    except UserError:
+        return None
+
+
+def default_task(kind: str) -> str:
+    """The first registered task of export kind ``kind``: what a model that says only its kind (the bare base, a
+    bare peft folder) is called."""
+    from adaptlab.tasks import TASKS
+
+    return next((name for name in TASKS.names() if task_kind(name) == kind), kind)
 
 
 class EngineError(Exception):
@@ -29,7 +54,7 @@ class AdapterInfo:
     """What ``GET /v1/models`` says about a model: task, labels, where it came from."""
 
     name: str
-    task: str  # "classification" | "generation"
+    task: str  # the adaptlab task: "classification", "generation", "token_classification", ...
     kind: str  # "base" | "peft" | "head"
     method: str | None = None
     labels: list[str] = field(default_factory=list)
@@ -40,6 +65,13 @@ class AdapterInfo:
     #: Classifiers: trained on text pairs (True: ``text_pair`` required), on single texts (False: refused), or
     #: unknown (None: either is taken).
     text_pair: bool | None = None
+    #: What the model is served as, its task's export kind (classifier, decoder, tagger; see :data:`ROUTES`).
+    #: Derived from ``task`` when not given.
+    export_kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.export_kind is None:
+            self.export_kind = task_kind(self.task)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,13 +94,24 @@ class Classification:
 
 @dataclass
 class GenerationParams:
-    """Sampling settings of one prompt (already capped by the server's limits)."""
+    """Decoding settings of one prompt (already capped by the server's limits).
+
+    The fields the ladder's :class:`~adaptlab.config.GenerationSpec` has too carry the same meaning, so the shared
+    next-token rule (:func:`adaptlab.generation.decoding.logits_processors` and ``pick``) takes either. As in
+    OpenAI's API, temperature 0 means greedy: it is :attr:`do_sample` that the rule reads.
+    """
 
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
 
 
 @dataclass
@@ -99,9 +142,15 @@ class Engine(Protocol):
     def classify(self, adapter: str, batch: list[ClassifyItem]) -> list[Classification]:
         """One classification per item, all with ``adapter``."""
 
-    def generate(self, adapter: str, prompts: list[str],
-                 params: list[GenerationParams]) -> Iterator[list[GenerationChunk]]:
-        """Stream the completions of ``prompts`` (one params per prompt): per step, the chunks that have news."""
+    def ner(self, adapter: str, texts: list[str]) -> list[list[dict[str, Any]]]:
+        """Per text, the entities ``adapter`` finds: ``{"start", "end", "label", "text", "score"}`` with character
+        offsets into that text."""
 
-    def chat_prompt(self, adapter: str, messages: list[dict[str, str]]) -> str:
-        """The prompt text for a chat conversation (the tokenizer's chat template, with the assistant turn open)."""
+    def generate(self, adapter: str, prompts: list[Any],
+                 params: list[GenerationParams]) -> Iterator[list[GenerationChunk]]:
+        """Stream the completions of ``prompts`` (texts, or what :meth:`chat_prompt` returned; one params per
+        prompt): per step, the chunks that have news."""
+
+    def chat_prompt(self, adapter: str, messages: list[dict[str, str]]) -> Any:
+        """The prompt of a chat conversation, as this engine's ``generate`` takes it in place of a prompt text (the
+        transformers engine: the messages, formatted at generation time as the adapter's rung formatted them)."""

@@ -73,7 +73,14 @@ function zeroShotLabels(other) {
 
 async function ask(name, other, text) {
   const m = models[name];
-  if (m.task === 'classification') {
+  if (m.export_kind === 'tagger') {
+    const r = await fetch('/v1/ner', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+                                        body: JSON.stringify({ model: name, input: text }) });
+    const body = await r.json();
+    if (!r.ok) return { error: body.error ? body.error.message : r.statusText };
+    return { entities: body.data[0].entities, source: text };
+  }
+  if (m.export_kind === 'classifier') {
     const req = { model: name, input: text };
     if (name === 'base' && !(m.labels && m.labels.length)) {
       const labels = zeroShotLabels(other);
@@ -104,6 +111,15 @@ function show(side, name, result, ms) {
     const rows = Object.entries(c.scores).sort((a, b) => b[1] - a[1])
       .map(([k, v]) => `<tr><td>${esc(k)}</td><td>${v.toFixed(3)}</td></tr>`).join('');
     out.innerHTML = `<div class="label">${esc(c.label)}</div><table>${rows}</table>`;
+  } else if (result.entities) {
+    const chars = Array.from(result.source);  // offsets count code points, as Python does
+    let html = '', at = 0;
+    for (const e of result.entities) {
+      html += esc(chars.slice(at, e.start).join('')) +
+        `<mark title="${esc(e.score)}">${esc(e.text)} <b>${esc(e.label)}</b></mark>`;
+      at = e.end;
+    }
+    out.innerHTML = `<div>${html + esc(chars.slice(at).join(''))}</div>`;
   } else {
     out.innerHTML = `<div>${esc(result.text)}</div>`;
   }

@@ -5,8 +5,17 @@
   (peft ``modules_to_save``), whatever its number of labels. Embedding-head rungs (zero-shot, few-shot, linear
   probe) score the base's pooled sentence embeddings with adapters disabled. ``"base"`` classifies zero-shot
   against label descriptions sent with the request (or with the base's own head, if it has a trained one).
+- Token classification (NER) on the same encoder base: peft token adapters load next to the classification ones,
+  each with its own per-token ``classifier``; their per-token logits are that classifier over the body's final
+  states (what ``*ForTokenClassification`` computes), read and decoded by the ladder's own
+  :class:`~adaptlab.tasks.token_classification.ship.TokenPredictor` (first sub-token of each word, BIO -> entities
+  with character offsets). A merged tagger (``adaptlab export RUN --merge`` of a head_only/top_layers/full rung) is
+  served as ``--base``: it is loaded as a token classifier, and ``"base"`` answers NER with its own head.
 - Decoder base (Llama, GPT-2, SmolLM2, ...): loaded as a causal LM; ``"base"`` is the bare model with adapters
-  disabled. Generation is a batched KV-cache decode loop that streams text per step.
+  disabled. Generation is a batched KV-cache decode loop that streams text per step. Everything it decides is
+  decided as the ladder decides it (:mod:`adaptlab.generation`): the next token (greedy, temperature, top-k,
+  top-p, repetition penalty, seeds), the end-of-sequence ids, stop strings and the visible text, and a chat's
+  prompt (each adapter's rung's system prompt and chat template, truncated to the same budget).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +34,22 @@ import numpy as np
 import torch
 
 from adaptlab.errors import UserError
-from adaptlab.generation.lm import eos_ids
+from adaptlab.generation.decoding import eos_ids, left_pad, logits_processors, pick, seeded_generator, visible_text
+from adaptlab.generation.formatting import Formatter, PromptStyle
+from adaptlab.generation.lm import context_window, model_kind
 from adaptlab.methods._heads import HEAD_FILE, pool, pooling_of, sentence_pooling
+from adaptlab.methods._peft import is_prompt_learning
 from adaptlab.serving.adapters import AdapterSpec
 from adaptlab.serving.engine import (
     BASE,
+    ROUTES,
     AdapterInfo,
     Classification,
     ClassifyItem,
     EngineError,
     GenerationChunk,
     GenerationParams,
+    default_task,
 )
 
 ZERO_SHOT_TEMPERATURE = 0.05  # as the embedding_zero_shot rung's default
@@ -53,13 +68,22 @@ LABEL_CACHE = 256
 
 
 def base_kind(config: Any) -> str:
-    """``"causal"`` for decoder LMs, ``"encoder"`` otherwise (by the architectures the config names)."""
-    archs = getattr(config, "architectures", None) or []
-    if any(a.endswith("ForCausalLM") or (a.endswith("LMHeadModel") and "Masked" not in a) for a in archs):
-        return "causal"
-    if getattr(config, "is_encoder_decoder", False):
+    """``"causal"`` for decoder LMs, ``"encoder"`` otherwise (the ladder's :func:`~adaptlab.generation.lm.model_kind`;
+    encoder-decoder models are refused)."""
+    kind = model_kind(config)
+    if kind == "seq2seq":
+        archs = getattr(config, "architectures", None) or []
         raise UserError(f"base model {archs}: encoder-decoder models are not served yet; use an encoder or decoder.")
-    return "encoder"
+    return kind
+
+
+@dataclass
+class ChatPrompt:
+    """A chat conversation to generate from, formatted in the worker, once the request's prompt budget is known."""
+
+    messages: list[dict[str, str]]
+    style: PromptStyle
+    max_length: int
 
 
 class TransformersEngine:
@@ -82,6 +106,8 @@ class TransformersEngine:
         config = AutoConfig.from_pretrained(self.resolved.location, **{k: v for k, v in kwargs.items()
                                                                         if k != "use_safetensors"})
         self.kind = base_kind(config)
+        #: What "base" is served as (its export kind): a decoder, a classifier, or a merged tagger.
+        self.base_kind = "decoder" if self.kind == "causal" else "tagger" if _is_tagger(config) else "classifier"
         self.tokenizer = AutoTokenizer.from_pretrained(self.resolved.location, trust_remote_code=trust_remote_code,
                                                        **({"gguf_file": kwargs["gguf_file"]} if "gguf_file" in kwargs
                                                           else {}))
@@ -92,14 +118,20 @@ class TransformersEngine:
         self.peft_loaded = False
         self.specs: dict[str, AdapterSpec] = {}
         self.heads: dict[str, Any] = {}  # embedding-head adapters: method objects with .scores(embeddings)
+        self.styles: dict[str, PromptStyle] = {}  # how each generation adapter's rung wrote its prompts
         self.pooling = sentence_pooling(Path(self.resolved.path)) if self.resolved.is_local else "mean"
         self._label_cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         self._lock = threading.RLock()  # the worker is single-threaded; this guards direct (test) use
 
     # -- loading -------------------------------------------------------------------------------------------------
     def _load_base(self, kwargs: dict) -> Any:
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+        from transformers import (
+            AutoModelForCausalLM,
+            AutoModelForSequenceClassification,
+            AutoModelForTokenClassification,
+        )
 
+        self.base_head = False
         if self.kind == "causal":
             self.tokenizer.padding_side = "left"
             with _quiet_transformers():
@@ -108,6 +140,8 @@ class TransformersEngine:
             raise UserError(f"base '{self.base_name}' is a merged model with adaptlab's own classification head "
                             "(head: cls/mean), which this engine cannot share between adapters; load it with "
                             "adaptlab.load, or serve a rung trained with head: pooler.")
+        if self.base_kind == "tagger":
+            return AutoModelForTokenClassification.from_pretrained(self.resolved.location, **kwargs).to(self.device)
         with _quiet_transformers():  # a bare encoder has no classifier: its newly initialised one is never used
             model = AutoModelForSequenceClassification.from_pretrained(self.resolved.location, **kwargs)
         model = model.to(self.device)
@@ -116,20 +150,21 @@ class TransformersEngine:
         return model
 
     def adapters(self) -> list[AdapterInfo]:
-        base = AdapterInfo(name=BASE, task="generation" if self.kind == "causal" else "classification", kind="base",
-                           source=self.base_name, base_sha256=self.resolved.sha256,
-                           labels=self._base_labels())
+        base = AdapterInfo(name=BASE, task=default_task(self.base_kind), kind="base", source=self.base_name,
+                           base_sha256=self.resolved.sha256, labels=self._base_labels(), export_kind=self.base_kind)
         return [base, *(self._info(s) for s in self.specs.values())]
 
     def _base_labels(self) -> list[str]:
-        if self.kind == "encoder" and self.base_head:
-            return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        if self.kind == "encoder" and (self.base_head or self.base_kind == "tagger"):
+            config = self.model.config
+            return [config.id2label[i] for i in range(config.num_labels)]
         return []
 
     def _info(self, spec: AdapterSpec) -> AdapterInfo:
         return AdapterInfo(name=spec.name, task=spec.task, kind=spec.kind, method=spec.method, labels=spec.labels,
                            label_descriptions=spec.label_descriptions, source=str(spec.path),
-                           base_sha256=spec.base_sha256, metrics=spec.metrics, text_pair=spec.text_pair)
+                           base_sha256=spec.base_sha256, metrics=spec.metrics, text_pair=spec.text_pair,
+                           export_kind=spec.export_kind)
 
     def load_adapter(self, spec: AdapterSpec) -> AdapterInfo:
         with self._lock:
@@ -139,7 +174,10 @@ class TransformersEngine:
             if spec.kind == "head":
                 self.heads[spec.name] = _load_head(spec, self.device)
             else:
+                style = self._prompt_style(spec) if spec.export_kind == "decoder" else None
                 self._load_peft(spec)
+                if style is not None:
+                    self.styles[spec.name] = style
             self.specs[spec.name] = spec
             return self._info(spec)
 
@@ -149,16 +187,29 @@ class TransformersEngine:
                 f"adapter '{spec.name}' was trained on base '{spec.base_spec}' (sha256 {spec.base_sha256[:12]}...), "
                 f"but this server's base is '{self.base_name}' (sha256 {self.resolved.sha256[:12]}...).",
                 409, "base_mismatch")
-        wanted = "generation" if self.kind == "causal" else "classification"
-        if spec.task != wanted:
+        wanted = {"decoder": ("decoder",), "classifier": ("classifier", "tagger"), "tagger": ("tagger",)}
+        served = wanted[self.base_kind]
+        if spec.export_kind not in served:
+            tasks = " and ".join(default_task(k) for k in served)
             raise EngineError(f"adapter '{spec.name}' is a {spec.task} adapter; this server's base "
-                              f"'{self.base_name}' serves {wanted}.", 409, "task_mismatch")
+                              f"'{self.base_name}' serves {tasks}.", 409, "task_mismatch")
+        if spec.export_kind == "tagger":
+            if spec.kind != "peft":
+                raise EngineError(f"adapter '{spec.name}': only peft token-classification adapters are served next to "
+                                  "others.", 422, "unsupported_adapter")
+            if not self.tokenizer.is_fast:
+                raise EngineError(f"adapter '{spec.name}': token classification needs a fast (Rust) tokenizer to map "
+                                  f"sub-tokens to words; the base '{self.base_name}' has a slow one.", 422,
+                                  "unsupported_adapter")
+            if not spec.labels:
+                raise EngineError(f"adapter '{spec.name}' does not say its tag names (O, B-..., I-...); serve its run "
+                                  "folder or exported bundle.", 422, "unsupported_adapter")
 
     def _load_peft(self, spec: AdapterSpec) -> None:
         from peft import PeftConfig, PeftModel
 
         config = PeftConfig.from_pretrained(str(spec.weights))
-        if getattr(config, "is_prompt_learning", False):
+        if is_prompt_learning(config):
             raise EngineError(f"adapter '{spec.name}': prompt-learning adapters ({config.peft_type}) are not served "
                               "by the transformers engine yet.", 422, "unsupported_adapter")
         shapes = _saved_shapes(spec.weights)
@@ -176,7 +227,7 @@ class TransformersEngine:
                                   f"already loaded ({', '.join(sorted(map(str, loaded))) or 'none'}): {e}", 422,
                                   "unsupported_adapter") from None
         self.model.to(self.device).eval()
-        if spec.task == "classification" and not spec.labels:
+        if spec.export_kind == "classifier" and not spec.labels:
             heads = ("classifier.weight", "score.weight")
             n = next((s[0] for k, s in shapes.items() if k.endswith(heads)), 0)
             spec.labels = [f"LABEL_{i}" for i in range(n)]
@@ -223,6 +274,7 @@ class TransformersEngine:
             spec = self.specs.pop(name, None)
             if spec is None:
                 raise EngineError(f"adapter '{name}' is not loaded.", 404, "model_not_found")
+            self.styles.pop(name, None)
             if spec.kind == "head":
                 self.heads.pop(name, None)
             elif any(s.kind == "peft" for s in self.specs.values()):
@@ -250,9 +302,7 @@ class TransformersEngine:
                 raise EngineError(f"model '{adapter}' generates text; use /v1/completions or /v1/chat/completions.")
             if adapter == BASE:
                 return self._classify_base(batch)
-            spec = self.specs[adapter]
-            if spec.task != "classification":
-                raise EngineError(f"model '{adapter}' is a {spec.task} adapter; it can't classify.")
+            spec = self._spec(adapter, "classifier")
             max_length = spec.max_length or self.max_length
             if spec.kind == "head":
                 with self._adapters_disabled():
@@ -266,7 +316,21 @@ class TransformersEngine:
                 probs = _softmax(logits)
             return [_classification(row, spec.labels) for row in probs]
 
+    def _spec(self, adapter: str, kind: str) -> AdapterSpec:
+        """The loaded adapter ``adapter``, which must be served as ``kind`` (EngineError naming its route if not)."""
+        spec = self.specs.get(adapter)
+        if spec is None:
+            raise EngineError(f"adapter '{adapter}' is not loaded.", 404, "model_not_found")
+        if spec.export_kind != kind:
+            raise EngineError(f"model '{adapter}' is a {spec.task} adapter; it is served on "
+                              f"{ROUTES.get(spec.export_kind or '', 'no route')}, not {ROUTES[kind]}.", 400,
+                              "wrong_endpoint")
+        return spec
+
     def _classify_base(self, batch: list[ClassifyItem]) -> list[Classification]:
+        if self.base_kind != "classifier":
+            raise EngineError(f"model 'base' is a {default_task(self.base_kind)} model; it is served on "
+                              f"{ROUTES[self.base_kind]}, not /v1/classify.", 400, "wrong_endpoint")
         if self.base_head and all(item.labels is None for item in batch):
             with self._adapters_disabled():
                 probs = _softmax(self._logits(batch, self.max_length))
@@ -337,105 +401,167 @@ class TransformersEngine:
         pooled = torch.nn.functional.normalize(pool(hidden, enc["attention_mask"], self.pooling), p=2, dim=1)
         return pooled.cpu().numpy().astype(np.float32)
 
-    # -- generation --------------------------------------------------------------------------------------------
-    def chat_prompt(self, adapter: str, messages: list[dict[str, str]]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        turns = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
-        return turns + "assistant:"
+    # -- token classification (NER) ---------------------------------------------------------------------------
+    def ner(self, adapter: str, texts: list[str]) -> list[list[dict[str, Any]]]:
+        """Per text, its entities with character offsets, as the ladder's TokenPredictor decodes them."""
+        from adaptlab.tasks.token_classification.ship import TokenPredictor
 
-    def generate(self, adapter: str, prompts: list[str],
+        with self._lock:
+            if self.kind != "encoder":
+                raise EngineError(f"model '{adapter}' generates text; this server's base '{self.base_name}' can't "
+                                  "tag entities. Use /v1/completions or /v1/chat/completions.")
+            if adapter == BASE:
+                if self.base_kind != "tagger":
+                    raise EngineError(f"model 'base' is a {default_task(self.base_kind)} model; it is served on "
+                                      f"{ROUTES[self.base_kind]}, not /v1/ner.", 400, "wrong_endpoint")
+                labels, max_length = self._base_labels(), self.max_length
+            else:
+                spec = self._spec(adapter, "tagger")
+                labels, max_length = spec.labels, spec.max_length or self.max_length
+            with self._adapters_disabled() if adapter == BASE else contextlib.nullcontext():
+                if adapter != BASE:
+                    self.model.set_adapter(adapter)
+                predictor = TokenPredictor(self._token_logits, self.tokenizer, labels, max_length, "served")
+                return [found["entities"] for found in predictor.predict(texts)]
+
+    @torch.inference_mode()
+    def _token_logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Per-sub-token logits of the active adapter (TokenPredictor's backend). A tagger base runs its own
+        forward; on a classifier base, the adapter's token ``classifier`` is applied to the body's final states,
+        as ``*ForTokenClassification`` does (its dropout is a no-op in eval)."""
+        enc = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        if self.base_kind == "tagger":
+            return self.model(**enc).logits.float().cpu().numpy()
+        root = self.model.get_base_model() if self.peft_loaded else self.model
+        states = getattr(root, root.base_model_prefix)(**enc).last_hidden_state
+        return root.classifier(states).float().cpu().numpy()
+
+    # -- generation --------------------------------------------------------------------------------------------
+    def _prompt_style(self, spec: AdapterSpec | None) -> PromptStyle:
+        """The prompt style of the rung that trained ``spec`` (its task's template, system prompt and chat template
+        setting); the defaults of a generation task for the bare base and for peft folders without a run."""
+        from adaptlab.config import TaskSpec
+        from adaptlab.context import RunContext
+        from adaptlab.generation.formatting import resolve_style
+        from adaptlab.methods._causal import task_spec
+
+        context = spec.context if spec is not None else {}
+        task = task_spec(RunContext.from_dict(context)) if context else TaskSpec(type="generation")
+        try:
+            return resolve_style(task, self.tokenizer, "causal")
+        except UserError as e:
+            raise EngineError(f"adapter '{spec.name if spec else BASE}': {e}", 422, "unsupported_adapter") from None
+
+    def chat_prompt(self, adapter: str, messages: list[dict[str, str]]) -> ChatPrompt | str:
+        """The conversation as the adapter's rung formatted its prompts (its system prompt unless the messages
+        bring one, its chat template); a plain ``role: content`` transcript where the rung used no chat template.
+        The template is rendered once here, so a conversation it can't render fails its own request."""
+        spec = self.specs.get(adapter)
+        style = self.styles.get(adapter) or self._prompt_style(None)
+        if not style.chat:
+            return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        max_length = (spec.max_length if spec is not None else None) or self.max_length
+        Formatter(self.tokenizer, style, "causal", max_length).prompt_text(messages)
+        return ChatPrompt(list(messages), style, max_length)
+
+    def generate(self, adapter: str, prompts: list[str | ChatPrompt],
                  params: list[GenerationParams]) -> Iterator[list[GenerationChunk]]:
         if self.kind != "causal":
             raise EngineError(f"model '{adapter}' classifies; this server's base '{self.base_name}' can't generate. "
                               "Use /v1/classify.")
         if adapter != BASE:
-            spec = self.specs[adapter]
-            if spec.task != "generation":
-                raise EngineError(f"model '{adapter}' is a {spec.task} adapter; it can't generate.")
+            self._spec(adapter, "decoder")
         return self._generate(adapter, prompts, params)
 
-    def _generate(self, adapter: str, prompts: list[str],
+    def _generate(self, adapter: str, prompts: list[str | ChatPrompt],
                   params: list[GenerationParams]) -> Iterator[list[GenerationChunk]]:
         with self._lock, (self._adapters_disabled() if adapter == BASE else contextlib.nullcontext()):
             if adapter != BASE:
                 self.model.set_adapter(adapter)
-            yield from DecodeLoop(self.model, self.tokenizer, prompts, params, self.device, self.max_length).run()
+            window = context_window(self.model.config, self.tokenizer) or 2048
+            budget = max(1, window - max(p.max_tokens for p in params))  # room for the longest answer
+            ids = [self._prompt_ids(p, budget) for p in prompts]
+            yield from DecodeLoop(self.model, self.tokenizer, ids, params, self.device, window).run()
+
+    def _prompt_ids(self, prompt: str | ChatPrompt, budget: int) -> list[int]:
+        """Token ids of a prompt within ``budget``: a chat through the ladder's formatter (which cuts the oldest
+        turns first, as it does for the rung's own prompts), a text as the tokenizer encodes it (cut at the end)."""
+        if isinstance(prompt, ChatPrompt):
+            formatter = Formatter(self.tokenizer, prompt.style, "causal", min(prompt.max_length, budget))
+            return formatter.encode(prompt.messages).prompt_ids
+        return list(self.tokenizer(prompt, truncation=True, max_length=min(self.max_length, budget))["input_ids"])
 
 
 class DecodeLoop:
-    """Batched sampling with a KV cache, left padding, per-prompt limits, and text streamed per step."""
+    """Batched decoding with a KV cache and left padding, text streamed per step, settings per prompt.
 
-    def __init__(self, model: Any, tokenizer: Any, prompts: list[str], params: list[GenerationParams], device: str,
-                 max_length: int):
-        self.model, self.tokenizer, self.params, self.device = model, tokenizer, params, device
-        limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 2048)
-        self.limit = int(limit)
-        longest = max(p.max_tokens for p in params)
-        self.enc = tokenizer(prompts, return_tensors="pt", padding=True, truncation=True,
-                             max_length=max(1, min(max_length, self.limit - longest)))
-        self.eos = eos_ids(model, tokenizer)
-        self.generators = [_rng(p.seed, device) for p in params]
+    What is decided is decided by :mod:`adaptlab.generation.decoding`, as for the ladder's predictions: the next
+    token (:func:`logits_processors` then :func:`pick`, each seeded prompt with a generator of its own), the tokens
+    that end a sequence (:func:`eos_ids`) and the text shown, cut at a stop string (:func:`visible_text`).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, prompts: list[list[int]], params: list[GenerationParams],
+                 device: str, limit: int):
+        self.model, self.tokenizer, self.prompts, self.params = model, tokenizer, prompts, params
+        self.device, self.limit = device, limit
+        self.eos = set(eos_ids(model, tokenizer))
+        self.processors = [logits_processors(p) for p in params]
+        self.generators = [seeded_generator(p.seed, device) if p.do_sample else None for p in params]
+        self.generated: list[list[int]] = [[] for _ in prompts]
+        self.texts = [""] * len(prompts)
+        self.done = [False] * len(prompts)
 
     @torch.inference_mode()
     def run(self) -> Iterator[list[GenerationChunk]]:
-        n = len(self.params)
-        ids = self.enc["input_ids"].to(self.device)
-        mask = self.enc["attention_mask"].to(self.device)
-        prompt_tokens = mask.sum(1).tolist()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generated: list[list[int]] = [[] for _ in range(n)]
-        texts = [""] * n
-        done = [False] * n
-        past = None
-        step_ids, step_pos = ids, positions
+        ids, mask = left_pad(self.prompts, self.tokenizer.pad_token_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        step_pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        past, step_ids = None, ids
         for _step in range(max(p.max_tokens for p in self.params)):
             out = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, past_key_values=past,
                              use_cache=True)
             past = out.past_key_values
             logits = out.logits[:, -1, :].float()
-            next_ids = [self._sample(logits[i], i) for i in range(n)]
-            chunks = []
-            for i, token in enumerate(next_ids):
-                if done[i]:
-                    continue
-                finish = None
-                if token in self.eos:
-                    finish = "stop"
-                else:
-                    generated[i].append(token)
-                text = self.tokenizer.decode(generated[i], skip_special_tokens=True)
-                stop_at = _first_stop(text, self.params[i].stop)
-                if stop_at is not None:
-                    text, finish = text[:stop_at], "stop"
-                elif finish is None and (len(generated[i]) >= self.params[i].max_tokens
-                                         or prompt_tokens[i] + len(generated[i]) >= self.limit):
-                    finish = "length"
-                if finish is None and text.endswith("\ufffd"):
-                    continue  # half a multi-byte character: wait for the rest
-                delta = text[len(texts[i]):] if text.startswith(texts[i]) else text
-                texts[i] = text
-                if delta or finish:
-                    chunks.append(GenerationChunk(i, delta, finish, prompt_tokens[i], len(generated[i])))
-                done[i] = finish is not None
+            next_ids = [self._next(i, logits[i : i + 1]) for i in range(len(self.prompts))]
+            chunks = [c for c in (self._advance(i, t) for i, t in enumerate(next_ids)) if c is not None]
             if chunks:
                 yield chunks
-            if all(done):
+            if all(self.done):
                 return
             step_ids = torch.tensor([[t] for t in next_ids], device=self.device)
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=self.device)], dim=1)
+            mask = torch.cat([mask, torch.ones((len(next_ids), 1), dtype=mask.dtype, device=self.device)], dim=1)
             step_pos = step_pos[:, -1:] + 1
 
-    def _sample(self, logits: torch.Tensor, i: int) -> int:
-        p = self.params[i]
-        if p.temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits / p.temperature, dim=-1)
-        if p.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            keep = sorted_probs.cumsum(0) - sorted_probs < p.top_p
-            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-        return int(torch.multinomial(probs, 1, generator=self.generators[i]))
+    def _next(self, i: int, logits: torch.Tensor) -> int:
+        """Prompt ``i``'s next token from its logits (shape [1, vocab]); padding once it is finished."""
+        if self.done[i]:
+            return int(self.tokenizer.pad_token_id)
+        history = torch.tensor([self.prompts[i] + self.generated[i]], device=logits.device)
+        scores = self.processors[i](history, logits)
+        return int(pick(scores, self.params[i].do_sample, self.generators[i])[0, 0])
+
+    def _advance(self, i: int, token: int) -> GenerationChunk | None:
+        """Add ``token`` to prompt ``i``'s text; the chunk of new text (and finish reason) to stream, if any."""
+        if self.done[i]:
+            return None
+        params, generated = self.params[i], self.generated[i]
+        finish = "stop" if token in self.eos else None
+        if finish is None:
+            generated.append(token)
+        text, stopped = visible_text(self.tokenizer, generated, params.stop)
+        if stopped:
+            finish = "stop"
+        elif finish is None and (len(generated) >= params.max_tokens
+                                 or len(self.prompts[i]) + len(generated) >= self.limit):
+            finish = "length"
+        if finish is None and text.endswith("\ufffd"):
+            return None  # half a multi-byte character: wait for the rest
+        delta = text[len(self.texts[i]):] if text.startswith(self.texts[i]) else text
+        self.texts[i] = text
+        self.done[i] = finish is not None
+        if not delta and not finish:
+            return None
+        return GenerationChunk(i, delta, finish, len(self.prompts[i]), len(generated))
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
@@ -455,19 +581,6 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def _rng(seed: int | None, device: str) -> torch.Generator | None:
-    if seed is None:
-        return None
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g
-
-
-def _first_stop(text: str, stops: list[str]) -> int | None:
-    found = [text.find(s) for s in stops if s and s in text]
-    return min(found) if found else None
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -494,8 +607,19 @@ def _saved_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _is_tagger(config: Any) -> bool:
+    """Whether a model's config names a token-classification head (a merged tagger export)."""
+    return any(a.endswith("ForTokenClassification") for a in getattr(config, "architectures", None) or [])
+
+
 def _resized(module: Any, path: str, shapes: dict[str, tuple[int, ...]]) -> Any:
-    """A copy of ``module`` whose Linear layers have the shapes saved for ``path``; ``module`` if they already do."""
+    """A copy of ``module`` whose Linear layers have the shapes saved for ``path``; ``module`` if they already do.
+
+    A head saved as one Linear where the base has a deeper one (a token classifier over RoBERTa's two-layer
+    sentence head) becomes that Linear."""
+    saved = shapes.get(f"{path}.weight")
+    if not isinstance(module, torch.nn.Linear) and saved is not None and len(saved) == 2:
+        return torch.nn.Linear(saved[1], saved[0], bias=f"{path}.bias" in shapes)
     changes = {}
     for sub, layer in module.named_modules():
         if isinstance(layer, torch.nn.Linear):

@@ -3,6 +3,13 @@
 A task is a small registered plug-in (one module each). It turns loaded data frames into task data, asks a
 method for predictions on a split and writes them as records, and scores records with its metrics. The primary
 metric is what the ladder ranks rungs by.
+
+The report (``adaptlab report``) reads a run's task from its metrics.json and asks that task, never the shape of
+the records, what to show. A new task implements two members for it: :meth:`Task.paired_test` (the significance
+test of a rung against the best one; build it from :mod:`adaptlab.reporting.significance`) and
+:meth:`Task.report_sections` (its own sections, e.g. per-type tables or highlighted worst examples, as
+:class:`~adaptlab.reporting.sections.Section` records rendered with :mod:`adaptlab.reporting.markup`); return
+``[]`` to show only the generic leaderboard. Nothing in ``adaptlab.reporting`` needs to change.
 """
 
 from __future__ import annotations
@@ -12,11 +19,16 @@ import pkgutil
 from typing import Any, Protocol
 
 from adaptlab.registry import Registry
+from adaptlab.reporting.sections import RunResults, Section
 
 
 class Task(Protocol):
     name: str
+    #: the pydantic model of this task's ``task:`` settings (``type`` and the task's own fields)
+    Settings: type
     primary_metric: str
+    #: what `adaptlab export` builds for a run of this task: "classifier", "decoder", "tagger" (None: no export)
+    export_kind: str | None
     #: the data spec field whose column stratifies the split (e.g. "label_column"), or None
     stratify_role: str | None
     #: how many test examples are predicted one at a time to measure latency
@@ -24,6 +36,14 @@ class Task(Protocol):
 
     def prepare(self, spec: Any, frames: dict[str, Any]) -> Any:
         """Validate the data frames (train/validation/test) and return the task's data object."""
+
+    def fingerprint(self, data: Any) -> str:
+        """A hash of every split's ids, inputs and references: what the rungs' resume hash and provenance name."""
+
+    def encoder_objective(self, label_names: list[str], settings: dict) -> Any:
+        """How the encoder rungs (head_only, top_layers, lora, full) learn this task: an object with ``build``,
+        ``load``, ``dataset``, ``collator``, ``label_ids``, ``predict``, ``peft_task_type`` and
+        ``default_class_weight`` (see ``tasks/_sequence_objective.py``). A task they can't learn raises UserError."""
 
     def predict(self, method: Any, split: Any) -> list[dict]:
         """Prediction records for a split: id, input, reference, prediction, scores."""
@@ -41,6 +61,20 @@ class Task(Protocol):
     def diagnose(self, records: list[dict], fit: dict, data: Any) -> dict | None:
         """Whether the rung's result is real: {"degenerate", "doubted", "findings", "advice"}, or None when the
         task has no such check. A degenerate rung is flagged everywhere and never recommended."""
+
+    # -- report (see the module docstring) --------------------------------------------------------------------------
+    def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
+        """The paired significance test of one rung's prediction records (``other``) against the best rung's
+        (``best``) on ``metric``, the ladder's primary metric. The records are this task's own (as ``predict``
+        wrote them), already paired: the same test examples, matched by id, in the same order. Returns
+        ``{"method": name or None, "p_value": float or None, "detail": words, ...}``, as the functions of
+        :mod:`adaptlab.reporting.significance` build it (``no_test(why)`` when the metric gives nothing to pair;
+        the recommendation then compares intervals)."""
+
+    def report_sections(self, runs: list[RunResults]) -> list[Section]:
+        """This task's own sections of the report, shown after the charts (e.g. confusion matrices, outputs side
+        by side), from the finished rungs in leaderboard order (best first), each with its metrics.json and its
+        prediction records (None when they could not be read). ``[]`` when the task has none."""
 
 
 TASKS: Registry[type] = Registry("task")

@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from adaptlab.errors import DataError
-from adaptlab.tasks import TASKS
+from adaptlab.reporting.sections import RunResults, Section
+from adaptlab.tasks import TASKS, _classification_report
+from adaptlab.tasks._settings import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ def _warn_absent_labels(data: ClassificationData) -> None:
 
 @TASKS.register("classification")
 class ClassificationTask:
+    Settings = TaskSpec
+    export_kind = "classifier"  # what `adaptlab export` ships for its runs
     primary_metric = "macro_f1"
     stratify_role = "label_column"  # splits keep the label mix
     latency_examples = 50
@@ -146,6 +150,18 @@ class ClassificationTask:
         )
         _warn_absent_labels(prepared)
         return prepared
+
+    def fingerprint(self, data: ClassificationData) -> str:
+        from adaptlab.runs.provenance import hash_records
+
+        return hash_records([[name, s.ids, s.texts, s.pairs, s.labels.tolist()] for name, s in
+                             (("train", data.train), ("validation", data.validation), ("test", data.test))])
+
+    def encoder_objective(self, label_names: list[str], settings: Any) -> Any:
+        """The head and encoding of the encoder rungs (head_only, top_layers, lora, full) for this task."""
+        from adaptlab.tasks._sequence_objective import SequenceObjective
+
+        return SequenceObjective(label_names)
 
     def predict(self, method: Any, split: Split) -> list[dict]:
         probs = np.asarray(method.predict_proba(split.texts, split.pairs), dtype=np.float64)
@@ -228,3 +244,12 @@ class ClassificationTask:
             [r["prediction"] for r in records], [r["reference"] for r in records], train_counts=counts,
             losses=losses, class_weighted=fit.get("class_weights") is not None,
         )
+
+    # -- report ---------------------------------------------------------------------------------------------------
+    def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
+        """McNemar's test on per-example correctness, whatever the metric (macro-F1 has no per-example value)."""
+        return _classification_report.paired_test(best, other)
+
+    def report_sections(self, runs: list[RunResults]) -> list[Section]:
+        """Each rung's confusion matrix, and the wrong predictions each rung was most confident in."""
+        return _classification_report.report_sections(runs)

@@ -24,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 from adaptlab.errors import DataError, UserError, did_you_mean
-from adaptlab.tasks import TASKS
+from adaptlab.reporting.sections import RunResults, Section
+from adaptlab.tasks import TASKS, _generation_report
+from adaptlab.tasks._settings import TaskSpec
 
 #: (input column, output column) pairs recognised when data.target_column is not set, in this order.
 COLUMN_PAIRS = (
@@ -54,10 +56,6 @@ class GenSplit:
         """The inputs as text (chat messages as JSON)."""
         return [x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in self.inputs]
 
-    @property
-    def labels(self) -> np.ndarray:
-        """The references, for code that fingerprints a split by its labels."""
-        return np.array(self.references, dtype=object)
 
 
 @dataclass
@@ -139,6 +137,8 @@ def _row_ids(frame: pd.DataFrame) -> list[int]:
 
 @TASKS.register("generation")
 class GenerationTask:
+    Settings = TaskSpec
+    export_kind = "decoder"  # what `adaptlab export` ships for its runs
     primary_metric = "rougeL"
     stratify_role = None  # no labels to stratify by
     latency_examples = 10  # one generation per example is slow on CPU
@@ -202,6 +202,16 @@ class GenerationTask:
         return GenSplit([str(r) for r in rows], inputs, targets)
 
     # -- predictions ---------------------------------------------------------------------------------------------
+    def fingerprint(self, data: GenerationData) -> str:
+        from adaptlab.runs.provenance import hash_records
+
+        return hash_records([[name, s.ids, s.texts, s.references] for name, s in
+                             (("train", data.train), ("validation", data.validation), ("test", data.test))])
+
+    def encoder_objective(self, label_names: list[str], settings: Any) -> Any:
+        raise UserError("the encoder rungs (head_only, top_layers, lora, full) do not do generation; use the lm_* "
+                        "rungs.")
+
     def predict(self, method: Any, split: GenSplit) -> list[dict]:
         from adaptlab.evaluation.metrics import ROUGE_TYPES, normalize_answer, rouge_per_example
 
@@ -256,3 +266,12 @@ class GenerationTask:
             interval["perplexity"] = list(bootstrap_interval(
                 lambda idx: math.exp(nll[idx].sum() / tokens[idx].sum()), n, seed=seed))
         return {"metrics": metrics, "interval": interval, "n": n}
+
+    # -- report ---------------------------------------------------------------------------------------------------
+    def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
+        """A paired bootstrap on per-example ROUGE / exact match, else on the corpus BLEU or chrF."""
+        return _generation_report.paired_test(best, other, metric)
+
+    def report_sections(self, runs: list[RunResults]) -> list[Section]:
+        """The rungs' outputs side by side on the same test inputs."""
+        return _generation_report.report_sections(runs)

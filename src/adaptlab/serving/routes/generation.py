@@ -1,0 +1,150 @@
+"""``POST /v1/completions`` and ``POST /v1/chat/completions`` (OpenAI-shaped, streamed as server-sent events or
+answered whole). The engine decodes as the ladder does (:mod:`adaptlab.generation.decoding`); this module only turns
+requests into :class:`~adaptlab.serving.engine.GenerationParams` and chunks into responses."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+
+from adaptlab.serving.batching import QueueFull, RequestTimeout
+from adaptlab.serving.bodies import ChatRequest, CompletionRequest
+from adaptlab.serving.engine import EngineError, GenerationParams
+from adaptlab.serving.http import ApiError, Served, error_body, served
+
+router = APIRouter()
+
+
+@router.post("/v1/completions")
+async def completions(req: CompletionRequest, state: Served = Depends(served)) -> Any:
+    info = state.lookup(req.model, "completions")
+    state.require(info, "decoder")
+    prompts = state.texts(req.prompt, "prompt")
+    params = _generation_params(state, req, req.max_tokens)
+    return await _respond(state, info.name, prompts, params, req.stream, chat=False)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(req: ChatRequest, state: Served = Depends(served)) -> Any:
+    info = state.lookup(req.model, "chat")
+    state.require(info, "decoder")
+    state.texts([m.content for m in req.messages], "messages")
+    params = _generation_params(state, req, req.max_completion_tokens or req.max_tokens)
+    messages = [m.model_dump(include={"role", "content"}) for m in req.messages]
+    prompt = state.engine.chat_prompt(info.name, messages)
+    return await _respond(state, info.name, [prompt], params, req.stream, chat=True)
+
+
+def _generation_params(state: Served, req: CompletionRequest | ChatRequest,
+                       max_tokens: int | None) -> GenerationParams:
+    """The request's decoding settings, within the server's limits (400 beyond them)."""
+    settings = state.settings
+    if req.n != 1:
+        raise ApiError(400, "n > 1 is not supported; send the request again for another sample.", "unsupported")
+    wanted = max_tokens or settings.default_max_tokens
+    if wanted > settings.max_tokens:
+        raise ApiError(400, f"max_tokens={wanted} exceeds the server limit of {settings.max_tokens}.",
+                       "max_tokens_exceeded", param="max_tokens")
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stop) > 4:
+        raise ApiError(400, "at most 4 stop sequences.", "invalid_input", param="stop")
+    return GenerationParams(max_tokens=wanted, temperature=req.temperature, top_p=req.top_p, stop=stop,
+                            seed=req.seed, top_k=req.top_k or None, repetition_penalty=req.repetition_penalty)
+
+
+async def _respond(state: Served, name: str, prompts: list[Any], params: GenerationParams, stream: bool,
+                   chat: bool) -> Any:
+    """Start the generation; a stream of events, or the whole answer once every chunk is in."""
+    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+    created = int(time.time())
+    chunks = state.batcher.generate(name, prompts, [params] * len(prompts), state.settings.timeout_s)
+    first = await state.call(_first(chunks))
+    if stream:
+        events = _sse(state, ident, created, name, first, chunks, chat)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    batches = [first] if first is not None else []
+    async for batch in _rest(chunks, state.call):
+        batches.append(batch)
+    out = _collect(batches, len(prompts))
+    usage_p = sum(o["prompt"] for o in out.values())
+    usage_c = sum(o["completion"] for o in out.values())
+    state.metrics.tokens.labels(name).inc(usage_c)
+    usage = {"prompt_tokens": usage_p, "completion_tokens": usage_c, "total_tokens": usage_p + usage_c}
+    head = {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": name}
+    if chat:
+        o = out[0]
+        choices = [{"index": 0, "message": {"role": "assistant", "content": o["text"]},
+                    "finish_reason": o["finish"] or "length"}]
+    else:
+        choices = [{"index": i, "text": o["text"], "logprobs": None, "finish_reason": o["finish"] or "length"}
+                   for i, o in out.items()]
+    return {**head, "choices": choices, "usage": usage}
+
+
+def _collect(batches: list[list], n: int) -> dict[int, dict]:
+    """Per prompt: its whole text, finish reason and token counts, from the streamed chunks."""
+    out = {i: {"text": "", "finish": None, "prompt": 0, "completion": 0} for i in range(n)}
+    for batch in batches:
+        for c in batch:
+            o = out[c.index]
+            o["text"] += c.text
+            o["finish"] = c.finish_reason or o["finish"]
+            o["prompt"], o["completion"] = c.prompt_tokens, c.completion_tokens
+    return out
+
+
+async def _sse(state: Served, ident: str, created: int, name: str, first: Any, chunks: Any,
+               chat: bool) -> AsyncIterator[bytes]:
+    """The chunks as server-sent events; an error after the response started is one last event, then [DONE]."""
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def event(choices: list[dict]) -> bytes:
+        body = {"id": ident, "object": kind, "created": created, "model": name, "choices": choices}
+        return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+    if chat:
+        yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+    produced = 0
+    try:
+        batch = first
+        while batch is not None:
+            for c in batch:
+                produced = max(produced, c.completion_tokens)
+                if chat:
+                    delta = {"content": c.text} if c.text else {}
+                    yield event([{"index": c.index, "delta": delta, "finish_reason": c.finish_reason}])
+                else:
+                    yield event([{"index": c.index, "text": c.text, "logprobs": None,
+                                  "finish_reason": c.finish_reason}])
+            batch = await _first(chunks)
+    except (RequestTimeout, EngineError, QueueFull) as e:
+        status = 504 if isinstance(e, RequestTimeout) else getattr(e, "status", 500)
+        yield f"data: {json.dumps(error_body(status, str(e), 'stream_error'))}\n\n".encode()
+    finally:
+        state.metrics.tokens.labels(name).inc(produced)
+        await chunks.aclose()
+    yield b"data: [DONE]\n\n"
+
+
+async def _first(chunks: Any) -> Any:
+    """The next item of an async iterator, or None when it is exhausted."""
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _rest(chunks: Any, wrap: Any) -> AsyncIterator[Any]:
+    while True:
+        item = await wrap(_first(chunks))
+        if item is None:
+            return
+        yield item

@@ -1,0 +1,146 @@
+"""How the encoder rungs (head_only, top_layers, lora, full) learn token classification: a linear layer over each
+token's final state (transformers' ``AutoModelForTokenClassification``), trained on word tags.
+
+Alignment: the first sub-token of each word carries the word's tag; the other sub-tokens are ignored by the loss
+(``subtokens: all`` gives them the word's I- tag instead). Words whose first sub-token falls past ``max_length`` are
+counted (``words_cut``) and predicted O, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaptlab.tasks.token_classification.output import TagOutput
+
+IGNORE = -100
+
+
+class TokenObjective:
+    peft_task_type = "TOKEN_CLS"
+    probe_unit = "word"  # the linear probe classifies each word's frozen state
+    default_class_weight = "none"  # O dominates; balanced weights would trade precision for recall on rare types
+
+    def __init__(self, label_names: list[str], subtokens: str = "first"):
+        self.label_names = label_names
+        self.index = {n: i for i, n in enumerate(label_names)}
+        self.subtokens = subtokens
+
+    # -- model ---------------------------------------------------------------------------------------------------
+    def build(self, location: str, head: str, model_dir: Any, **kwargs: Any) -> torch.nn.Module:
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification.from_pretrained(location, **kwargs)
+
+    def load(self, folder: Any, **kwargs: Any) -> torch.nn.Module:
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification.from_pretrained(str(folder), use_safetensors=True, **kwargs)
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def encode(self, tokenizer: Any, sentences: list[list[str]], tags: list[list[str]] | None,
+               max_length: int) -> tuple[dict, list[int]]:
+        """Tokenised sentences (with aligned ``labels`` when ``tags`` are given) and the words cut per sentence."""
+        if not tokenizer.is_fast:
+            from adaptlab.errors import UserError
+
+            raise UserError("token classification needs a fast (Rust) tokenizer to map sub-tokens to words; this "
+                            "model's tokenizer is a slow one.")
+        enc = tokenizer(sentences, is_split_into_words=True, truncation=True, max_length=max_length)
+        cut, labels = [], []
+        for i, words in enumerate(sentences):
+            word_ids = enc.word_ids(i)
+            kept = {w for w in word_ids if w is not None}
+            cut.append(len(words) - len(kept))
+            if tags is not None:
+                labels.append(self._align(word_ids, tags[i]))
+        if tags is not None:
+            enc["labels"] = labels
+        return enc, cut
+
+    def _align(self, word_ids: list[int | None], tags: list[str]) -> list[int]:
+        out, previous = [], None
+        for w in word_ids:
+            if w is None:
+                out.append(IGNORE)
+            elif w != previous:
+                out.append(self.index[tags[w]])
+            elif self.subtokens == "all":
+                tag = tags[w]
+                out.append(self.index["I-" + tag[2:]] if tag.startswith("B-") else self.index[tag])
+            else:
+                out.append(IGNORE)
+            previous = w
+        return out
+
+    def dataset(self, tokenizer: Any, split: Any, max_length: int) -> Any:
+        from datasets import Dataset
+
+        enc, _ = self.encode(tokenizer, split.tokens, split.tags, max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids", "labels") if k in enc]
+        return Dataset.from_dict({k: enc[k] for k in keys})
+
+    def collator(self, tokenizer: Any) -> Any:
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer)
+
+    def label_ids(self, split: Any) -> np.ndarray:
+        """Every training word's label id (what class weights count)."""
+        return np.array([self.index[t] for tags in split.tags for t in tags], dtype=np.int64)
+
+    @torch.inference_mode()
+    def word_features(self, body: Any, tokenizer: Any, sentences: list[list[str]], batch_size: int, max_length: int,
+                      device: str) -> tuple[list[np.ndarray], list[int]]:
+        """Each word's frozen state (its first sub-token's last hidden state) per sentence, and the words cut."""
+        enc, cut = self.encode(tokenizer, sentences, None, max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        out: list[np.ndarray] = [np.zeros(0)] * len(sentences)
+        for start in range(0, len(sentences), batch_size):
+            idx = list(range(start, min(start + batch_size, len(sentences))))
+            batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
+            states = body(**{k: v.to(device) for k, v in batch.items()}).last_hidden_state.float().cpu().numpy()
+            for row, i in enumerate(idx):
+                first = {}
+                for position, w in enumerate(enc.word_ids(i)):
+                    first.setdefault(w, position)
+                kept = [first[w] for w in range(len(sentences[i])) if w in first]
+                out[i] = states[row, kept]
+        return out, cut
+
+    def probe_targets(self, split: Any, cut: list[int]) -> np.ndarray:
+        """Label ids of the words the probe sees (the words not cut by max_length), in order."""
+        return np.array([self.index[t] for tags, c in zip(split.tags, cut) for t in tags[:len(tags) - c]],
+                        dtype=np.int64)
+
+    def probe_output(self, probs: list[np.ndarray], cut: list[int]) -> TagOutput:
+        """Word probabilities per sentence -> tags (cut words O)."""
+        return TagOutput([[self.label_names[int(k)] for k in p.argmax(axis=1)] + ["O"] * c
+                          for p, c in zip(probs, cut)], words_cut=cut)
+
+    # -- prediction ----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, model: Any, tokenizer: Any, sentences: list[list[str]], batch_size: int, max_length: int,
+                device: str) -> TagOutput:
+        enc, cut = self.encode(tokenizer, sentences, None, max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
+        tags: list[list[str]] = [[] for _ in sentences]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
+            best = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(-1).cpu().numpy()
+            for row, i in enumerate(idx):
+                tags[i] = self._word_tags(enc.word_ids(int(i)), best[row], len(sentences[i]))
+        return TagOutput(tags, words_cut=cut)
+
+    def _word_tags(self, word_ids: list[int | None], best: np.ndarray, n_words: int) -> list[str]:
+        tags = ["O"] * n_words
+        seen = set()
+        for position, w in enumerate(word_ids):
+            if w is not None and w not in seen:
+                seen.add(w)
+                tags[w] = self.label_names[int(best[position])]
+        return tags
