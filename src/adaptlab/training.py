@@ -29,6 +29,8 @@ from adaptlab.errors import TrainingError
 CHECKPOINTS = "checkpoints"
 #: ``group_by_length: null`` groups batches by length from this many training examples on.
 GROUP_BY_LENGTH_FROM = 4000
+#: ``epochs: null`` trains for at least this many optimizer steps unless the task or the rung says otherwise.
+DEFAULT_MIN_STEPS = 150
 
 
 class TrainParams(BaseModel):
@@ -39,7 +41,10 @@ class TrainParams(BaseModel):
         None, gt=0, description="Passes over the training split. Default (null): as many whole passes as it takes to "
         "reach min_steps optimizer steps (at least 1, at most max_auto_epochs), so small data still trains enough.",
     )
-    min_steps: int = Field(150, gt=0, description="With epochs null: the fewest optimizer steps to train for.")
+    min_steps: int | None = Field(
+        None, gt=0, description="With epochs null: the fewest optimizer steps to train for. Default (null): the "
+        f"task's choice ({DEFAULT_MIN_STEPS} for classification, 500 for token classification, where each word is a "
+        "decision and most are O).")
     max_auto_epochs: int = Field(20, gt=0, description="With epochs null: the most passes min_steps may ask for.")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     learning_rate: float = Field(5e-5, gt=0, lt=1, description="Peak learning rate.")
@@ -102,7 +107,8 @@ class Schedule:
         per_epoch = max(1, math.ceil(examples / batch))
         epochs = params.epochs
         if epochs is None:
-            epochs = float(min(params.max_auto_epochs, max(1, math.ceil(params.min_steps / per_epoch))))
+            wanted = params.min_steps or DEFAULT_MIN_STEPS
+            epochs = float(min(params.max_auto_epochs, max(1, math.ceil(wanted / per_epoch))))
         steps = params.max_steps or math.ceil(per_epoch * epochs)
         grouped = params.group_by_length
         if grouped is None:

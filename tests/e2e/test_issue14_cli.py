@@ -250,12 +250,15 @@ def test_real_ctrl_c_exits_130_with_the_resume_command(tmp_path, sentiment_csv, 
     proc = subprocess.Popen([sys.executable, "-m", "adaptlab", "compare", str(config)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "250"})
     finished = tmp_path / "out" / "linear_probe" / "metrics.json"
-    deadline = time.monotonic() + 120
-    while not finished.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(2)  # into the lora rung
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while not finished.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # into the lora rung
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave a training process behind when the test fails
     assert proc.returncode == 130, (out, err)
     assert "finished rungs are kept" in flat(err) and f"adaptlab compare {config} --resume" in flat(err)
     assert "Traceback" not in err and json.loads(finished.read_text())["status"] == "ok"

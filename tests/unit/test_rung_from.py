@@ -73,8 +73,8 @@ def test_a_misspelt_from_key_suggests_from():
 def test_the_default_start_from_refuses(tmp_path):
     from adaptlab.methods import METHODS
 
-    method = METHODS.get("linear_probe")(METHODS.get("linear_probe").Params(), None)
-    with pytest.raises(UserError, match="linear_probe can't start from another rung's output"):
+    method = METHODS.get("embedding_zero_shot")(METHODS.get("embedding_zero_shot").Params(), None)
+    with pytest.raises(UserError, match="embedding_zero_shot can't start from another rung's output"):
         method.start_from(tmp_path, {})
 
 

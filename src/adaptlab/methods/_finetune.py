@@ -106,6 +106,12 @@ class FineTuneMethod(TorchModelAccounting, Method):
             return None
         return balanced_class_weights(self.objective.label_ids(data.train), self.ctx.num_labels)
 
+    def training_params(self) -> Any:
+        """The params with the task's defaults filled in where the rung leaves them null (``min_steps``)."""
+        if self.params.min_steps is not None:
+            return self.params
+        return self.params.model_copy(update={"min_steps": self.objective.min_steps})
+
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
         objective = self.objective
@@ -115,7 +121,7 @@ class FineTuneMethod(TorchModelAccounting, Method):
         self.model.train()
         result = train(
             self.model,
-            params=self.params,
+            params=self.training_params(),
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             collator=objective.collator(self.tokenizer),

@@ -31,8 +31,10 @@ def fmt(x: float | None, digits: int = 3) -> str:
 def leaderboard_table(board: dict) -> Table:
     primary = board["primary_metric"]
     table = Table(title=f"{board['ladder']}: {board['task']} on {board['model']} (test n={board['split']['test']})")
+    # accuracy beside the primary metric where the task reports one (classification), not an empty column otherwise
+    accuracy = any("accuracy" in e.get("metrics", {}) for e in board["rungs"]) and primary != "accuracy"
     for col, justify in [
-        ("#", "right"), ("rung", "left"), (f"{primary} [95% CI]", "left"), ("accuracy", "right"),
+        ("#", "right"), ("rung", "left"), (f"{primary} [95% CI]", "left"), *([("accuracy", "right")] * accuracy),
         ("trainable", "right"), ("train s", "right"), ("samples/s", "right"), ("peak MB", "right"),
         ("size", "right"), ("p50 ms", "right"),
     ]:
@@ -41,14 +43,14 @@ def leaderboard_table(board: dict) -> Table:
         if e["status"] != "ok":
             error = " ".join(str(e.get("error") or "").split())
             short = error if len(error) <= 70 else error[:69] + "…"  # the whole reason is printed below the table
-            table.add_row(str(i), e["rung"], f"[red]failed[/red]: {escape(short)}", *["-"] * 7)
+            table.add_row(str(i), e["rung"], f"[red]failed[/red]: {escape(short)}", *["-"] * (6 + accuracy))
             continue
         c, lo_hi = e["cost"], e.get("interval") or [None, None]
         table.add_row(
             str(i),
             e["rung"],
             f"{fmt(e['value'])} [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]{flag_mark(e)}",
-            fmt(e["metrics"].get("accuracy")),
+            *[fmt(e["metrics"].get("accuracy"))] * accuracy,
             f"{human_count(c.get('trainable_params'))} ({c.get('trainable_pct', 0):.2g}%)",
             fmt(c.get("train_seconds"), 1),
             fmt(c.get("train_samples_per_second"), 0),

@@ -42,8 +42,9 @@ class Task(Protocol):
 
     def encoder_objective(self, label_names: list[str], settings: dict) -> Any:
         """How the encoder rungs (head_only, top_layers, lora, full) learn this task: an object with ``build``,
-        ``load``, ``dataset``, ``collator``, ``label_ids``, ``predict``, ``peft_task_type`` and
-        ``default_class_weight`` (see ``tasks/_sequence_objective.py``). A task they can't learn raises UserError."""
+        ``load``, ``dataset``, ``collator``, ``label_ids``, ``predict``, ``peft_task_type``, ``probe_unit``,
+        ``min_steps`` and ``default_class_weight`` (see ``tasks/_sequence_objective.py``). A task they can't
+        learn raises UserError."""
 
     def predict(self, method: Any, split: Any) -> list[dict]:
         """Prediction records for a split: id, input, reference, prediction, scores."""

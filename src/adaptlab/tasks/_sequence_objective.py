@@ -10,6 +10,7 @@ import torch
 
 
 class SequenceObjective:
+    min_steps = 150  # optimizer steps ``epochs: null`` trains for at least (measured: README)
     peft_task_type = "SEQ_CLS"
     probe_unit = "text"  # the linear probe classifies each text's sentence embedding
     default_class_weight = "balanced"

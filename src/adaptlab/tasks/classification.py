@@ -77,6 +77,44 @@ def _warn_absent_labels(data: ClassificationData) -> None:
         )
 
 
+def _label_set(spec: Any, cleaned: dict[str, pd.DataFrame]) -> list[str]:
+    """task.labels, else the sorted training labels; a label outside the set in any split is a DataError."""
+    column = spec.data.label_column
+    label_names = list(spec.task.labels) if spec.task.labels else sorted(set(cleaned["train"][column]))
+    known = set(label_names)
+    for split_name, frame in cleaned.items():
+        unknown = sorted(set(frame[column]) - known) if len(frame) else []
+        if unknown:
+            source = frame.attrs.get("source", split_name)
+            raise DataError(
+                f"{source}: label(s) {unknown[:10]} in the {split_name} split are not in the label set "
+                f"{label_names}; add them to task.labels or fix the rows."
+            )
+    return label_names
+
+
+def _descriptions(spec: Any, label_names: list[str]) -> dict[str, str]:
+    descriptions = {name: name for name in label_names}
+    for name, desc in (spec.task.label_descriptions or {}).items():
+        if name not in descriptions:
+            raise DataError(f"task.label_descriptions: '{name}' is not a label; labels are {label_names}.")
+        descriptions[name] = desc
+    return descriptions
+
+
+def _to_split(frame: pd.DataFrame, data: Any, label_names: list[str]) -> Split:
+    if len(frame) == 0:
+        return Split(ids=[], texts=[], labels=np.zeros(0, dtype=np.int64), pairs=None)
+    index = {name: i for i, name in enumerate(label_names)}
+    rows = frame["_row"] if "_row" in frame else pd.Series(range(1, len(frame) + 1), index=frame.index)
+    return Split(
+        ids=[str(r) for r in rows],
+        texts=frame[data.text_column].tolist(),
+        labels=np.array([index[v] for v in frame[data.label_column]], dtype=np.int64),
+        pairs=frame[data.text_pair_column].tolist() if data.text_pair_column else None,
+    )
+
+
 @TASKS.register("classification")
 class ClassificationTask:
     Settings = TaskSpec
@@ -108,38 +146,11 @@ class ClassificationTask:
                                                             split=split_name)
             cleaned[split_name] = frame
 
-        seen = sorted(set(cleaned["train"][data.label_column]))
-        label_names = list(spec.task.labels) if spec.task.labels else seen
-        known = set(label_names)
-        for split_name, frame in cleaned.items():
-            if len(frame) == 0:
-                continue
-            unknown = sorted(set(frame[data.label_column]) - known)
-            if unknown:
-                source = frame.attrs.get("source", split_name)
-                raise DataError(
-                    f"{source}: label(s) {unknown[:10]} in the {split_name} split are not in the label set "
-                    f"{label_names}; add them to task.labels or fix the rows."
-                )
-        descriptions = {name: name for name in label_names}
-        for name, desc in (spec.task.label_descriptions or {}).items():
-            if name not in known:
-                raise DataError(
-                    f"task.label_descriptions: '{name}' is not a label; labels are {label_names}."
-                )
-            descriptions[name] = desc
+        label_names = _label_set(spec, cleaned)
+        descriptions = _descriptions(spec, label_names)
 
         def to_split(frame: pd.DataFrame) -> Split:
-            if len(frame) == 0:
-                return Split(ids=[], texts=[], labels=np.zeros(0, dtype=np.int64), pairs=None)
-            index = {name: i for i, name in enumerate(label_names)}
-            rows = frame["_row"] if "_row" in frame else pd.Series(range(1, len(frame) + 1), index=frame.index)
-            return Split(
-                ids=[str(r) for r in rows],
-                texts=frame[data.text_column].tolist(),
-                labels=np.array([index[v] for v in frame[data.label_column]], dtype=np.int64),
-                pairs=frame[data.text_pair_column].tolist() if data.text_pair_column else None,
-            )
+            return _to_split(frame, data, label_names)
 
         prepared = ClassificationData(
             label_names=label_names,

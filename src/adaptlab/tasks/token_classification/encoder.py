@@ -19,6 +19,7 @@ IGNORE = -100
 
 
 class TokenObjective:
+    min_steps = 500  # optimizer steps ``epochs: null`` trains for at least (measured: README)
     peft_task_type = "TOKEN_CLS"
     probe_unit = "word"  # the linear probe classifies each word's frozen state
     default_class_weight = "none"  # O dominates; balanced weights would trade precision for recall on rare types
