@@ -248,7 +248,11 @@ def test_real_ctrl_c_exits_130_with_the_resume_command(tmp_path, sentiment_csv, 
              {"method": "lora", "params": {"max_steps": 100000, "batch_size": 8, "evals_per_epoch": 0}}]
     config = write_config(tmp_path, sentiment_csv, tiny_bert, rungs)
     proc = subprocess.Popen([sys.executable, "-m", "adaptlab", "compare", str(config)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "250"})
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "250", "PYTHONFAULTHANDLER": "1"},
+                            # a terminal's Ctrl-C: the child must not inherit an ignored SIGINT from this process
+                            # (an earlier in-process test can leave it ignored; the child then trains on forever)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     finished = tmp_path / "out" / "linear_probe" / "metrics.json"
     try:
         deadline = time.monotonic() + 120
@@ -256,7 +260,12 @@ def test_real_ctrl_c_exits_130_with_the_resume_command(tmp_path, sentiment_csv, 
             time.sleep(0.2)
         time.sleep(2)  # into the lora rung
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack: where it hangs
+            out, err = proc.communicate(timeout=30)
+            pytest.fail(f"no exit 120 s after Ctrl-C; stdout: {out[-2000:]}\nstderr: {err[:8000]}")
     finally:
         proc.kill()  # never leave a training process behind when the test fails
     assert proc.returncode == 130, (out, err)

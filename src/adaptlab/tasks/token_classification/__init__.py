@@ -67,10 +67,11 @@ class TokenClassificationTask:
         data = build_data(rows, ids, settings.scheme)
         unseen = unseen_types(data)
         if unseen:
-            name, kind, rows = unseen[0]
+            name, kind, sentence_ids = unseen[0]
             source = frames.get(name, frames["train"]).attrs.get("source", name)
             more = f" ({len(unseen) - 1} more such types)" if len(unseen) > 1 else ""
-            raise DataError(f"{source}: entity type {kind!r} (rows {', '.join(rows[:5])}) is in the {name} split "
+            shown = ", ".join(sentence_ids[:5])
+            raise DataError(f"{source}: entity type {kind!r} (rows {shown}) is in the {name} split "
                             f"but never in training{more}, so no model can learn it: add training sentences with "
                             "it, or retag it as O.")
         return data
