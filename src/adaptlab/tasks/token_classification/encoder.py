@@ -122,26 +122,11 @@ class TokenObjective:
                           for p, c in zip(probs, cut)], words_cut=cut)
 
     # -- prediction ----------------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def predict(self, model: Any, tokenizer: Any, sentences: list[list[str]], batch_size: int, max_length: int,
                 device: str) -> TagOutput:
-        enc, cut = self.encode(tokenizer, sentences, None, max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
-        tags: list[list[str]] = [[] for _ in sentences]
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
-            best = model(**{k: v.to(device) for k, v in batch.items()}).logits.argmax(-1).cpu().numpy()
-            for row, i in enumerate(idx):
-                tags[i] = self._word_tags(enc.word_ids(int(i)), best[row], len(sentences[i]))
-        return TagOutput(tags, words_cut=cut)
+        """Tags per word through the same alignment every shipped backend uses (:func:`ship.word_logits`)."""
+        from adaptlab.tasks.token_classification.ship import tags_of, torch_backend, word_logits
 
-    def _word_tags(self, word_ids: list[int | None], best: np.ndarray, n_words: int) -> list[str]:
-        tags = ["O"] * n_words
-        seen = set()
-        for position, w in enumerate(word_ids):
-            if w is not None and w not in seen:
-                seen.add(w)
-                tags[w] = self.label_names[int(best[position])]
-        return tags
+        logits = word_logits(torch_backend(model, device), tokenizer, sentences, max_length, batch_size)
+        return TagOutput([tags_of(rows, self.label_names) for rows in logits],
+                         words_cut=[int(np.isnan(rows).any(axis=1).sum()) for rows in logits])

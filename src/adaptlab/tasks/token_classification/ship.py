@@ -40,14 +40,15 @@ def onnx_backend(file: Path) -> Backend:
     return lambda batch: session.run(["logits"], {k: batch[k].astype(np.int64) for k in names})[0]
 
 
-def word_logits(run: Backend, tokenizer: Any, sentences: Sequence[list[str]], max_length: int) -> list[np.ndarray]:
+def word_logits(run: Backend, tokenizer: Any, sentences: Sequence[list[str]], max_length: int,
+                batch_size: int = BATCH_SIZE) -> list[np.ndarray]:
     """(words, labels) logits per sentence; words past ``max_length`` get a row of NaN (predicted O)."""
     enc = tokenizer(list(sentences), is_split_into_words=True, truncation=True, max_length=max_length)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     out: list[np.ndarray] = [np.zeros(0)] * len(sentences)
     order = np.argsort([len(x) for x in enc["input_ids"]], kind="stable")
-    for start in range(0, len(order), BATCH_SIZE):
-        idx = order[start:start + BATCH_SIZE]
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
         batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="np")
         logits = run({k: np.asarray(v, dtype=np.int64) for k, v in batch.items()})
         for row, i in enumerate(idx):
