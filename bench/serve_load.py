@@ -4,6 +4,7 @@
     .venv/bin/python bench/serve_load.py --adapter rt=runs/rotten_tomatoes/lora \
         --adapter probe=runs/rotten_tomatoes/linear_probe
     .venv/bin/python bench/serve_load.py --base tiny-random-bert --duration 10     # a quick smoke run
+    .venv/bin/python bench/serve_load.py --replicas 2 --skip-naive     # 1 vs 2 replicas (Ray Serve), same run
 
 What it does, all on 127.0.0.1:
 1. Trains two LoRA classifiers on the base for a few steps on synthetic sentiment texts, one on the true labels and
@@ -14,6 +15,8 @@ What it does, all on 127.0.0.1:
    and the bare base, zero-shot) for --duration seconds; every answer is checked against the expected one.
 4. The same against the naive baseline: the same HTTP layer, but each request loads its adapter from disk onto
    the base, runs alone (no batching) and unloads it again.
+5. With --replicas N (N > 1): the same against `adaptlab serve --replicas N` (Ray Serve, one front), right after
+   the one-process server of step 3, so that 1 and N replicas are measured in the same run.
 Prints (and with --out writes) req/s, p50/p95/p99 latency, errors, lost and mixed-up responses per server.
 Exit code 1 if any response was lost or mixed up.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -116,11 +120,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(kind: str, base: str, adapters: dict[str, Path], port: int, log: Path) -> subprocess.Popen:
+def start_server(kind: str, base: str, adapters: dict[str, Path], port: int, log: Path,
+                 replicas: int = 1, replica_cpus: float = 1.0) -> subprocess.Popen:
     flags = [arg for name, path in adapters.items() for arg in ("--adapter", f"{name}={path}")]
-    if kind == "adaptlab":
+    if kind in ("adaptlab", "replicas"):
         cmd = [sys.executable, "-m", "adaptlab", "serve", "--base", base, *flags, "--host", HOST, "--port", str(port),
                "--max-queue", "1024"]
+        if kind == "replicas":
+            cmd += ["--replicas", str(replicas), "--replica-cpus", str(replica_cpus)]
     else:
         cmd = [sys.executable, __file__, "--naive-server", "--base", base, *flags, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -141,11 +148,19 @@ def start_server(kind: str, base: str, adapters: dict[str, Path], port: int, log
 
 
 def stop_server(proc: subprocess.Popen) -> None:
+    """Stop the server and whatever it started (Ray's processes with --replicas)."""
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
     proc.terminate()
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 class NaiveEngine:
@@ -232,7 +247,7 @@ async def load(url: str, models: list[str], texts: list[str], expected: dict, cl
     """``clients`` concurrent clients for ``duration`` seconds; each answer checked against ``expected``."""
     import httpx
 
-    stats = {"latencies": [], "errors": {}, "lost": 0, "mixed": 0, "distinguishing": 0, "sent": 0}
+    stats = {"latencies": [], "errors": {}, "lost": 0, "mixed": 0, "distinguishing": 0, "sent": 0, "replicas": set()}
     stop_at = time.perf_counter() + duration
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
@@ -252,6 +267,8 @@ async def load(url: str, models: list[str], texts: list[str], expected: dict, cl
                 stats["errors"][r.status_code] = stats["errors"].get(r.status_code, 0) + 1
                 continue
             stats["latencies"].append(elapsed)
+            if "x-adaptlab-replica" in r.headers:  # which replica answered (adaptlab serve --replicas N)
+                stats["replicas"].add(r.headers["x-adaptlab-replica"])
             got, want = r.json(), expected[(model, i)]
             data = got.get("data") or [{}]
             same = got.get("model") == model and data[0].get("label") == want["label"] and all(
@@ -282,18 +299,46 @@ def summary(name: str, stats: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = "| server | requests ok | req/s | p50 ms | p95 ms | p99 ms | errors | lost | mixed up |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    head = "| server | requests ok | req/s | p50 ms | p95 ms | p99 ms | errors | lost | mixed up | start-up s |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         errors = sum(r["errors"].values())
         lines.append(f"| {r['server']} | {r['requests_ok']} | {r['req_per_s']:.1f} | {r['p50_ms']:.0f} | "
-                     f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {errors} | {r['lost']} | {r['mixed_up']} |")
+                     f"{r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {errors} | {r['lost']} | {r['mixed_up']} | "
+                     f"{r.get('startup_s', float('nan')):.0f} |")
     return "\n".join(lines)
 
 
 def _parse(value: str) -> tuple[str, Path]:
     name, _, path = value.partition("=")
     return name, Path(path).expanduser().resolve()
+
+
+SERVER_NAMES = {"adaptlab": "adaptlab serve (adapters resident, micro-batched)",
+                "naive": "naive (adapter loaded per request, no batching)"}
+
+
+def measure(kind: str, args: argparse.Namespace, adapters: dict[str, Path], models: list[str], texts: list[str],
+            work: Path) -> dict:
+    """Start one server, take its reference answers, load it for --duration seconds, stop it; its summary row."""
+    port, started = free_port(), time.perf_counter()
+    proc = start_server(kind, args.base, adapters, port, work / f"{kind}.log", args.replicas, args.replica_cpus)
+    startup_s = time.perf_counter() - started
+    try:
+        url = f"http://{HOST}:{port}"
+        expected = asyncio.run(expected_answers(url, models, texts))
+        stats = asyncio.run(load(url, models, texts, expected, args.clients, args.duration, args.seed))
+    finally:
+        stop_server(proc)
+    name = SERVER_NAMES.get(kind, f"adaptlab serve --replicas {args.replicas} (Ray Serve)")
+    row = {**summary(name, stats), "startup_s": startup_s}
+    if kind == "replicas":
+        row["replicas_answering"] = len(stats["replicas"])
+    answered = f", answered by {len(stats['replicas'])} replicas" if stats["replicas"] else ""
+    print(f"{kind}: up in {startup_s:.0f} s; {row['requests_ok']} ok, {row['req_per_s']:.1f} req/s, "
+          f"p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, "
+          f"lost {row['lost']}, mixed up {row['mixed_up']}{answered}")
+    return row
 
 
 def main() -> None:
@@ -306,6 +351,8 @@ def main() -> None:
     p.add_argument("--texts", type=int, default=48, help="Distinct request texts.")
     p.add_argument("--no-base", action="store_true", help="Leave the bare base model out of the request mix.")
     p.add_argument("--skip-naive", action="store_true", help="Measure adaptlab serve only.")
+    p.add_argument("--replicas", type=int, default=1, help="Above 1: also measure adaptlab serve --replicas N.")
+    p.add_argument("--replica-cpus", type=float, default=1.0, help="Ray CPUs per replica (--replicas above 1).")
     p.add_argument("--out", type=Path, help="Write the results as JSON here.")
     p.add_argument("--workdir", type=Path, help="Where the pair and logs go (default: a temporary folder).")
     p.add_argument("--seed", type=int, default=0)
@@ -323,29 +370,17 @@ def main() -> None:
     texts = request_texts(args.texts)
     print(f"base {args.base}; models {', '.join(models)}; {args.clients} clients x {args.duration:g} s per server; "
           f"{len(texts)} texts; {os.cpu_count()} CPUs")
-    rows = []
-    for kind in ("adaptlab", "naive") if not args.skip_naive else ("adaptlab",):
-        port = free_port()
-        proc = start_server(kind, args.base, adapters, port, work / f"{kind}.log")
-        try:
-            url = f"http://{HOST}:{port}"
-            expected = asyncio.run(expected_answers(url, models, texts))
-            stats = asyncio.run(load(url, models, texts, expected, args.clients, args.duration, args.seed))
-        finally:
-            stop_server(proc)
-        name = "adaptlab serve (adapters resident, micro-batched)" if kind == "adaptlab" else \
-            "naive (adapter loaded per request, no batching)"
-        rows.append(summary(name, stats))
-        print(f"{kind}: {rows[-1]['requests_ok']} ok, {rows[-1]['req_per_s']:.1f} req/s, p50 "
-              f"{rows[-1]['p50_ms']:.0f} ms, lost {rows[-1]['lost']}, mixed up {rows[-1]['mixed_up']}")
+    kinds = ["adaptlab", *(["replicas"] if args.replicas > 1 else []), *([] if args.skip_naive else ["naive"])]
+    rows = [measure(kind, args, adapters, models, texts, work) for kind in kinds]
     print()
     print(table(rows))
-    if len(rows) == 2:
-        print(f"\nthroughput x{rows[0]['req_per_s'] / max(rows[1]['req_per_s'], 1e-9):.1f}, "
-              f"p50 latency x{rows[1]['p50_ms'] / max(rows[0]['p50_ms'], 1e-9):.1f} lower")
+    for other in rows[1:]:
+        print(f"\n{other['server']}: x{other['req_per_s'] / max(rows[0]['req_per_s'], 1e-9):.2f} the throughput, "
+              f"x{other['p50_ms'] / max(rows[0]['p50_ms'], 1e-9):.2f} the p50 latency of {rows[0]['server']}")
     if args.out:
         args.out.write_text(json.dumps({"base": args.base, "models": models, "clients": args.clients,
-                                        "duration_s": args.duration, "cpus": os.cpu_count(), "rows": rows}, indent=2))
+                                        "duration_s": args.duration, "cpus": os.cpu_count(),
+                                        "replicas": args.replicas, "rows": rows}, indent=2))
     if any(r["lost"] or r["mixed_up"] for r in rows):
         raise SystemExit(1)
 

@@ -94,6 +94,14 @@ def compare(
     if check_repro:
         _check_repro(ladder, check_repro)
         return
+    from adaptlab.distributed import is_main
+
+    if not is_main():  # another process of a run on several (torchrun): trains with the main one, prints nothing
+        try:
+            run_compare(ladder, resume=resume, only=only)
+        except KeyboardInterrupt:  # Ctrl-C reaches every process; the main one says how to resume
+            raise typer.Exit(130) from None
+        return
     d = ladder.data
     console.print(
         f"[bold]{spec.name}[/bold]: {spec.task.type}, model {spec.model}, split train={len(d.train)} "

@@ -32,11 +32,13 @@ from pydantic import (
     model_validator,
 )
 
+from adaptlab.distributed import DistributedSpec
 from adaptlab.errors import ConfigError, UserError, did_you_mean
 from adaptlab.specs import MAX_SEED, Spec, check_seed
 from adaptlab.tasks._settings import TEMPLATE_FIELDS, GenerationSpec, TaskSpec
 
 __all__ = ["MAX_SEED", "TEMPLATE_FIELDS", "DataSpec", "GenerationSpec", "LadderSpec", "RungSpec", "Spec", "TaskSpec",
+           "TuningSpec",
            "check_seed", "load_ladder", "parse_ladder", "rung_params"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -131,6 +133,38 @@ class RungSpec(Spec):
         return v
 
 
+class TuningSpec(Spec):
+    """An equal tuning budget for every tuned rung, chosen on the validation split (the test split is read once,
+    by each rung's chosen configuration). Tuned rungs: those whose method declares a search space (every rung that
+    trains), or the ones named in ``rungs``. Trial 0 is always the rung's configured (default) settings."""
+
+    trials: int | None = Field(None, gt=0, le=1000, description="Trials per tuned rung (the budget).")
+    minutes: float | None = Field(
+        None, gt=0, description="Minutes of search per tuned rung (no new trial starts after them); with trials, "
+        "whichever ends first.")
+    metric: str | None = Field(None, description="Validation metric to optimise (default: the task's primary one).")
+    pruning: bool = Field(True, description="Stop a trial early when its intermediate validation score is below the "
+                          "median of earlier trials at the same step (Optuna's MedianPruner).")
+    rungs: list[str] | None = Field(None, description="Rungs to tune (default: every rung with a search space).")
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per rung name, hyperparameters to search and their range "
+        "({low, high, log}) or choices ([...]), replacing the method's default dimension of that name.")
+
+    @model_validator(mode="after")
+    def _budget(self) -> TuningSpec:
+        from adaptlab.search_space import parse_dim
+
+        if self.trials is None and self.minutes is None:
+            raise ValueError("give a budget: trials (per rung), minutes (per rung) or both")
+        for rung, dims in self.space.items():
+            for name, raw in dims.items():
+                try:
+                    parse_dim(raw)
+                except ValueError as exc:
+                    raise ValueError(f"space.{rung}.{name}: {exc}") from None
+        return self
+
+
 class LadderSpec(Spec):
     """A whole ladder: every rung runs on the same split of the same data with the same base model."""
 
@@ -144,6 +178,14 @@ class LadderSpec(Spec):
     )
     rungs: list[RungSpec] = Field(..., min_length=1)
     seed: int = Field(0, description="Seed for the split, initialisation and data order.")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Training seeds: each rung that trains is repeated with each (same split, "
+        "from `seed`); the leaderboard shows mean and spread, and two rungs are called different only when the "
+        "difference holds on every seed. The first seed's run is the one shipped.")
+    tuning: TuningSpec | None = Field(None, description="Tune every trained rung with the same budget (Optuna).")
+    distributed: DistributedSpec | None = Field(
+        None, description="How trained rungs train when the ladder is launched on several processes (torchrun, "
+        "accelerate launch): strategy ddp (default) or deepspeed. Ignored on one process.")
     output_dir: str | None = Field(None, description="Where runs are written (default: runs/<name>).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off unless you trust it.")
@@ -151,6 +193,15 @@ class LadderSpec(Spec):
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are resolved against.")
 
     _seed = field_validator("seed")(check_seed)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None) -> list[int] | None:
+        for seed in v or []:
+            check_seed(seed)
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds repeat ({v}); each training seed once")
+        return v
 
     @field_validator("device")
     @classmethod
@@ -296,6 +347,8 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         except ValidationError as err:
             problems += format_validation_error(err, prefix=f"rungs[{i}].params")
     problems += from_problems(rungs)
+    if spec is not None and spec.tuning is not None:
+        problems += tuning_problems(spec)
     if problems:
         raise ConfigError(source, problems)
     assert spec is not None
@@ -336,6 +389,37 @@ def from_problems(rungs: list[Any]) -> list[str]:
                             f"order, so move '{parent}' above '{name}'.")
         elif rung["method"] in METHODS and method_of[parent] not in METHODS.get(rung["method"]).starts_from:
             problems.append(f"{where}: {_cannot_start(rung['method'], method_of[parent], METHODS)}")
+    return problems
+
+
+def tuning_problems(spec: LadderSpec) -> list[str]:
+    """What is wrong with ``tuning:`` beyond its own schema: rungs it names that the ladder lacks, searched
+    hyperparameters the rung's method doesn't have, range ends or choices the method refuses."""
+    from adaptlab.methods import METHODS
+    from adaptlab.search_space import Choice, parse_dim
+
+    names = [r.run_name for r in spec.rungs]
+    problems = [f"tuning.rungs: no rung named '{n}'.{did_you_mean(n, names)} Rungs: {names}"
+                for n in spec.tuning.rungs or [] if n not in names]
+    for rung_name, dims in spec.tuning.space.items():
+        if rung_name not in names:
+            problems.append(f"tuning.space.{rung_name}: no rung of that name.{did_you_mean(rung_name, names)}")
+            continue
+        rung = spec.rung(rung_name)
+        params_model = METHODS.get(rung.method).Params
+        for name, raw in dims.items():
+            where = f"tuning.space.{rung_name}.{name}"
+            if name not in params_model.model_fields:
+                fields = list(params_model.model_fields)
+                problems.append(f"{where}: {rung.method} has no parameter '{name}'.{did_you_mean(name, fields)}")
+                continue
+            dim = parse_dim(raw)
+            for value in dim.values if isinstance(dim, Choice) else (dim.low, dim.high):
+                value = int(value) if not isinstance(dim, Choice) and dim.integer else value
+                try:
+                    params_model.model_validate({**rung.params, name: value})
+                except ValidationError as err:
+                    problems += format_validation_error(err, prefix=f"{where} ({value!r})")
     return problems
 
 

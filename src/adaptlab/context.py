@@ -55,9 +55,12 @@ class RunContext:
     def torch_device(self) -> str:
         import torch
 
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
+        from adaptlab.distributed import is_distributed, local_rank
+
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+        if device == "cuda" and is_distributed():  # one process per GPU (torchrun, accelerate launch)
+            return f"cuda:{local_rank()}"
+        return device
 
     @cached_property
     def _shared(self) -> dict[Hashable, Cache]:

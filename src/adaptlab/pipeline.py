@@ -16,19 +16,23 @@ re-running the parent with other settings invalidates it. A parent that failed o
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 import shutil
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaptlab import distributed
 from adaptlab.config import LadderSpec, RungSpec, rung_params
 from adaptlab.context import RunContext
 from adaptlab.cost import cost_summary, dir_size, latency_ms, measure
-from adaptlab.errors import UserError
+from adaptlab.errors import UserError, did_you_mean
 from adaptlab.evaluation.metrics import higher_is_better
 from adaptlab.methods import METHODS, Method
 from adaptlab.runs import registry
@@ -44,7 +48,7 @@ from adaptlab.runs.files import (
 from adaptlab.runs.provenance import provenance
 from adaptlab.runs.result import RungResult
 from adaptlab.tasks import get_task
-from adaptlab.training import STEP_REPORTER
+from adaptlab.training import STEP_REPORTER, VALIDATION_SCORER, ValidationScorer
 
 Progress = Callable[[str, str], None]
 
@@ -75,10 +79,13 @@ def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> s
         "task": ladder.spec.task.model_dump(mode="json"), "seed": ladder.spec.seed,
         "max_length": ladder.spec.data.max_length,
     }
+    if ladder.ctx.seed != ladder.spec.seed:  # a training seed other than the split's (`seeds:`); else as always
+        key["train_seed"] = ladder.ctx.seed
     if rung.from_ is not None:  # only then: the hashes of rungs without `from` stay what they always were
         if rung.from_ in (*_below, rung.run_name):  # parse_ladder reports cycles; a spec built in code may have one
             raise UserError(f"rung '{rung.run_name}' starts from '{rung.from_}', which starts from it: a cycle.")
-        key["from"] = rung_hash(ladder, ladder.spec.rung(rung.from_), (*_below, rung.run_name))
+        parent = chosen_rung(ladder, ladder.spec.rung(rung.from_))
+        key["from"] = rung_hash(ladder, parent, (*_below, rung.run_name))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -87,12 +94,18 @@ def parent_record(ladder: Ladder, rung: RungSpec, inputs: Path) -> dict[str, str
     with, and its folder in ``inputs`` (the ladder's output). None for a rung that starts from the base model."""
     if rung.from_ is None:
         return None
-    parent = ladder.spec.rung(rung.from_)
+    parent = chosen_rung(ladder, ladder.spec.rung(rung.from_))
     return {"rung": parent.run_name, "rung_sha256": rung_hash(ladder, parent), "dir": str(inputs / parent.run_name)}
 
 
 def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
-    """Load and split the data once, resolve the base model, build the shared context."""
+    """Load and split the data once, resolve the base model, build the shared context (on several processes the
+    main one first, so that it alone downloads or builds into the shared caches)."""
+    with distributed.main_first("loading the data and the model"):
+        return _prepare(spec, output)
+
+
+def _prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     from adaptlab.data.source import load_frames
 
     check_output_folder(output or spec.output_path())
@@ -106,7 +119,7 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
         label_names=data.meta().get("label_names", []),
         label_descriptions=data.meta().get("label_descriptions", {}),
         max_length=spec.data.max_length,
-        seed=spec.seed,
+        seed=training_seeds(spec)[0],
         device=spec.device,
         trust_remote_code=spec.trust_remote_code,
         allow_pickle=spec.allow_pickle,
@@ -182,17 +195,20 @@ def run_rung(
     run = _stage(ladder, rung, resume, progress, parent)
     base = _unfinished(run, parent)
     method: Method | None = None
+    agreement = _lead_rung(ladder, rung, resume, inputs)  # on several processes: the others fit it with this one
     try:
         method = build_method(rung, ladder.ctx)
         if parent is not None:
             _start_from(run, method, parent)  # before setup(), which loads the weights
         fit, meter = _fit(run, method, resume)
+        agreement.fitted(method.trainable_state, run.write_info)  # raises when another process failed
         evaluation = _evaluate(run, method, fit)
         cost = _measure(run, method, fit, meter)
         result = _results(run, base, evaluation, cost, fit)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failing rung is recorded; the ladder goes on
+        agreement.failed(exc)  # first: stops the run (checkpoints kept) when the other processes can't agree
         detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         (run.staging / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
         shutil.rmtree(run.staging / "checkpoints", ignore_errors=True)
@@ -269,16 +285,31 @@ def _start_from(run: RungRun, method: Method, parent: dict[str, str]) -> None:
     method.start_from(folder, info)
 
 
-def _fit(run: RungRun, method: Method, resume: bool) -> tuple[dict, Any]:
-    """Load the base and fit, metered (time, peak memory); run.json records what training actually did."""
+def validation_scorer(ladder: Ladder, method: Method) -> ValidationScorer | None:
+    """How training scores ``method`` on the validation split with the task's primary metric (no intervals: the
+    task's ``score``), to keep the best weights and stop early; None when the validation split is empty."""
+    task, split = ladder.task, ladder.data.validation
+    if not len(split):
+        return None
+    meta, primary = {**ladder.data.meta(), "seed": ladder.spec.seed}, task.primary_metric
+    return ValidationScorer(primary, higher_is_better(primary),
+                            lambda: float(task.score(task.predict(method, split), meta)[primary]))
+
+
+def _fit(run: RungRun, method: Method, resume: bool,
+         scorer: ValidationScorer | None = None) -> tuple[dict, Any]:
+    """Load the base and fit, metered (time, peak memory); run.json records what training actually did.
+    ``scorer`` replaces the validation scorer training keeps the best weights by (a tuning trial's reports)."""
     run.say("loading")
     with measure() as meter:
         method.setup()
         run.say("training")
         token = STEP_REPORTER.set(lambda step, total, loss: run.say(_step_text(step, total, loss)))
+        scorer_token = VALIDATION_SCORER.set(scorer or validation_scorer(run.ladder, method))
         try:
             fit = method.fit(run.ladder.data, run.staging, resume=resume)
         finally:
+            VALIDATION_SCORER.reset(scorer_token)
             STEP_REPORTER.reset(token)
     training = training_record(fit)
     if training:  # epochs derived from the data size, class weights
@@ -329,8 +360,9 @@ def _results(run: RungRun, base: RungResult, evaluation: dict, cost: dict, fit: 
 
 
 def training_record(fit: dict) -> dict:
-    """The resolved training settings a fit reports (schedule, class weights); empty for rungs that don't train."""
-    return {k: fit[k] for k in ("schedule", "class_weights") if fit.get(k) is not None}
+    """The resolved training settings a fit reports (schedule, class weights, which weights were kept: selection);
+    empty for rungs that don't train."""
+    return {k: fit[k] for k in ("schedule", "class_weights", "selection") if fit.get(k) is not None}
 
 
 def _staged_hash(staging: Path) -> str | None:
@@ -386,25 +418,23 @@ def compare(
     ladder: Ladder, *, resume: bool = False, only: list[str] | None = None, progress: Progress | None = None
 ) -> dict:
     """Run every rung (or those named in ``only``) on the ladder's split, in the config's order (a rung with
-    ``from`` after the rung it starts from); returns the leaderboard."""
+    ``from`` after the rung it starts from); returns the leaderboard. Launched on several processes (torchrun), the
+    main one runs the ladder and writes; the others fit its trained rungs with it and return {}
+    (see :mod:`adaptlab.distributed`)."""
     wanted = {ladder.spec.rung(n).run_name for n in only} if only else None
     rungs = [r for r in ladder.spec.rungs if wanted is None or r.run_name in wanted]
-    with OutputLock(ladder.output):
+    if not distributed.is_main():
+        return _follow(ladder)  # trains the rungs the main process announces; writes nothing
+    with distributed.leading(distributed_settings(ladder)), OutputLock(ladder.output):
         write_json_atomic(ladder.output / "ladder.json", ladder.spec.model_dump(mode="json", exclude={"base_dir"}))
         entries: dict[str, dict] = {}
         for rung in ladder.spec.rungs:  # keep earlier results of rungs not being re-run
             if rung not in rungs:
-                previous = finished_entry(ladder, rung)
+                previous = finished_entry(ladder, chosen_rung(ladder, rung))
                 if previous:
                     entries[rung.run_name] = previous
         for rung in rungs:
-            previous = finished_entry(ladder, rung) if resume else None
-            if previous:
-                if progress:
-                    progress(rung.run_name, "already finished (resume)")
-                entries[rung.run_name] = previous
-            else:
-                entries[rung.run_name] = run_rung(ladder, rung, resume=resume, progress=progress)
+            entries[rung.run_name] = run_configured(ladder, rung, resume=resume, progress=progress)
             write_leaderboard(ladder, list(entries.values()))
         shutil.rmtree(ladder.output / ".partial", ignore_errors=True)
         return write_leaderboard(ladder, list(entries.values()))
@@ -412,7 +442,9 @@ def compare(
 
 def check_repro(ladder: Ladder, rung_name: str, scratch: Path) -> dict:
     """Re-run a finished rung into ``scratch`` and diff its predictions and metrics with the recorded run."""
-    rung = ladder.spec.rung(rung_name)
+    if distributed.is_distributed():
+        raise UserError("--check-repro runs on one process; run it without torchrun / accelerate launch.")
+    rung = chosen_rung(ladder, ladder.spec.rung(rung_name))  # a tuned rung re-runs the settings its search chose
     recorded = ladder.output / rung_name
     if not (recorded / "metrics.json").is_file():
         raise UserError(f"{recorded}: no finished run to check; run `adaptlab compare` first.")
@@ -460,3 +492,272 @@ def load_run(run_dir: Path) -> tuple[Any, Method, dict]:
 
 def read_predictions(run_dir: Path) -> list[dict]:
     return read_jsonl(Path(run_dir) / "predictions.jsonl")
+
+
+# -- the configured rung: searched with the ladder's tuning budget, repeated over training seeds -------------------
+SEEDS_DIR = "seeds"
+
+
+def training_seeds(spec: LadderSpec) -> list[int]:
+    """The training seeds every training rung runs with (``seeds:``; default the ladder's one ``seed``)."""
+    return list(spec.seeds or [spec.seed])
+
+
+def run_configured(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None) -> dict:
+    """One rung as the ladder configures it; returns its leaderboard entry. With ``tuning:`` covering it, its
+    settings are searched on the validation split first and the chosen ones run like any rung (and the default
+    settings too, on test, for the report); with several ``seeds`` a training rung is repeated with each."""
+    search = tune_rung(ladder, rung, resume=resume, progress=progress) if _tuned(ladder, rung) else None
+    chosen = rung if search is None else _with_params(rung, search.chosen_params())
+    entry = _run_or_resume(ladder, chosen, resume, progress)
+    extra: dict[str, Any] = {}
+    if search is not None:
+        extra["tuning"] = _tuning_record(ladder, rung, chosen, search, entry, resume, progress)
+    if len(training_seeds(ladder.spec)) > 1 and METHODS.get(rung.method).trains:
+        extra["seeds"] = _seed_record(ladder, chosen, entry, resume, progress)
+    return _amend(ladder, chosen, extra) if extra and entry["status"] == "ok" else entry
+
+
+def _run_or_resume(ladder: Ladder, rung: RungSpec, resume: bool, progress: Progress | None,
+                   record: bool = True, inputs: Path | None = None) -> dict:
+    """The rung's entry: its finished result when resuming and it finished with these settings, else a new run."""
+    previous = finished_entry(ladder, rung) if resume else None
+    if previous is not None:
+        if progress:
+            progress(rung.run_name, "already finished (resume)")
+        return previous
+    return run_rung(ladder, rung, resume=resume, progress=progress, record=record, inputs=inputs)
+
+
+def _amend(ladder: Ladder, rung: RungSpec, extra: dict[str, Any]) -> dict:
+    """Add the search and seed records to the rung's published metrics.json; returns its new entry."""
+    path = ladder.output / rung.run_name / "metrics.json"
+    result = RungResult.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    result = result.model_copy(update=extra)
+    write_json_atomic(path, result.model_dump())
+    return result.entry()
+
+
+def _with_params(rung: RungSpec, params: dict[str, Any]) -> RungSpec:
+    return rung.model_copy(update={"params": {**rung.params, **params}})
+
+
+# -- tuning ----------------------------------------------------------------------------------------------------------
+def _space(ladder: Ladder, rung: RungSpec) -> dict:
+    from adaptlab.tuning import search_space
+
+    spec = ladder.spec.tuning
+    return search_space(spec, rung.run_name, METHODS.get(rung.method).search_space) if spec else {}
+
+
+def _tuned(ladder: Ladder, rung: RungSpec) -> bool:
+    from adaptlab.tuning import is_tuned
+
+    return is_tuned(ladder.spec.tuning, rung.run_name, _space(ladder, rung))
+
+
+def _search(ladder: Ladder, rung: RungSpec, resume: bool | None) -> Any:
+    """The rung's :class:`~adaptlab.tuning.Search`: continued from its record when ``resume``, started afresh when
+    not; with ``resume=None`` only read (None unless a finished search with these settings is on disk)."""
+    from adaptlab.tuning import TUNING_DIR, Search
+
+    spec = ladder.spec.tuning
+    assert spec is not None
+    space = _space(ladder, rung)
+    metric = spec.metric or ladder.task.primary_metric
+    key = {"rung": rung_hash(ladder, rung), "space": {k: v.model_dump(mode="json") for k, v in space.items()},
+           "budget": spec.model_dump(mode="json", include={"trials", "minutes", "metric", "pruning"})}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    configured = rung_params(rung).model_dump(mode="json")
+    args = dict(space=space, spec=spec, metric=metric, higher_is_better=higher_is_better(metric),
+                seed=ladder.ctx.seed, defaults={k: configured[k] for k in space})
+    folder = ladder.output / TUNING_DIR / rung.run_name
+    return Search.read(folder, digest, **args) if resume is None else Search.open(folder, digest, resume=resume,
+                                                                                   **args)
+
+
+def tune_rung(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None) -> Any:
+    """Search the rung's settings with the ladder's budget, on train and validation only; returns the search."""
+    search = _search(ladder, rung, resume)
+    say = (lambda stage: progress(rung.run_name, stage)) if progress else (lambda stage: None)
+    if search.trials and resume:
+        say(f"tuning: continuing after {len(search.trials)} recorded trial(s)")
+    while not search.done:
+        search.record(run_trial(ladder, rung, search.ask(), search.metric, search.folder, say))
+    best = search.best
+    say(f"tuning: chose trial {best.number} ({search.metric} {best.value:.4g} on validation)" if best
+        else "tuning: no trial finished; the configured settings run")
+    return search
+
+
+def chosen_rung(ladder: Ladder, rung: RungSpec) -> RungSpec:
+    """The rung with the settings its finished search chose (itself when it isn't tuned or not yet searched)."""
+    if not _tuned(ladder, rung):
+        return rung
+    search = _search(ladder, rung, resume=None)
+    return rung if search is None else _with_params(rung, search.chosen_params())
+
+
+def run_trial(ladder: Ladder, rung: RungSpec, live: Any, metric: str, folder: Path,
+              say: Callable[[str], None]) -> Any:
+    """Fit one trial's settings on the training split and score it on validation; the test split is sealed."""
+    from adaptlab.tuning import Pruned, Trial
+
+    trial = Trial(live.number, live.params)
+    say(f"tuning: trial {live.number} {json.dumps(live.params)}")
+    start = time.perf_counter()
+    workdir = folder / f"trial-{live.number}"
+    try:
+        method, fit = _fit_trial(ladder, _with_params(rung, live.params), workdir, live, metric, say)
+        trial.value = validation_score(ladder, method, metric, ladder.data.meta())
+        trial.trainable_params, trial.steps = method.parameter_counts()[0], fit.get("steps")
+    except Pruned:
+        trial.state = "pruned"
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # a failing trial is recorded; the search goes on
+        trial.state, trial.error = "failed", str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+    finally:  # shared caches (the base model's text embeddings) are kept across trials: the search reuses them
+        shutil.rmtree(workdir, ignore_errors=True)
+    trial.intermediate, trial.seconds = list(live.intermediate), time.perf_counter() - start
+    say(f"tuning: trial {live.number} {trial.state}" + (f", {metric} {trial.value:.4g}" if trial.value is not None
+                                                        else f": {trial.error}" if trial.error else ""))
+    return trial
+
+
+def _fit_trial(ladder: Ladder, rung: RungSpec, workdir: Path, live: Any, metric: str,
+               say: Callable[[str], None]) -> tuple[Method, dict]:
+    """Build, start (from its parent rung, if any) and fit a trial's method with the test split sealed; each
+    validation score the training reports goes to the search (which may prune the trial)."""
+    from adaptlab.tuning import SealedSplit
+
+    sealed = Ladder(**{**ladder.__dict__, "data": dataclasses.replace(ladder.data, test=SealedSplit())})
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = RungRun(sealed, rung, workdir, {}, say)
+    method = build_method(rung, ladder.ctx)
+    parent = parent_record(ladder, rung, ladder.output)
+    if parent is not None:
+        _start_from(run, method, parent)
+    meta = ladder.data.meta()  # the split's label set, read before the test split is sealed
+    score = live.reporting(lambda: validation_score(sealed, method, metric, meta))
+    fit, _ = _fit(run, method, resume=False, scorer=ValidationScorer(metric, higher_is_better(metric), score))
+    return method, fit
+
+
+def validation_score(ladder: Ladder, method: Method, metric: str, meta: dict) -> float:
+    """``metric`` of the method's predictions on the validation split; ``meta`` is the task data's meta()."""
+    records = ladder.task.predict(method, ladder.data.validation)
+    metrics = ladder.task.score(records, {**meta, "seed": ladder.spec.seed})
+    if metric not in metrics:
+        raise UserError(f"tuning.metric '{metric}' is not a metric of task '{ladder.spec.task.type}'."
+                        f"{did_you_mean(metric, list(metrics))} Its metrics: {sorted(metrics)}")
+    return float(metrics[metric])
+
+
+def _tuning_record(ladder: Ladder, rung: RungSpec, chosen: RungSpec, search: Any, entry: dict, resume: bool,
+                   progress: Progress | None) -> dict:
+    """The search's summary with the test scores of the chosen settings and (run now, when they differ from the
+    chosen ones) of the configured defaults: the report's "tuned vs default"."""
+    from adaptlab.tuning import TUNING_DIR
+
+    summary = search.summary()
+    tuned = {"params": search.chosen_params(), "validation": (summary["best"] or {}).get("validation"),
+             "test": entry.get("value"), "interval": entry.get("interval"), "dir": chosen.run_name}
+    default = {**summary["default"], "test": entry.get("value"), "interval": entry.get("interval"),
+               "dir": chosen.run_name}
+    if search.chosen_params() != search.defaults:
+        where = Ladder(**{**ladder.__dict__, "output": search.folder / "default"})
+        tagged = (lambda name, stage: progress(f"{name} (default settings)", stage)) if progress else None
+        result = _run_or_resume(where, rung, resume, tagged, record=False, inputs=ladder.output)
+        default.update(test=result.get("value"), interval=result.get("interval"),
+                       dir=str(Path(TUNING_DIR) / rung.run_name / "default" / rung.run_name))
+    registry.record_trials(ladder.output / chosen.run_name, ladder.spec.name, rung.run_name, search.metric,
+                           [t.to_dict() for t in search.trials])
+    return {**summary, "tuned": tuned, "default": default}
+
+
+# -- seeds -----------------------------------------------------------------------------------------------------------
+def seed_ladder(ladder: Ladder, seed: int) -> Ladder:
+    """The ladder with another training seed (same split, data and model), writing under ``seeds/seed-N``."""
+    ctx = copy.copy(ladder.ctx)  # shares the resolved model and the shared caches
+    ctx.seed = seed
+    return Ladder(**{**ladder.__dict__, "ctx": ctx, "output": ladder.output / SEEDS_DIR / f"seed-{seed}"})
+
+
+def _seed_record(ladder: Ladder, rung: RungSpec, entry: dict, resume: bool, progress: Progress | None) -> dict:
+    """Run the rung with every other training seed; its values per seed with their mean and spread."""
+    from adaptlab.evaluation.seeds import summarize
+
+    first, *others = training_seeds(ladder.spec)
+    values: dict[int, float | None] = {first: entry.get("value") if entry["status"] == "ok" else None}
+    dirs = {first: rung.run_name}
+    for seed in others:
+        where = seed_ladder(ladder, seed)
+        tagged = (lambda name, stage, s=seed: progress(f"{name} (seed {s})", stage)) if progress else None
+        result = _run_or_resume(where, rung, resume, tagged, record=False)
+        shutil.rmtree(where.output / ".partial", ignore_errors=True)
+        values[seed] = result.get("value") if result["status"] == "ok" else None
+        dirs[seed] = str(Path(SEEDS_DIR) / f"seed-{seed}" / rung.run_name)
+    return summarize(values, dirs)
+
+
+# -- many processes (torchrun, accelerate launch): the main process leads, the others fit with it ---------------------
+def distributed_settings(ladder: Ladder) -> distributed.DistributedSpec:
+    """The ladder's ``distributed:`` settings, its DeepSpeed config file resolved against the ladder's folder."""
+    spec = ladder.spec.distributed or distributed.DistributedSpec()
+    if distributed.is_distributed() and ladder.spec.tuning is not None:
+        raise UserError("tuning: searching settings on several processes is not supported yet; run the search on "
+                        "one process (without torchrun / accelerate launch), or drop `tuning:`.")
+    if spec.deepspeed_config:
+        spec = spec.model_copy(update={"deepspeed_config": str(ladder.spec.resolve_path(spec.deepspeed_config))})
+    return spec
+
+
+def _lead_rung(ladder: Ladder, rung: RungSpec, resume: bool, inputs: Path | None) -> distributed.RungAgreement:
+    """On several processes, a rung that trains through the Trainer is announced (after staging, so the others
+    find its folder ready) and fitted by every process; the others don't take part in any other rung."""
+    shared = distributed.is_distributed() and METHODS.get(rung.method).data_parallel
+    if shared:
+        distributed.announce({"rung": rung.model_dump(mode="json", by_alias=True), "seed": ladder.ctx.seed,
+                              "output": str(ladder.output), "resume": resume,
+                              "inputs": str(inputs) if inputs is not None else None})
+    return distributed.RungAgreement(rung.run_name, shared)
+
+
+def _follow(ladder: Ladder) -> dict:
+    """A process other than the main one: fit each rung the main process announces, until it stops."""
+    distributed.follow(distributed_settings(ladder), lambda command: _follow_rung(ladder, command))
+    return {}
+
+
+class _FollowerRun(RungRun):
+    """A follower's view of a rung: the main process's staging folder (where the Trainer's checkpoints go), but
+    run.json is the main process's to write."""
+
+    def write_info(self, **extra: Any) -> None:
+        self.info.update(extra)
+
+
+def _follow_rung(ladder: Ladder, command: dict) -> None:
+    """Fit an announced rung with the main process (the Trainer makes it one DDP/DeepSpeed run), then agree."""
+    rung = RungSpec.model_validate(command["rung"])
+    ctx = ladder.ctx
+    if command["seed"] != ctx.seed:  # another training seed (`seeds:`)
+        ctx = copy.copy(ctx)
+        ctx.seed = command["seed"]
+    here = Ladder(**{**ladder.__dict__, "ctx": ctx, "output": Path(command["output"])})
+    ctx.reset_caches()
+    run = _FollowerRun(here, rung, partial_dir(here.output, rung.run_name), {}, lambda stage: None)
+    agreement = distributed.RungAgreement(rung.run_name, True)
+    inputs = Path(command["inputs"]) if command["inputs"] else None
+    try:
+        method = build_method(rung, ctx)
+        parent = parent_record(here, rung, inputs or here.output)
+        if parent is not None:
+            _start_from(run, method, parent)
+        _fit(run, method, command["resume"])
+        agreement.fitted(method.trainable_state)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the main process records the rung's failure
+        agreement.failed(exc)

@@ -9,13 +9,14 @@ stops a rung whose loss stops being finite with the step, learning rate and a su
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from adaptlab.distributed import agree_on_main, rank, trainer_fields
 from adaptlab.errors import TrainingError
 
 CHECKPOINTS = "checkpoints"
@@ -66,6 +68,16 @@ class TrainParams(BaseModel):
     )
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Mixed precision on GPU (bf16 on Ampere or newer); CPU training stays fp32."
+    )
+    select_best: Literal["metric", "loss", "last"] = Field(
+        "metric", description="Which weights the rung keeps, judged at the validation evaluations "
+        "(evals_per_epoch): metric: those of the evaluation with the best task primary metric on the validation "
+        "split (macro-F1, ROUGE-L, entity F1...); loss: the lowest validation loss; last: the final weights. Ties go "
+        "to the later evaluation. Without a validation split (or evaluations) the final weights are kept.",
+    )
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop training after this many validation evaluations in a row that do not beat "
+        "the best score so far (the select_best score; with last, the metric). Default (null): never stop early.",
     )
 
     @model_validator(mode="after")
@@ -172,6 +184,27 @@ class StepReporter(TrainerCallback):
         self.report(state.global_step, state.max_steps, self.loss)
 
 
+@dataclass(frozen=True)
+class ValidationScorer:
+    """Scores the model being trained on the validation split with the task's metric (set by the pipeline).
+
+    ``score()`` predicts the validation split with the model as it is now and returns ``metric`` (the task's
+    primary metric, no intervals); ``higher_is_better`` is that metric's direction.
+    """
+
+    metric: str
+    higher_is_better: bool
+    score: Callable[[], float]
+
+
+#: Set by the pipeline for the rung being fitted: how :func:`train` scores validation with the task's metric.
+VALIDATION_SCORER: contextvars.ContextVar[ValidationScorer | None] = contextvars.ContextVar(
+    "VALIDATION_SCORER", default=None
+)
+#: Files of the selection state inside a checkpoint: the best weights so far and the bookkeeping around them.
+SELECTION_WEIGHTS, SELECTION_STATE = "selection.safetensors", "selection.json"
+
+
 class TimedCheckpoints(TrainerCallback):
     """Ask for a checkpoint whenever `minutes` of training have passed since the last one."""
 
@@ -180,10 +213,154 @@ class TimedCheckpoints(TrainerCallback):
         self.last = time.monotonic()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.monotonic() - self.last >= self.seconds:
+        due = time.monotonic() - self.last >= self.seconds
+        if agree_on_main(due) if args.world_size > 1 else due:  # every process saves at the same step
             control.should_save = True
             self.last = time.monotonic()
         return control
+
+
+@contextlib.contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Run a block without moving the random generators training draws from (generation reseeds torch's): the
+    steps after a validation scoring, and a run resumed from a checkpoint, draw the same numbers as without it."""
+    import random
+
+    import numpy as np
+
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+             torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])
+        if saved[3] is not None:
+            torch.cuda.set_rng_state_all(saved[3])
+
+
+def _main_value(value: float) -> float:
+    """The main process's ``value`` in every process (training on several, e.g. DDP): each scores the validation
+    split itself, and all must keep the same weights and stop at the same step."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return float(box[0])
+
+
+class ValidationSelection(TrainerCallback):
+    """Keeps the weights of the best validation evaluation, and stops training early (patience).
+
+    At each validation evaluation (``on_evaluate``, whose metrics hold the validation loss) it scores the model with
+    the task's metric when a :class:`ValidationScorer` is set (model in eval mode, random generators untouched, then
+    back to the mode it was in), adds ``eval_<metric>`` to that evaluation's metrics and log entry (the curve in the
+    history), and compares the watched score (``monitor``: "metric" or "loss") with the best so far.
+
+    Ties: an evaluation that equals the best replaces it (the later one wins). A flat metric, e.g. a small-data
+    classifier that predicts one class for a while or for the whole run, then keeps the weights that trained
+    longest among the equally good ones, never a barely trained early step; with a metric that never moves the rung
+    ends as it would with ``last``. For patience a tie is no improvement: ``patience`` evaluations in a row that do
+    not strictly beat the best stop training.
+
+    ``by`` "metric" or "loss" keeps a copy of the trainable parameters (``requires_grad``) of the best evaluation and
+    loads it into the model at the end of training; "last" keeps the final weights (only watching, for patience).
+    That copy and the bookkeeping are written into every checkpoint, inside its atomic write
+    (:data:`SELECTION_WEIGHTS`, :data:`SELECTION_STATE`), so a run resumed from a checkpoint knows the best as of
+    that step and ends with the same weights and record as a run never interrupted.
+    """
+
+    def __init__(self, model: torch.nn.Module, by: str, monitor: str, scorer: ValidationScorer | None,
+                 patience: int | None):
+        self.model, self.by, self.monitor, self.scorer, self.patience = model, by, monitor, scorer, patience
+        self.metric_key = f"eval_{scorer.metric}" if scorer is not None else None
+        self.best_step: int | None = None
+        self.best_value: float | None = None
+        self.evaluations = self.stale = 0
+        self.stopped_early_at: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        metrics = metrics if metrics is not None else {}
+        if self.scorer is not None:
+            metrics[self.metric_key] = value = _main_value(self._score())
+            last = state.log_history[-1] if state.log_history else None
+            if last is not None and last.get("step") == state.global_step:  # the entry Trainer.evaluate just logged
+                last[self.metric_key] = value
+            else:
+                state.log_history.append({self.metric_key: value, "step": state.global_step, "epoch": state.epoch})
+        self.evaluations += 1
+        self._judge(state.global_step, metrics.get(self.metric_key if self.monitor == "metric" else "eval_loss"))
+        if self.patience and self.stale >= self.patience and self.stopped_early_at is None:
+            control.should_training_stop = True
+            self.stopped_early_at = state.global_step
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.by != "last" and self.best_weights is not None:
+            own = self._trainable()
+            with torch.no_grad():
+                for name, value in self.best_weights.items():
+                    own[name].copy_(value.to(device=own[name].device, dtype=own[name].dtype))
+
+    def _score(self) -> float:
+        training = self.model.training
+        self.model.eval()
+        try:
+            with _random_state_kept(), torch.no_grad():
+                return float(self.scorer.score())
+        finally:
+            self.model.train(training)
+
+    def _judge(self, step: int, value: Any) -> None:
+        """Compare one evaluation's watched score with the best so far (see the class docstring for ties)."""
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.stale += 1
+            return
+        higher = self.monitor == "metric" and self.scorer.higher_is_better  # a loss: lower is better
+        gain = (value - self.best_value) * (1 if higher else -1) if self.best_value is not None else math.inf
+        if gain < 0:
+            self.stale += 1
+            return
+        self.stale = 0 if gain > 0 else self.stale + 1
+        self.best_step, self.best_value = step, float(value)
+        if self.by != "last":
+            self.best_weights = {n: p.detach().to("cpu", copy=True).contiguous() for n, p in self._trainable().items()}
+
+    def _trainable(self) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def _bookkeeping(self) -> dict[str, Any]:
+        return {"by": self.by, "monitor": self.monitor, "best_step": self.best_step, "best_value": self.best_value,
+                "evaluations": self.evaluations, "stale": self.stale, "stopped_early_at": self.stopped_early_at}
+
+    def save(self, folder: Path) -> None:
+        """Write the best weights so far and the bookkeeping into a checkpoint folder being written."""
+        import json
+
+        from safetensors.torch import save_file
+
+        if self.best_weights is not None:
+            save_file(self.best_weights, folder / SELECTION_WEIGHTS)
+        (folder / SELECTION_STATE).write_text(json.dumps(self._bookkeeping()), encoding="utf-8")
+
+    def load(self, folder: Path) -> None:
+        """Continue from what :meth:`save` wrote into ``folder``; state of another rule (by, monitor) is ignored."""
+        import json
+
+        from safetensors.torch import load_file
+
+        state_file = folder / SELECTION_STATE
+        saved = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else None
+        if not saved or (saved["by"], saved["monitor"]) != (self.by, self.monitor):
+            return
+        self.best_step, self.best_value, self.stale = saved["best_step"], saved["best_value"], saved["stale"]
+        self.evaluations, self.stopped_early_at = saved["evaluations"], saved["stopped_early_at"]
+        weights = folder / SELECTION_WEIGHTS
+        self.best_weights = load_file(weights) if weights.is_file() else None
 
 
 def _fsync_tree(path: Path) -> None:
@@ -233,7 +410,8 @@ class AtomicCheckpoints:
                 and getattr(inherited, "__func__", None) is Trainer._get_train_sampler):
             # only where the class keeps transformers' sampler: trl's GRPO/KTO samplers are theirs to keep
             lengths = [len(x) for x in dataset["input_ids"]]
-            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            # the whole optimizer step's examples (all processes'): grouped as on one process
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
             return EpochSeededLengthGroupedSampler(lengths, batch, self.args.data_seed or self.args.seed)
         return inherited(train_dataset)
 
@@ -243,18 +421,34 @@ class AtomicCheckpoints:
         run_dir = Path(self._get_output_dir(trial=trial))
         final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         tmp = run_dir / f"tmp-{final.name}"
-        shutil.rmtree(tmp, ignore_errors=True)
         real_output_dir = self.args.output_dir
-        # Let the base classes write into a scratch run dir, then move the finished checkpoint into place.
+        # Let the base classes write into a scratch run dir, then move the finished checkpoint into place. On
+        # several processes each writes its part (its RNG state) and the main process alone moves files.
         scratch = run_dir / ".scratch"
-        shutil.rmtree(scratch, ignore_errors=True)
+        main = self.accelerator.is_main_process
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         self.args.output_dir = str(scratch)
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self.args.output_dir = real_output_dir
+        self.accelerator.wait_for_everyone()
         written = scratch / final.name
+        for callback in self.callback_handler.callbacks if main else ():  # the best weights so far go with it
+            if isinstance(callback, ValidationSelection):
+                callback.save(written)
         _fault_point(f"checkpoint:{self.state.global_step}")
+        if main:
+            self._publish_checkpoint(run_dir, written, tmp, final, scratch)
+        self.accelerator.wait_for_everyone()
+
+    @staticmethod
+    def _publish_checkpoint(run_dir: Path, written: Path, tmp: Path, final: Path, scratch: Path) -> None:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
         _fsync_tree(written)
         written.rename(tmp)
         shutil.rmtree(final, ignore_errors=True)
@@ -288,8 +482,9 @@ def atomic_trainer_class(trainer_cls: type[Trainer]) -> type[Trainer]:
 
 def _fault_point(name: str) -> None:
     """Crash-test hook: ``ADAPTLAB_FAULT=checkpoint:N`` kills the process (SIGKILL) while checkpoint N is half
-    written. Used by the crash/resume tests; inert unless that variable is set."""
-    if os.environ.get("ADAPTLAB_FAULT") == name:
+    written (on several processes only the one whose RANK is ``ADAPTLAB_FAULT_RANK``, when that is set). Used by the
+    crash/resume tests; inert unless that variable is set."""
+    if os.environ.get("ADAPTLAB_FAULT") == name and os.environ.get("ADAPTLAB_FAULT_RANK") in (None, str(rank())):
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
@@ -400,7 +595,8 @@ def train(
     args_cls: type[TrainingArguments] | None = None,
     args_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place with ``trainer_cls``; returns {"history", "train_seconds", "samples", "steps", ...}.
+    """Train ``model`` in place with ``trainer_cls``; returns {"history", "train_seconds", "samples", "steps",
+    "selection", ...}.
 
     Any transformers Trainer subclass works (trl's ``SFTTrainer``/``DPOTrainer``, sentence-transformers'
     ``SentenceTransformerTrainer``): it is subclassed with :class:`AtomicCheckpoints`, and gets the loss guard,
@@ -409,35 +605,100 @@ def train(
     ``training_args_class`` if it names one, as sentence-transformers' do, else ``TrainingArguments``), with
     ``args_kwargs`` for that class's own fields. ``collator`` None leaves the class's default collator.
     ``loss_func`` replaces the model's own loss (the Trainer's ``compute_loss_func``), e.g. class-weighted.
+
+    At the validation evaluations the weights kept are chosen by ``params.select_best`` and training may stop early
+    (``params.early_stopping_patience``), see :class:`ValidationSelection`; the task's metric comes from
+    :data:`VALIDATION_SCORER` (without it, ``select_best: metric`` keeps the final weights). ``selection`` says
+    what was kept: {"by", "requested", "metric", "best_step", "best_value", "kept_step", "evaluations",
+    "stopped_early_at", "patience", "note"}; the history holds ``eval_<metric>`` at each evaluation.
     """
     schedule = Schedule.resolve(params, _num_examples(train_dataset))
     eval_steps = None
     if eval_dataset is not None and len(eval_dataset) and params.evals_per_epoch:
         eval_steps = max(1, schedule.steps_per_epoch // params.evals_per_epoch)
     args_cls = args_cls or getattr(trainer_cls, "training_args_class", TrainingArguments)
-    args = training_arguments(params, schedule, workdir, eval_steps, seed, use_cpu, args_cls, **(args_kwargs or {}))
+    extra = {**trainer_fields(params.batch_size, loss_func is not None, use_cpu), **(args_kwargs or {})}
+    use_cpu = extra.pop("use_cpu", use_cpu)  # DeepSpeed on CPU runs outside accelerate's cpu mode
+    args = training_arguments(params, schedule, workdir, eval_steps, seed, use_cpu, args_cls, **extra)
+    plan = SelectionPlan.resolve(params, VALIDATION_SCORER.get(), evaluates=eval_steps is not None)
+    selection = plan.callback(model, params.early_stopping_patience)
     trainer = _build_trainer(
         trainer_cls, workdir, loss_func, model=model, args=args, train_dataset=train_dataset,
-        eval_dataset=eval_dataset if eval_steps else None, data_collator=collator, callbacks=_callbacks(params),
-        **(trainer_kwargs or {}),
+        eval_dataset=eval_dataset if eval_steps else None, data_collator=collator,
+        callbacks=_callbacks(params) + ([selection] if selection else []), **(trainer_kwargs or {}),
     )
     checkpoint = last_checkpoint(workdir) if resume else None
+    if checkpoint is not None and selection is not None:
+        selection.load(checkpoint)
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - start
     final_loss = output.training_loss
     if not math.isfinite(final_loss):
         raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")
-    return _result(trainer, schedule, _num_examples(train_dataset), seconds, checkpoint)
+    result = _result(trainer, schedule, _num_examples(train_dataset), seconds, checkpoint, selection)
+    return {**result, "selection": plan.record(params, selection, trainer.state.global_step)}
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """Which weights :func:`train` keeps and what it watches, resolved from the params and what is available.
+
+    ``by``: what picks the weights kept ("metric", "loss", "last"); ``monitor``: the score watched at each
+    validation evaluation ("metric", "loss", or None: nothing to watch, no callback); ``note``: why ``by`` is not
+    what ``select_best`` asked (no evaluations, or no task metric because :data:`VALIDATION_SCORER` is unset, as
+    when ``train`` is called outside a ladder).
+    """
+
+    by: str
+    monitor: str | None
+    scorer: ValidationScorer | None
+    note: str | None
+
+    @classmethod
+    def resolve(cls, params: TrainParams, scorer: ValidationScorer | None, evaluates: bool) -> SelectionPlan:
+        wanted, note = params.select_best, None
+        if not evaluates:
+            if wanted != "last":
+                note = "no validation evaluations (empty validation split or evals_per_epoch 0)"
+            return cls("last", None, scorer, note)
+        by = wanted
+        if wanted == "metric" and scorer is None:
+            by, note = "last", "no task metric to score the validation split with (train called outside a ladder)"
+        monitor = by if by != "last" else None
+        if monitor is None and params.early_stopping_patience:
+            monitor = "metric" if scorer is not None else "loss"
+        return cls(by, monitor, scorer, note)
+
+    def callback(self, model: Any, patience: int | None) -> ValidationSelection | None:
+        return ValidationSelection(model, self.by, self.monitor, self.scorer, patience) if self.monitor else None
+
+    def record(self, params: TrainParams, selection: ValidationSelection | None, final_step: int) -> dict[str, Any]:
+        """The ``selection`` record :func:`train` returns (run.json and metrics.json ``training.selection``):
+        ``kept_step`` is the step whose weights the model ends with."""
+        found = selection is not None and selection.best_step is not None
+        restored = found and self.by != "last" and selection.best_weights is not None
+        metric = {"metric": self.scorer.metric if self.scorer else None, "loss": "loss"}.get(self.monitor or "")
+        return {
+            "by": self.by, "requested": params.select_best, "metric": metric,
+            "best_step": selection.best_step if found else None, "best_value": selection.best_value if found else None,
+            "kept_step": selection.best_step if restored else final_step,
+            "evaluations": selection.evaluations if selection else 0,
+            "stopped_early_at": selection.stopped_early_at if selection else None,
+            "patience": params.early_stopping_patience, "note": self.note,
+        }
+
+
+#: The keys of the Trainer's log entries kept in the history (plus ``eval_<metric>`` of the task's metric).
+HISTORY_KEYS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")
 
 
 def _result(trainer: Trainer, schedule: Schedule, examples: int, seconds: float,
-            checkpoint: Path | None) -> dict[str, Any]:
-    """What :func:`train` reports: the schedule, logged losses, time, samples and steps seen, where it resumed."""
-    history = [
-        {k: v for k, v in entry.items() if k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")}
-        for entry in trainer.state.log_history
-    ]
+            checkpoint: Path | None, selection: ValidationSelection | None = None) -> dict[str, Any]:
+    """What :func:`train` reports: the schedule, logged losses (and validation metric), time, samples and steps
+    seen, where it resumed."""
+    keep = HISTORY_KEYS + ((selection.metric_key,) if selection is not None and selection.metric_key else ())
+    history = [{k: v for k, v in entry.items() if k in keep} for entry in trainer.state.log_history]
     epochs_done = min(schedule.epochs, trainer.state.epoch or schedule.epochs)
     return {
         "schedule": schedule.to_dict(),

@@ -46,6 +46,7 @@ class FineTuneMethod(TorchModelAccounting, Method):
 
     Params = EncoderParams
     tasks = frozenset({"classification", "token_classification"})
+    data_parallel = True
 
     def __init__(self, params: Any, ctx: RunContext):
         super().__init__(params, ctx)

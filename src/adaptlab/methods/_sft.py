@@ -46,6 +46,7 @@ class SFTMethod(GenerativeMethod):
 
     Params: ClassVar[type] = SFTParams
     trains: ClassVar[bool] = True
+    data_parallel: ClassVar[bool] = True
 
     # -- data ----------------------------------------------------------------------------------------------------
     def encode_split(self, split: Any) -> Any:
@@ -82,6 +83,7 @@ class SFTMethod(GenerativeMethod):
                    for x, y in zip(train_ds["input_ids"], train_ds["labels"])]
         result["tokens"] = int(sum(lengths) * result["epochs"])
         result["answer_tokens"] = int(sum(sum(1 for t in y if t != -100) for y in train_ds["labels"]))
+        self._prompt_stats.clear()  # validation predictions while training are not the prompts the rung reports
         self.model.eval()
         self.after_fit(workdir)
         return result

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
 from adaptlab.registry import Registry
+from adaptlab.search_space import Dim
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,16 @@ class Method:
     Params: ClassVar[type[BaseModel]] = NoParams
     #: False for rungs that fit nothing (zero-shot); the contract test then expects no trainable state.
     trains: ClassVar[bool] = True
+    #: True for rungs whose fit trains through :func:`adaptlab.training.train` (the Trainer): launched on several
+    #: processes, every process fits them together (DDP, DeepSpeed); the other rungs run on the main process alone.
+    data_parallel: ClassVar[bool] = False
     #: Methods whose finished rungs this one can start from (a rung's ``from:``, see :meth:`start_from`); empty:
     #: it always starts from the base model. Config validation checks a rung's ``from`` against it.
     starts_from: ClassVar[frozenset[str]] = frozenset()
+    #: What a tuning search (a ladder's ``tuning:``) varies by default: fields of :attr:`Params`, each a
+    #: :class:`~adaptlab.search_space.Range` or :class:`~adaptlab.search_space.Choice`. Empty: never tuned
+    #: (nothing worth searching, e.g. zero-shot prompting).
+    search_space: ClassVar[dict[str, Dim]] = {}
 
     def __init__(self, params: BaseModel, ctx: RunContext):
         self.params = params

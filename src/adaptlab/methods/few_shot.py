@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adaptlab.methods._embedding import EmbeddingMethod, softmax
 from adaptlab.methods.base import METHODS
+from adaptlab.search_space import Choice, Range
 
 
 class FewShotParams(BaseModel):
@@ -23,6 +24,7 @@ class FewShotParams(BaseModel):
 @METHODS.register("few_shot")
 class FewShot(EmbeddingMethod):
     Params = FewShotParams
+    search_space = {"shots": Choice(values=(4, 8, 16)), "temperature": Range(low=0.01, high=0.2, log=True)}
 
     def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
         rng = np.random.default_rng(self.ctx.seed)

@@ -24,6 +24,7 @@ from adaptlab.errors import UserError
 from adaptlab.generation.formatting import Demo, Input
 from adaptlab.methods._causal import ChoiceParams, GenerativeMethod, split_examples
 from adaptlab.methods.base import METHODS, Method
+from adaptlab.search_space import Choice
 
 DEMOS_FILE = "demos.json"
 EMBEDDINGS_FILE = "demo_embeddings.safetensors"
@@ -53,6 +54,7 @@ class FewShotPrompt(GenerativeMethod):
     """k solved examples in the prompt (random or most similar), fitted to the token budget."""
 
     Params = FewShotPromptParams
+    search_space = {"shots": Choice(values=(1, 2, 4, 8)), "selection": Choice(values=("random", "similar"))}
 
     @classmethod
     def check(cls, params: Any, ctx: RunContext, data: Any) -> list[str]:

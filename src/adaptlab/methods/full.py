@@ -10,10 +10,13 @@ import torch
 from adaptlab.context import RunContext
 from adaptlab.methods._finetune import FineTuneMethod
 from adaptlab.methods.base import METHODS, Method
+from adaptlab.search_space import Range
 
 
 @METHODS.register("full")
 class FullFineTune(FineTuneMethod):
+    search_space = {"learning_rate": Range(low=1e-5, high=2e-4, log=True)}
+
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)

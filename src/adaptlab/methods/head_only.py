@@ -7,6 +7,7 @@ from pydantic import Field
 
 from adaptlab.methods._finetune import EncoderParams, FineTuneMethod, freeze_all_but, head_parameter_names
 from adaptlab.methods.base import METHODS
+from adaptlab.search_space import Range
 
 
 class HeadParams(EncoderParams):
@@ -17,6 +18,7 @@ class HeadParams(EncoderParams):
 @METHODS.register("head_only")
 class HeadOnly(FineTuneMethod):
     Params = HeadParams
+    search_space = {"learning_rate": Range(low=1e-3, high=5e-2, log=True)}
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         return freeze_all_but(model, set(head_parameter_names(model)))

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adaptlab.context import RunContext
 from adaptlab.methods._embedding import EmbeddingMethod, softmax
 from adaptlab.methods.base import METHODS
+from adaptlab.search_space import Range
 
 
 class ProbeParams(BaseModel):
@@ -33,6 +34,7 @@ class ProbeParams(BaseModel):
 @METHODS.register("linear_probe")
 class LinearProbe(EmbeddingMethod):
     Params = ProbeParams
+    search_space = {"C": Range(low=0.01, high=100.0, log=True)}
     tasks = frozenset({"classification", "token_classification"})
 
     def __init__(self, params: Any, ctx: RunContext):

@@ -21,6 +21,7 @@ from adaptlab.errors import UserError
 from adaptlab.methods._causal import Dtype, GenerativeMethod
 from adaptlab.methods._sft import SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS, Method
+from adaptlab.search_space import Range
 
 MODEL = "model"
 
@@ -36,6 +37,7 @@ class LMFull(SFTMethod):
     """Every weight of the generative model trains on prompt -> answer pairs."""
 
     Params = LMFullParams
+    search_space = {"learning_rate": Range(low=5e-6, high=1e-4, log=True)}
     starts_from = frozenset({"lm_full", "lm_lora", "lm_ia3"})
 
     def __init__(self, params: Any, ctx: RunContext):

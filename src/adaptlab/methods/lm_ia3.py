@@ -15,6 +15,7 @@ from adaptlab.context import RunContext
 from adaptlab.methods._peft import check_targets, ia3_config, peft_task_type, target_problems, wrap
 from adaptlab.methods._sft import SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS
+from adaptlab.search_space import Range
 
 
 class LMIA3Params(SFTParams):
@@ -31,6 +32,7 @@ class LMIA3(SFTMethod):
     """(IA)3 scaling vectors trained on prompt -> answer pairs."""
 
     Params = LMIA3Params
+    search_space = {"learning_rate": Range(low=1e-3, high=1e-2, log=True)}
 
     @classmethod
     def check_model(cls, params: Any, ctx: RunContext, config: Any, kind: str) -> list[str]:

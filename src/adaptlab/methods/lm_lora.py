@@ -15,6 +15,7 @@ from adaptlab.context import RunContext
 from adaptlab.methods._peft import check_targets, lora_config, peft_task_type, target_problems, wrap
 from adaptlab.methods._sft import SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS
+from adaptlab.search_space import Choice, Range
 
 
 class LMLoRAParams(SFTParams):
@@ -32,6 +33,7 @@ class LMLoRA(SFTMethod):
     """LoRA adapters trained on prompt -> answer pairs."""
 
     Params = LMLoRAParams
+    search_space = {"learning_rate": Range(low=5e-5, high=1e-3, log=True), "r": Choice(values=(4, 8, 16))}
 
     @classmethod
     def check_model(cls, params: Any, ctx: RunContext, config: Any, kind: str) -> list[str]:

@@ -12,6 +12,7 @@ from adaptlab.context import RunContext
 from adaptlab.methods._finetune import EncoderParams, FineTuneMethod
 from adaptlab.methods._peft import check_targets, load_adapter, lora_config, save_adapter, target_problems, wrap
 from adaptlab.methods.base import METHODS, Method
+from adaptlab.search_space import Choice, Range
 
 
 class LoRAParams(EncoderParams):
@@ -27,6 +28,7 @@ class LoRAParams(EncoderParams):
 @METHODS.register("lora")
 class LoRA(FineTuneMethod):
     Params = LoRAParams
+    search_space = {"learning_rate": Range(low=1e-4, high=5e-3, log=True), "r": Choice(values=(4, 8, 16))}
 
     @classmethod
     def check(cls, params: Any, ctx: RunContext, data: Any) -> list[str]:

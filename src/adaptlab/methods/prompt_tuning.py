@@ -20,6 +20,7 @@ from adaptlab.errors import UserError
 from adaptlab.methods._peft import PEFT_WEIGHTS, peft_task_type
 from adaptlab.methods._sft import ADAPTER, SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS, Method
+from adaptlab.search_space import Choice, Range
 
 SOFT_PROMPT_FILE = "soft_prompt.json"
 
@@ -51,6 +52,8 @@ class PromptTuning(SFTMethod):
     """A trained soft prompt in front of every input; the model is frozen."""
 
     Params = PromptTuningParams
+    search_space = {"learning_rate": Range(low=3e-3, high=1e-1, log=True),
+                    "num_virtual_tokens": Choice(values=(8, 16, 32))}
 
     @classmethod
     def check_model(cls, params: Any, ctx: RunContext, config: Any, kind: str) -> list[str]:

@@ -14,6 +14,7 @@ from adaptlab.methods._finetune import (
     transformer_layers,
 )
 from adaptlab.methods.base import METHODS
+from adaptlab.search_space import Choice, Range
 
 
 class TopLayersParams(EncoderParams):
@@ -24,6 +25,7 @@ class TopLayersParams(EncoderParams):
 @METHODS.register("top_layers")
 class TopLayers(FineTuneMethod):
     Params = TopLayersParams
+    search_space = {"learning_rate": Range(low=3e-5, high=1e-3, log=True), "layers": Choice(values=(1, 2, 4))}
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         stack_name, stack = transformer_layers(model)

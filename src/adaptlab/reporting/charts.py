@@ -187,3 +187,40 @@ def learning_curves(histories: Sequence[tuple[str, int, list[dict]]]) -> Chart |
         "Training loss (solid) and validation loss (dashed) per optimizer step, for every rung that trains by steps."
     )
     return Chart("learning-curves", "learning curves", caption, to_svg(fig, "learning-curves"))
+
+
+def validation_curves(curves: Sequence[tuple[str, int, list[dict], int | None]], metric: str,
+                      higher_is_better: bool) -> Chart | None:
+    """The task's metric on the validation split at each evaluation during training, one line per rung, the
+    evaluation whose weights the rung kept ringed.
+
+    ``curves`` holds ``(rung name, colour index, history, kept step or None)``, the history entries carrying
+    ``step`` and ``eval_<metric>``; None when no rung recorded one.
+    """
+    key, drawn = f"eval_{metric}", False
+    fig, ax = plt.subplots(figsize=(10.0, 3.6))
+    for name, color, history, kept in curves:
+        pts = sorted((float(h["step"]), float(h[key])) for h in history if _loss_point(h, key))
+        if not pts:
+            continue
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, "-", color=colour(color), marker="o", markersize=4, linewidth=1.5, label=name)
+        best = [(x, y) for x, y in pts if kept is not None and x == kept]
+        if best:
+            ax.plot(*best[0], "o", markersize=12, markerfacecolor="none", markeredgecolor=colour(color),
+                    markeredgewidth=2, zorder=4)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(f"validation {metric}" + ("" if higher_is_better else " (lower is better)"))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(f"validation {metric} during training", fontsize=10)
+    caption = (
+        f"The task's {metric} on the validation split at each evaluation during training, per rung. A ring marks "
+        "the evaluation whose weights the rung kept (select_best); none when it kept final weights that were not "
+        "evaluated."
+    )
+    return Chart("validation-curves", f"validation {metric}", caption, to_svg(fig, "validation-curves"))

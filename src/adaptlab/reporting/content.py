@@ -49,8 +49,17 @@ class Report:
 
 
 def fmt_interval(run: Run) -> str:
+    """The score with its 95% interval over test examples, and with several training seeds their mean and std."""
     iv = interval(run)
-    return f"{fmt(run.value)} [{fmt(iv[0])}, {fmt(iv[1])}]" if iv else fmt(run.value)
+    text = f"{fmt(run.value)} [{fmt(iv[0])}, {fmt(iv[1])}]" if iv else fmt(run.value)
+    return text + seeds_text(run.result.seeds)
+
+
+def seeds_text(seeds: dict | None) -> str:
+    """" (seeds: mean 0.812 ± 0.011, n=3)", or "" for a rung run with one seed."""
+    if not seeds or seeds.get("mean") is None:
+        return ""
+    return f" (seeds: mean {fmt(seeds['mean'])} ± {fmt(seeds.get('std'))}, n={seeds.get('n')})"
 
 
 def forgetting_text(value: Any) -> str:

@@ -20,13 +20,25 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from adaptlab.evaluation.seeds import RULE as SEED_RULE
 from adaptlab.reporting import charts as C
 from adaptlab.reporting.content import Report
+from adaptlab.reporting.fairness import seed_aware_tests, seeds_section, tuning_section
 from adaptlab.reporting.html import render_html
 from adaptlab.reporting.markdown import render_markdown
 from adaptlab.reporting.recommend import best_entry, is_usable, pareto_front, quality_key, recommend
-from adaptlab.reporting.runs import Run, Source, Warn, check_compatible, interval, load_predictions, load_sources
+from adaptlab.reporting.runs import (
+    Run,
+    Source,
+    Warn,
+    check_compatible,
+    interval,
+    load_predictions,
+    load_run,
+    load_sources,
+)
 from adaptlab.reporting.sections import RunResults
+from adaptlab.reporting.selection import selection_section
 from adaptlab.reporting.significance import no_test, pair
 from adaptlab.runs.files import write_text_atomic
 from adaptlab.tasks import TASKS, Task, get_task
@@ -45,8 +57,13 @@ def build_report(dirs: list[Path], warn: Warn) -> Report:
     runs = ok + [r for r in runs if not is_usable(r.entry())]
     colours = {r.name: i for i, r in enumerate(runs)}
     tests = _paired_tests(task, ok, metric, hib, warn)
+    best = best_entry([r.entry() for r in ok], hib)
+    tests = seed_aware_tests(tests, ok, best["rung"] if best else None, hib,
+                             lambda b, r: _seed_test(task, b, r, metric, warn))
     rec = recommend([r.entry() for r in runs], {k: t.get("p_value") for k, t in tests.items()},
                     higher_is_better=hib, metric=metric)
+    if any(r.result.seeds for r in ok):
+        rec = dataclasses.replace(rec, rule=f"{rec.rule} {SEED_RULE}")
     never_ran = [n if len(sources) == 1 else f"{s.ladder}/{n}" for s in sources for n in s.never_ran]
     if never_ran:
         rec = dataclasses.replace(rec, reason=f"{rec.reason} This is among the finished rungs only: "
@@ -61,6 +78,8 @@ def build_report(dirs: list[Path], warn: Warn) -> Report:
     curves = C.learning_curves([(r.name, colours[r.name], r.metrics.get("history") or []) for r in ok])
     results = [RunResults(r.name, r.metrics, load_predictions(r, warn), r.name == rec.choice) for r in ok]
     sections = task.report_sections(results) if task is not None else []
+    sections += [s for s in (tuning_section(ok, colours, metric, hib), seeds_section(ok)) if s is not None]
+    sections += [s for s in (selection_section(ok, colours, metric, hib),) if s is not None]  # weights kept
     title = (f"{sources[0].ladder}: {task_name} on {runs[0].model or 'unknown model'}" if len(sources) == 1
              else f"{' vs '.join(s.ladder for s in sources)}: {task_name}")
     return Report(title, sources, runs, task_name, metric, hib, _test_n(runs), tests, rec,
@@ -101,6 +120,14 @@ def paired_test(task: Task | None, best: Run, run: Run, metric: str, warn: Warn)
     if test["method"] is not None and not n == len(best.predictions or []) == len(run.predictions or []):
         test["detail"] = f"{test['detail']} on {n} common examples"
     return test
+
+
+def _seed_test(task: Task | None, best_dir: Path, run_dir: Path, metric: str, warn: Warn) -> dict | None:
+    """The paired test of one seed's run against the best rung's run of the same seed, with both values."""
+    best, run = load_run(best_dir, "", None, warn), load_run(run_dir, "", None, warn)
+    if best is None or run is None or best.value is None or run.value is None:
+        return None
+    return {**paired_test(task, best, run, metric, warn), "best_value": best.value, "value": run.value}
 
 
 def _points(sources: list[Source], ok: list[Run], colours: dict[str, int]) -> list[C.Point]:

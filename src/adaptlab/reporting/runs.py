@@ -92,7 +92,7 @@ class Run:
         r = self.result
         return {
             "rung": self.name, "method": r.method, "status": r.status, "value": r.value, "interval": r.interval,
-            "metrics": r.metrics, "cost": r.cost, "error": r.error, "diagnosis": r.diagnosis,
+            "metrics": r.metrics, "cost": r.cost, "error": r.error, "diagnosis": r.diagnosis, "seeds": r.seeds,
         }
 
     @property
@@ -128,7 +128,7 @@ def _is_run_dir(path: Path) -> bool:
     return any((path / f).exists() for f in ("metrics.json", "run.json", "predictions.jsonl"))
 
 
-def _load_run(path: Path, ladder: str, board: dict | None, warn: Warn) -> Run | None:
+def load_run(path: Path, ladder: str, board: dict | None, warn: Warn) -> Run | None:
     metrics, problem = _read_json(path / "metrics.json")
     if problem is None and not (isinstance(metrics, dict) and "status" in metrics):
         problem = "metrics.json is corrupted (not a JSON object with a 'status' field)"
@@ -176,7 +176,7 @@ def load_source(path: Path, warn: Warn) -> Source:
         )
     first_info, _ = _read_json(run_dirs[0] / "run.json")
     ladder = str((board or {}).get("ladder") or (first_info or {}).get("ladder") or ladder_dir.name)
-    runs = [r for r in (_load_run(d, ladder, board, warn) for d in run_dirs) if r is not None]
+    runs = [r for r in (load_run(d, ladder, board, warn) for d in run_dirs) if r is not None]
     if not runs:
         raise UserError(
             f"{path}: none of its {len(run_dirs)} run(s) could be read (see the warnings above); nothing to report."

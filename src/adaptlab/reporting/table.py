@@ -49,7 +49,7 @@ def leaderboard_table(board: dict) -> Table:
         table.add_row(
             str(i),
             e["rung"],
-            f"{fmt(e['value'])} [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]{flag_mark(e)}",
+            f"{fmt(e['value'])} [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]{_seeds_mark(e)}{flag_mark(e)}",
             *[fmt(e["metrics"].get("accuracy"))] * accuracy,
             f"{human_count(c.get('trainable_params'))} ({c.get('trainable_pct', 0):.2g}%)",
             fmt(c.get("train_seconds"), 1),
@@ -59,6 +59,12 @@ def leaderboard_table(board: dict) -> Table:
             fmt(c.get("latency_ms_p50"), 1),
         )
     return table
+
+
+def _seeds_mark(entry: dict) -> str:
+    """With several training seeds: their mean and standard deviation after the shipped seed's score."""
+    seeds = entry.get("seeds") or {}
+    return "" if seeds.get("mean") is None else f" seeds {seeds['mean']:.3f}±{seeds.get('std') or 0:.3f}"
 
 
 def flag_mark(entry: dict) -> str:

@@ -34,6 +34,24 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+TRIALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trials (
+    path TEXT NOT NULL,
+    ladder TEXT NOT NULL,
+    rung TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    metric TEXT,
+    value REAL,
+    seconds REAL,
+    trainable_params INTEGER,
+    error TEXT,
+    PRIMARY KEY (path, number)
+)
+"""
+
+
 def db_path() -> Path:
     return adaptlab_home() / "runs.sqlite"
 
@@ -45,6 +63,7 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
     con.execute(SCHEMA)
+    con.execute(TRIALS_SCHEMA)
     return con
 
 
@@ -62,6 +81,30 @@ def record(entry: dict[str, Any], ladder: str, task: str, model: str, path: Path
             ),
         )
     con.close()
+
+
+def record_trials(path: Path, ladder: str, rung: str, metric: str, trials: list[dict[str, Any]]) -> None:
+    """A rung's tuning trials (``tuning:``), keyed by its run folder; a new search replaces the old rows."""
+    import json
+
+    key = str(path.resolve())
+    with connect() as con:
+        con.execute("DELETE FROM trials WHERE path = ?", (key,))
+        con.executemany(
+            "INSERT INTO trials VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(key, ladder, rung, t["number"], json.dumps(t["params"], sort_keys=True), t["state"], metric,
+              t.get("value"), t.get("seconds"), t.get("trainable_params"), t.get("error")) for t in trials],
+        )
+    con.close()
+
+
+def list_trials(path: Path) -> list[dict[str, Any]]:
+    con = connect()
+    con.row_factory = sqlite3.Row
+    rows = [dict(r) for r in con.execute("SELECT * FROM trials WHERE path = ? ORDER BY number",
+                                         (str(Path(path).resolve()),))]
+    con.close()
+    return rows
 
 
 def list_runs(ladder: str | None = None) -> list[dict[str, Any]]:

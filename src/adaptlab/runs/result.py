@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 #: The keys of a rung's leaderboard entry, in the order they are written.
 ENTRY_KEYS = ("rung", "method", "dir", "primary_metric", "status", "value", "interval", "metrics", "cost", "error",
               "diagnosis")
+#: Keys of metrics.json and the entry present only when the ladder asked for them (``tuning:``, ``seeds:``).
+OPTIONAL_KEYS = ("tuning", "seeds")
 
 
 class RungResult(BaseModel):
@@ -45,12 +47,17 @@ class RungResult(BaseModel):
     task: str | None = Field(None, description="The task type.")
     higher_is_better: bool | None = Field(None, description="Direction of the primary metric.")
     intervals: dict[str, Any] = Field(default_factory=dict, description="95% interval of every metric.")
-    history: list[dict[str, Any]] = Field(default_factory=list, description="Training log (loss, eval loss).")
+    history: list[dict[str, Any]] = Field(default_factory=list, description="Training log (loss, eval loss, and "
+                                          "eval_<metric>: the task's metric on validation at each evaluation).")
     resumed_from: str | None = Field(None, description="The checkpoint training resumed from (--resume).")
     training: dict[str, Any] = Field(default_factory=dict, description="Resolved training settings (schedule, "
-                                     "class weights).")
+                                     "class weights) and which weights were kept (selection).")
     provenance: dict[str, Any] = Field(default_factory=dict, description="Data/model hashes, packages, seed, "
                                        "machine; from_rung and from_rung_sha256 for a rung with `from`.")
+    tuning: dict[str, Any] | None = Field(None, description="The rung's search (`tuning:`): budget, space, every "
+                                          "trial, the chosen and the default settings with their scores.")
+    seeds: dict[str, Any] | None = Field(None, description="The rung over training seeds (`seeds:`): value per "
+                                         "seed, mean, std, min, max, and each seed's run folder.")
     details: dict[str, Any] = Field(default_factory=dict, description="What the task's evaluate returned beyond "
                                     "metrics and intervals (per_class, confusion_matrix, n, per_type, ...); "
                                     "top-level keys in metrics.json.")
@@ -86,6 +93,9 @@ class RungResult(BaseModel):
         data = handler(self)
         details = data.pop("details", None) or {}
         head = {k: data.pop(k) for k in (*ENTRY_KEYS, "task", "higher_is_better") if k in data}
+        for optional in OPTIONAL_KEYS:  # written only when the ladder asked for them
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return {**head, **details, **data}
 
     @property
@@ -95,4 +105,4 @@ class RungResult(BaseModel):
     def entry(self) -> dict[str, Any]:
         """The rung's leaderboard.json entry."""
         data = self.model_dump()
-        return {k: data[k] for k in ENTRY_KEYS}
+        return {k: data[k] for k in (*ENTRY_KEYS, *OPTIONAL_KEYS) if k in data}

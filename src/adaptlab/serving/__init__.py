@@ -7,4 +7,5 @@
 - :mod:`adaptlab.serving.transformers_engine`: the engine shipped here (transformers + peft multi-adapter).
 - :mod:`adaptlab.serving.batching`: bounded queue and per-adapter micro-batching on one worker thread.
 - :mod:`adaptlab.serving.app`: FastAPI endpoints (OpenAI-shaped), JSON errors, limits, Prometheus metrics.
+- :mod:`adaptlab.serving.replicas`: ``--replicas N``: that app on N Ray Serve replicas behind one retrying front.
 """

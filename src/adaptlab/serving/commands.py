@@ -1,4 +1,5 @@
-"""``adaptlab serve``: one base model, many adapters, OpenAI-shaped HTTP on uvicorn.
+"""``adaptlab serve``: one base model, many adapters, OpenAI-shaped HTTP on uvicorn (``--replicas N``: N copies on
+Ray Serve behind one front, :mod:`adaptlab.serving.replicas`).
 
     adaptlab serve --base minilm --adapter rt=runs/rotten_tomatoes/lora \\
         --adapter probe=runs/rotten_tomatoes/linear_probe --port 8000 --api-key "$KEY"
@@ -40,16 +41,20 @@ def serve(
     timeout: float = typer.Option(_DEFAULTS.timeout_s, min=0.1, help="Per-request timeout in seconds (504)."),
     max_tokens: int = typer.Option(_DEFAULTS.max_tokens, min=1, help="Largest max_tokens a request may ask for."),
     max_body_bytes: int = typer.Option(_DEFAULTS.max_body_bytes, min=1),
+    replicas: int = typer.Option(1, "--replicas", help="Copies of the base and its adapters, each in its own "
+                                                       "process; above 1, on Ray Serve (RAY_ADDRESS: a cluster "
+                                                       "to join; default: a local one)."),
+    replica_cpus: float = typer.Option(1.0, "--replica-cpus", min=0.01, help="Ray CPUs each replica reserves "
+                                                                              "(--replicas above 1)."),
+    replica_gpus: float = typer.Option(0.0, "--replica-gpus", min=0.0, help="GPUs each replica reserves "
+                                                                            "(--replicas above 1; 0.5: two a GPU)."),
 ) -> None:
     """Serve a base model and adapters over HTTP (classify, completions, chat, models, metrics, playground)."""
-    import uvicorn
-
     from adaptlab.errors import UserError
     from adaptlab.serving.adapters import parse_adapter_option, resolve_adapter
-    from adaptlab.serving.app import create_app
-    from adaptlab.serving.engine import EngineError
-    from adaptlab.serving.transformers_engine import TransformersEngine, default_threads
 
+    if replicas < 1:
+        raise UserError(f"--replicas {replicas}: give 1 (one process) or more (replicas on Ray Serve).")
     specs = [resolve_adapter(*parse_adapter_option(value)) for value in adapter]
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -59,29 +64,67 @@ def serve(
     if not base:
         raise UserError("--base: give the base model (e.g. --base minilm), or an adapter that names its base.")
     sock = listen_socket(host, port)  # before loading anything: a taken port is a user error, said at once
-    with console.status(f"loading {base}"):
-        engine = TransformersEngine(base, device=device, threads=threads or default_threads())
-        for spec in specs:
-            try:
-                engine.load_adapter(spec)
-            except EngineError as e:
-                raise UserError(f"--adapter {spec.name}={spec.path}: {e}") from None
     settings = ServerSettings(
         api_key=api_key, max_batch_size=max_batch_size, max_queue=max_queue, timeout_s=timeout,
         max_tokens=max_tokens, max_body_bytes=max_body_bytes, adapter_roots=adapter_root or [Path.cwd()],
     )
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err_console.print(f"[yellow]warning:[/yellow] listening on {host} without --api-key; admin endpoints are off.")
-    models = ", ".join(a.name for a in engine.adapters())
-    console.print(f"serving {models} on http://{host}:{port} (playground at /, metrics at /metrics)")
-    server = uvicorn.Server(uvicorn.Config(create_app(engine, settings), host=host, port=port, log_level="warning",
-                                           access_log=False))
     try:
-        server.run(sockets=[sock])  # the socket bound above, so what was checked is what is served
-    except KeyboardInterrupt:
-        pass
+        if replicas == 1:
+            app_ = _single_app(base, specs, settings, device, threads)
+            console.print(f"serving {_models(app_)} on http://{host}:{port} (playground at /, metrics at /metrics)")
+            _run_uvicorn(app_, sock, host, port)
+        else:
+            resources = {"num_cpus": replica_cpus, "num_gpus": replica_gpus}
+            _serve_replicated(base, specs, settings, device, threads, replicas, resources, sock, host, port)
     finally:
         sock.close()
+
+
+def _single_app(base: str, specs: list, settings: ServerSettings, device: str, threads: int | None):
+    """Today's server: one process, one engine."""
+    from adaptlab.serving.app import create_app
+    from adaptlab.serving.transformers_engine import load_engine
+
+    with console.status(f"loading {base}"):
+        engine = load_engine(base, specs, device=device, threads=threads)
+    return create_app(engine, settings)
+
+
+def _models(app_) -> str:
+    return ", ".join(app_.state.models)
+
+
+def _serve_replicated(base: str, specs: list, settings: ServerSettings, device: str, threads: int | None,
+                      replicas: int, resources: dict[str, float], sock: socket.socket, host: str, port: int) -> None:
+    """``replicas`` copies on Ray Serve behind the retrying front (:mod:`adaptlab.serving.replicas`)."""
+    from adaptlab.serving import replicas as rs
+
+    device = rs.replica_device(device, resources["num_gpus"])
+    config = rs.replica_config(base, [(s.name, s.path) for s in specs], settings, device,
+                               threads or max(1, int(resources["num_cpus"])))
+    started = rs.start_ray(replicas * resources["num_cpus"])
+    try:
+        rs.check_resources(replicas, resources, strict=started)
+        with console.status(f"starting {replicas} replicas of {base} on Ray Serve"):
+            handle = rs.deploy(config, replicas, resources)
+        models = ", ".join(["base", *(s.name for s in specs)])
+        console.print(f"serving {models} on http://{host}:{port} with {replicas} replicas on Ray Serve "
+                      "(playground at /, metrics per replica at /metrics)")
+        _run_uvicorn(rs.ReplicaFront(handle, settings), sock, host, port)
+    finally:
+        rs.stop(shutdown_ray=started)
+
+
+def _run_uvicorn(asgi_app, sock: socket.socket, host: str, port: int) -> None:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(asgi_app, host=host, port=port, log_level="warning", access_log=False))
+    try:
+        server.run(sockets=[sock])  # the socket bound before loading, so what was checked is what is served
+    except KeyboardInterrupt:
+        pass
     if not server.started:
         raise typer.Exit(3)
 

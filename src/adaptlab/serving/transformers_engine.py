@@ -67,6 +67,19 @@ def default_threads() -> int:
 LABEL_CACHE = 256
 
 
+def load_engine(base: str, specs: list[AdapterSpec], *, device: str = "auto",
+                threads: int | None = None) -> TransformersEngine:
+    """The engine ``adaptlab serve`` runs (in its own process, or in each replica): ``base`` with every adapter of
+    ``specs`` loaded; UserError naming the ``--adapter`` that failed to load."""
+    engine = TransformersEngine(base, device=device, threads=threads or default_threads())
+    for spec in specs:
+        try:
+            engine.load_adapter(spec)
+        except EngineError as e:
+            raise UserError(f"--adapter {spec.name}={spec.path}: {e}") from None
+    return engine
+
+
 def base_kind(config: Any) -> str:
     """``"causal"`` for decoder LMs, ``"encoder"`` otherwise (the ladder's :func:`~adaptlab.generation.lm.model_kind`;
     encoder-decoder models are refused)."""

@@ -52,6 +52,10 @@ class Task(Protocol):
     def evaluate(self, records: list[dict], meta: dict) -> dict:
         """Metrics (incl. an interval for the primary metric) computed from records alone."""
 
+    def score(self, records: list[dict], meta: dict) -> dict[str, float]:
+        """The ``metrics`` of :meth:`evaluate` (the primary metric among them, the same values), without intervals
+        or per-class detail: cheap enough to score the validation split at every evaluation during training."""
+
     def predict_one(self, method: Any, split: Any, i: int) -> Any:
         """Predict example ``i`` of ``split`` alone (what latency measures)."""
 

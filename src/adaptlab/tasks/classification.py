@@ -115,6 +115,30 @@ def _to_split(frame: pd.DataFrame, data: Any, label_names: list[str]) -> Split:
     )
 
 
+def _scored(records: list[dict], meta: dict) -> dict[str, Any]:
+    """The metrics of prediction records and what their intervals need: label indices, columns, macro labels."""
+    from adaptlab.evaluation.metrics import classification_metrics
+
+    names = meta["label_names"]
+    index = {n: i for i, n in enumerate(names)}
+    refs = np.array([index[r["reference"]] for r in records], dtype=np.int64)
+    # No answer (prediction None) is an extra column that is never right; macro averages stay over the labels.
+    preds = np.array([index[r["prediction"]] if r["prediction"] is not None else len(names) for r in records],
+                     dtype=np.int64)
+    k = len(names) + int((preds == len(names)).any())
+    shown = names if k == len(names) else [*names, NO_ANSWER]
+    result = classification_metrics(refs, preds, shown)
+    per_class = {n: result["per_class"][n] for n in names}
+    # Macro averages run over the labels present in the data (train or test): a declared label that never
+    # occurs would only add a 0 to every average. Without that in meta, over the labels given.
+    macro_labels = [n for n in meta.get("macro_labels") or names if n in per_class] or names
+    metrics = {"accuracy": result["accuracy"]}
+    for m in ("precision", "recall", "f1"):
+        metrics[f"macro_{m}"] = float(np.mean([per_class[n][m] for n in macro_labels]))
+    return {"metrics": metrics, "result": result, "refs": refs, "preds": preds, "k": k, "shown": shown,
+            "macro_labels": macro_labels}
+
+
 @TASKS.register("classification")
 class ClassificationTask:
     Settings = TaskSpec
@@ -193,39 +217,29 @@ class ClassificationTask:
         """One example's class probabilities, for latency."""
         return method.predict_proba([split.texts[i]], [split.pairs[i]] if split.pairs else None)
 
+    def score(self, records: list[dict], meta: dict) -> dict[str, float]:
+        """Accuracy and macro precision/recall/F1, without intervals (cheap: run at each validation)."""
+        return _scored(records, meta)["metrics"]
+
     def evaluate(self, records: list[dict], meta: dict) -> dict:
-        from adaptlab.evaluation.metrics import classification_metrics
         from adaptlab.evaluation.stats import bootstrap_classification
 
-        names = meta["label_names"]
-        index = {n: i for i, n in enumerate(names)}
-        refs = np.array([index[r["reference"]] for r in records], dtype=np.int64)
-        # No answer (prediction None) is an extra column that is never right; macro averages stay over the labels.
-        preds = np.array([index[r["prediction"]] if r["prediction"] is not None else len(names) for r in records],
-                         dtype=np.int64)
-        k = len(names) + int((preds == len(names)).any())
-        shown = names if k == len(names) else [*names, NO_ANSWER]
-        result = classification_metrics(refs, preds, shown)
-        per_class = {n: result["per_class"][n] for n in names}
-        # Macro averages run over the labels present in the data (train or test): a declared label that never
-        # occurs would only add a 0 to every average. Without that in meta, over the labels given.
-        macro_labels = [n for n in meta.get("macro_labels") or names if n in per_class] or names
-        metrics = {"accuracy": result["accuracy"]}
-        for m in ("precision", "recall", "f1"):
-            metrics[f"macro_{m}"] = float(np.mean([per_class[n][m] for n in macro_labels]))
+        scored = _scored(records, meta)
+        names, k, macro_labels, result = meta["label_names"], scored["k"], scored["macro_labels"], scored["result"]
         # The no-answer column and labels absent from the test references (they are never a reference, so never
         # right) score 0 in every resample, so a macro interval over k columns is |macro_labels|/k of ours.
         scale = {"macro_f1": k / len(macro_labels), "accuracy": 1.0}
         interval = {
-            m: [x * scale[m] for x in bootstrap_classification(refs, preds, k, metric=m, seed=meta.get("seed", 0))]
+            m: [x * scale[m] for x in bootstrap_classification(scored["refs"], scored["preds"], k, metric=m,
+                                                                seed=meta.get("seed", 0))]
             for m in ("macro_f1", "accuracy")
         }
         return {
-            "metrics": metrics,
+            "metrics": scored["metrics"],
             "interval": interval,
-            "per_class": per_class,
+            "per_class": {n: result["per_class"][n] for n in names},
             "confusion_matrix": result["confusion_matrix"],
-            "labels": shown,
+            "labels": scored["shown"],
             "macro_labels": macro_labels,
             "labels_not_in_data": [n for n in names if n not in macro_labels],
             "n": len(records),

@@ -135,6 +135,24 @@ def _row_ids(frame: pd.DataFrame) -> list[int]:
     return [int(r) for r in frame["_row"]] if "_row" in frame else list(range(1, len(frame) + 1))
 
 
+def _scored(records: list[dict]) -> tuple[dict[str, float], dict[str, list[float]], list[float]]:
+    """(metrics, per-example ROUGE, per-example exact match) of prediction records; perplexity when every record
+    has its reference's nll and token count."""
+    from adaptlab.evaluation import metrics as M
+
+    preds = [r["prediction"] for r in records]
+    refs = [r["reference"] for r in records]
+    per_example = M.rouge_per_example(preds, refs)
+    exact = [float(M.normalize_answer(p) == M.normalize_answer(r)) for p, r in zip(preds, refs)]
+    metrics = {t: float(np.mean(v)) for t, v in per_example.items()}
+    metrics.update(bleu=M.bleu(preds, refs), chrf=M.chrf(preds, refs), exact_match=float(np.mean(exact)))
+    if all("nll" in r and r.get("tokens") for r in records):
+        nll = np.array([r["nll"] for r in records], dtype=np.float64)
+        tokens = np.array([r["tokens"] for r in records], dtype=np.float64)
+        metrics["perplexity"] = M.perplexity_from_nll(float(nll.sum()), int(tokens.sum()))
+    return metrics, per_example, exact
+
+
 @TASKS.register("generation")
 class GenerationTask:
     Settings = TaskSpec
@@ -241,6 +259,10 @@ class GenerationTask:
         """No degenerate-rung check for generated text yet."""
         return None
 
+    def score(self, records: list[dict], meta: dict) -> dict[str, float]:
+        """ROUGE, BLEU, chrF, exact match and perplexity, without intervals (cheap: run at each validation)."""
+        return _scored(records)[0]
+
     def evaluate(self, records: list[dict], meta: dict) -> dict:
         from adaptlab.evaluation import metrics as M
         from adaptlab.evaluation.stats import bootstrap_interval, bootstrap_mean
@@ -248,10 +270,7 @@ class GenerationTask:
         seed = meta.get("seed", 0)
         preds = [r["prediction"] for r in records]
         refs = [r["reference"] for r in records]
-        per_example = M.rouge_per_example(preds, refs)
-        exact = [float(M.normalize_answer(p) == M.normalize_answer(r)) for p, r in zip(preds, refs)]
-        metrics = {t: float(np.mean(v)) for t, v in per_example.items()}
-        metrics.update(bleu=M.bleu(preds, refs), chrf=M.chrf(preds, refs), exact_match=float(np.mean(exact)))
+        metrics, per_example, exact = _scored(records)
         interval = {t: list(bootstrap_mean(v, seed=seed)) for t, v in per_example.items()}
         interval["exact_match"] = list(bootstrap_mean(exact, seed=seed))
         n = len(records)
@@ -259,10 +278,9 @@ class GenerationTask:
             interval[name] = list(bootstrap_interval(
                 lambda idx, f=corpus: f([preds[i] for i in idx], [refs[i] for i in idx]), n,
                 n_resamples=CORPUS_RESAMPLES, seed=seed))
-        if all("nll" in r and r.get("tokens") for r in records):
+        if "perplexity" in metrics:
             nll = np.array([r["nll"] for r in records], dtype=np.float64)
             tokens = np.array([r["tokens"] for r in records], dtype=np.float64)
-            metrics["perplexity"] = M.perplexity_from_nll(float(nll.sum()), int(tokens.sum()))
             interval["perplexity"] = list(bootstrap_interval(
                 lambda idx: math.exp(nll[idx].sum() / tokens[idx].sum()), n, seed=seed))
         return {"metrics": metrics, "interval": interval, "n": n}

@@ -111,13 +111,22 @@ class TokenClassificationTask:
     def predict_one(self, method: Any, split: TokenSplit, i: int) -> Any:
         return method.predict_tags([split.tokens[i]])
 
+    def score(self, records: list[dict], meta: dict) -> dict[str, float]:
+        """Entity micro/macro scores, token accuracy and the unparsed share, without intervals (cheap: run at each
+        validation)."""
+        from adaptlab.tasks.token_classification.metrics import entity_scores
+
+        metrics = entity_scores([r["reference"] for r in records], [r["prediction"] for r in records],
+                                meta["entity_types"])
+        return {**metrics, "unparsed_share": _unparsed_share(records)}
+
     def evaluate(self, records: list[dict], meta: dict) -> dict:
         from adaptlab.tasks.token_classification.metrics import entity_metrics
 
         result = entity_metrics([r["reference"] for r in records], [r["prediction"] for r in records],
                                 meta["entity_types"], meta.get("seed", 0))
         n = len(records)
-        result["metrics"]["unparsed_share"] = sum(bool(r.get("unparsed")) for r in records) / n if n else 0.0
+        result["metrics"]["unparsed_share"] = _unparsed_share(records)
         return {**result, "n": n, "words_cut": int(sum(r.get("words_cut", 0) for r in records)),
                 "tag_repairs": meta.get("tag_repairs", {}), "scheme": meta.get("scheme")}
 
@@ -166,6 +175,11 @@ class TokenClassificationTask:
         from adaptlab.tasks.token_classification.encoder import TokenObjective
 
         return TokenObjective(label_names, settings.subtokens)
+
+
+def _unparsed_share(records: list[dict]) -> float:
+    """Share of records whose generated answer could not be read (0 without records)."""
+    return sum(bool(r.get("unparsed")) for r in records) / len(records) if records else 0.0
 
 
 def _ids(frame: pd.DataFrame) -> list[str]:

@@ -52,19 +52,30 @@ def scores_from_counts(totals: np.ndarray) -> dict[str, float]:
     }
 
 
-def entity_metrics(refs: list[list[str]], preds: list[list[str]], types: list[str], seed: int) -> dict:
-    """seqeval's micro/macro scores and per-type report, with sentence-bootstrap intervals."""
-    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+def entity_scores(refs: list[list[str]], preds: list[list[str]], types: list[str],
+                  counts: np.ndarray | None = None) -> dict[str, float]:
+    """seqeval's micro scores, the macro F1 over ``types`` and token accuracy, without intervals (``counts``: the
+    :func:`entity_counts` of these sentences, when already computed)."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
 
     metrics = {
         "entity_micro_precision": float(precision_score(refs, preds, average="micro", zero_division=0)),
         "entity_micro_recall": float(recall_score(refs, preds, average="micro", zero_division=0)),
         "entity_micro_f1": float(f1_score(refs, preds, average="micro", zero_division=0)),
     }
-    counts = entity_counts(refs, preds, types)
+    counts = entity_counts(refs, preds, types) if counts is None else counts
     per_type_f1 = _prf(*(counts.sum(axis=0)[:, k] for k in range(3)))[2]
     metrics["entity_macro_f1"] = float(per_type_f1.mean()) if len(types) else 0.0
     metrics["token_accuracy"] = _token_accuracy(refs, preds)
+    return metrics
+
+
+def entity_metrics(refs: list[list[str]], preds: list[list[str]], types: list[str], seed: int) -> dict:
+    """seqeval's micro/macro scores and per-type report, with sentence-bootstrap intervals."""
+    from seqeval.metrics import classification_report
+
+    counts = entity_counts(refs, preds, types)
+    metrics = entity_scores(refs, preds, types, counts)
     report = classification_report(refs, preds, output_dict=True, zero_division=0)
     per_type = {t: {"precision": float(report[t]["precision"]), "recall": float(report[t]["recall"]),
                     "f1": float(report[t]["f1-score"]), "support": int(report[t]["support"])}

@@ -1,0 +1,390 @@
+"""A ladder on many processes (``torchrun``, ``accelerate launch``): who is who, and how the processes agree.
+
+The launcher starts the same ``adaptlab compare CONFIG`` once per device and says which process is which in the
+environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``). With one process (no
+launcher, or ``WORLD_SIZE=1``) nothing here initialises anything and adaptlab behaves exactly as on one process.
+
+With several, the main process (rank 0) *leads*: it alone takes the output lock and writes (run folders,
+leaderboard, report, registry), runs the rungs that don't train through the Trainer, evaluates, measures and saves.
+Before it fits a rung that trains with the Trainer (``Method.data_parallel``), it announces the rung; the other
+processes *follow*: they build the same method and fit it with it, the Trainer (accelerate) making that one DDP or
+DeepSpeed run, each process on its own local device. After the fit every process reports its outcome and all agree:
+the rung failed if any process failed (the pipeline records the failure and goes on) or, with ``check_weights``,
+if the trained weights differ between processes.
+
+The processes talk through the launcher's key-value store (``torch.distributed.TCPStore``), not through collective
+operations: a wait has its own timeout and never blocks the device, so a follower can wait for hours while the main
+process runs a prompting rung. A process that fails alone while the others are still inside a collective operation
+of training would wait for them forever; it waits ``failure_wait_seconds``, then stops the whole run (the launcher
+stops the others) with a clear error, leaving the staged rung and its checkpoints for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from adaptlab.errors import TrainingError, UserError
+from adaptlab.specs import Spec
+
+
+class DistributedSpec(Spec):
+    """How a ladder trains when it is launched on several processes (torchrun, accelerate launch)."""
+
+    strategy: Literal["ddp", "deepspeed"] = Field(
+        "ddp", description="ddp: every process holds the whole model, gradients are averaged "
+        "(DistributedDataParallel). deepspeed: DeepSpeed ZeRO (stage 1 or 2: optimizer state and gradients "
+        "sharded across processes; needs `pip install --no-build-isolation deepspeed`).")
+    zero_stage: Literal[1, 2] = Field(
+        2, description="With strategy deepspeed and no deepspeed_config: the ZeRO stage.")
+    deepspeed_config: str | None = Field(
+        None, description="With strategy deepspeed: a DeepSpeed JSON config file (relative to the ladder's folder); "
+        "'auto' values are filled from the rung's params. Default: ZeRO zero_stage with everything 'auto'.")
+    check_weights: bool = Field(
+        False, description="After each fit, compare a hash of every process's trained weights and fail the rung if "
+        "they differ (costs one copy of the trained weights per process).")
+    timeout_minutes: float = Field(
+        24 * 60, gt=0, description="How long a process waits for the others (e.g. while the main process runs a "
+        "prompting rung or evaluates) before it gives up.")
+    failure_wait_seconds: float = Field(
+        120, gt=0, description="How long a process whose fit failed waits for the others to report; if they don't "
+        "(they are still training, waiting for it), the run stops and can be resumed with --resume.")
+
+
+#: The settings of the ladder being run (set while a ladder runs on several processes).
+SETTINGS: contextvars.ContextVar[DistributedSpec | None] = contextvars.ContextVar("SETTINGS", default=None)
+
+
+# -- who is who ------------------------------------------------------------------------------------------------------
+def world_size() -> int:
+    """How many processes run this ladder (1 unless a launcher set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0") or 0) if world_size() > 1 else 0
+
+
+def local_rank() -> int:
+    """This process's index on its machine: the device it trains on (cuda:LOCAL_RANK)."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) if world_size() > 1 else 0
+
+
+def is_distributed() -> bool:
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    """The process that writes (always true on one process)."""
+    return rank() == 0
+
+
+def settings() -> DistributedSpec:
+    return SETTINGS.get() or DistributedSpec()
+
+
+# -- talking through the launcher's store ----------------------------------------------------------------------------
+class Channel:
+    """Messages between the processes of this run, through the launcher's TCPStore (JSON values).
+
+    Every process calls the same sequence of operations, so a per-topic counter names each message the same way in
+    every process. Waits poll in short slices, so signals (the launcher's SIGTERM) are handled while waiting."""
+
+    def __init__(self, store: Any, rank_: int, size: int):
+        self.store, self.rank, self.size = store, rank_, size
+        self.counters: dict[str, int] = {}
+
+    def next_key(self, topic: str) -> str:
+        n = self.counters.get(topic, 0)
+        self.counters[topic] = n + 1
+        return f"{topic}/{n}"
+
+    def post(self, key: str, value: Any) -> None:
+        self.store.set(key, json.dumps(value))
+
+    def wait(self, key: str, seconds: float) -> Any:
+        """The value posted under ``key``; TimeoutError after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not self.store.check([key]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(key)
+            time.sleep(0.05)
+        return json.loads(self.store.get(key))
+
+    def share(self, topic: str, value: Any = None, seconds: float | None = None) -> Any:
+        """The main process's ``value``, in every process (the others' ``value`` is ignored)."""
+        key = self.next_key(topic)
+        if self.rank == 0:
+            self.post(key, value)
+            return value
+        return self.wait(key, seconds or settings().timeout_minutes * 60)
+
+    def gather(self, topic: str, value: Any, seconds: float | None = None) -> list[Any]:
+        """Every process's ``value``, by rank, in every process (TimeoutError when one doesn't report in time)."""
+        key = self.next_key(topic)
+        self.post(f"{key}/{self.rank}", value)
+        seconds = seconds or settings().timeout_minutes * 60
+        deadline = time.monotonic() + seconds
+        return [self.wait(f"{key}/{r}", max(0.0, deadline - time.monotonic())) for r in range(self.size)]
+
+
+_CHANNEL: Channel | None = None
+
+
+def channel() -> Channel:
+    """This run's channel, connected on first use to the store the launcher hosts (torchrun's agent store) or, for
+    launchers without one, to the store of the process group (which is initialised for it)."""
+    global _CHANNEL
+    if _CHANNEL is None:
+        import torch.distributed as dist
+
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" and not dist.is_initialized():
+            from accelerate import PartialState
+
+            PartialState(cpu=not _cuda())  # rank 0 hosts the store of the process group
+        host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500"))
+        store = dist.TCPStore(host, port, is_master=False, timeout=timedelta(minutes=5))
+        prefix = f"adaptlab/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+        _CHANNEL = Channel(dist.PrefixStore(prefix, store), rank(), world_size())
+    return _CHANNEL
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# -- leading and following -------------------------------------------------------------------------------------------
+STOP = "stop"
+
+
+@contextlib.contextmanager
+def leading(spec: DistributedSpec) -> Iterator[None]:
+    """The main process's side of a run on several processes: the launcher's SIGTERM (another process died) becomes
+    a KeyboardInterrupt (the CLI says how to resume); on leaving, the followers are told to stop (with the error
+    the main process stops with, if any). On one process it only sets nothing and yields."""
+    if not is_distributed():
+        yield
+        return
+    token = SETTINGS.set(spec)
+    old = signal.signal(signal.SIGTERM, _interrupt)
+    error: str | None = None
+    try:
+        yield
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UserError) else str(exc)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        with contextlib.suppress(Exception):
+            channel().share("command", {"op": STOP, "error": error})
+        SETTINGS.reset(token)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by the launcher (signal {signum}): another process of this run stopped")
+
+
+def follow(spec: DistributedSpec, fit: Callable[[dict], None]) -> None:
+    """A follower's side: wait for the main process's commands and fit each rung it announces (``fit`` gets the
+    announcement); return when it stops. A UserError when the main process stopped on an error."""
+    token = SETTINGS.set(spec)
+    try:
+        while True:
+            command = channel().share("command")
+            if command["op"] == STOP:
+                if command.get("error"):
+                    raise UserError(f"process {rank()}: the main process stopped ({command['error']}).")
+                return
+            fit(command)
+    finally:
+        SETTINGS.reset(token)
+
+
+@contextlib.contextmanager
+def main_first(what: str) -> Iterator[None]:
+    """The main process does the block first (e.g. download or build the model into the shared cache), then the
+    others; if it fails, the others stop with a UserError instead of trying too."""
+    if not is_distributed():
+        yield
+        return
+    if not is_main():
+        outcome = channel().share(what)
+        if outcome:
+            raise UserError(f"process {rank()}: the main process failed while {what}: {outcome}")
+        yield
+        return
+    try:
+        yield
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            channel().share(what, str(exc) or type(exc).__name__)
+        raise
+    channel().share(what, None)
+
+
+def announce(command: dict) -> None:
+    """Main process: tell the followers to fit a rung (``command`` is what :func:`follow`'s ``fit`` gets)."""
+    channel().share("command", {"op": "fit", **command})
+
+
+class RungAgreement:
+    """The processes' agreement on one rung fitted by all of them: :meth:`fitted` or :meth:`failed`, once.
+
+    On one process, or for a rung only the main process runs, both do nothing. ``chan`` and ``spec`` default to
+    this run's channel and settings (tests pass their own)."""
+
+    def __init__(self, rung: str, shared: bool, chan: Channel | None = None, spec: DistributedSpec | None = None):
+        self.rung, self.chan, self.spec = rung, chan, spec
+        self.pending = shared and (chan is not None or is_distributed())
+
+    def fitted(self, trainable_state: Callable[[], dict[str, Any]],
+               record: Callable[..., None] | None = None) -> None:
+        """This process fitted the rung: report it (with a hash of the weights when ``check_weights``); raises
+        TrainingError (in every process) when another process failed or the weights differ. ``record`` (the main
+        process's run.json) gets ``distributed``: the processes, the strategy and the weights' hash by rank."""
+        if not self.pending:
+            return
+        spec = self.spec or settings()
+        digest = state_digest(trainable_state()) if spec.check_weights else None
+        chan = self.chan or channel()
+        digests = self._agree(chan, {"ok": True, "weights": digest, "rank": chan.rank}, spec.timeout_minutes * 60)
+        if record is not None and chan.rank == 0:
+            record(distributed={"processes": len(digests), "strategy": spec.strategy,
+                                "weights_sha256": digests if spec.check_weights else None})
+
+    def failed(self, exc: BaseException) -> None:
+        """This process failed before or while fitting: report it and wait (``failure_wait_seconds``) for the
+        others; if they don't report, they are stuck in training waiting for this one: stop the whole run."""
+        if not self.pending:
+            return
+        detail = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        chan, spec = self.chan or channel(), self.spec or settings()
+        try:
+            self._agree(chan, {"ok": False, "error": detail, "rank": chan.rank}, spec.failure_wait_seconds)
+        except TrainingError:
+            return  # the rung failed; the caller records this process's own error
+
+    def _agree(self, chan: Channel, outcome: dict, seconds: float) -> list[str | None]:
+        """Every process's outcome; the weights' hashes by rank when all fitted the same weights."""
+        self.pending = False
+        try:
+            outcomes = chan.gather(f"agree/{self.rung}", outcome, seconds)
+        except TimeoutError:
+            here = f"failed here ({outcome['error']})" if not outcome["ok"] else "was fitted here"
+            stop_run(f"process {chan.rank}: rung '{self.rung}' {here}, but the other processes did not report within "
+                     f"{seconds:.0f} s (they are still training, waiting for this one, or stopped)")
+            raise  # stop_run does not return
+        failed = [o for o in outcomes if not o["ok"]]
+        if failed:
+            first = failed[0]
+            raise TrainingError(f"process {first['rank']} of {len(outcomes)} failed: {first['error']}")
+        digests = {o["weights"] for o in outcomes}
+        if len(digests) > 1:
+            raise TrainingError(f"the trained weights differ between processes after training (hashes by rank: "
+                                f"{[o['weights'][:12] for o in outcomes]}); the processes did not train one model.")
+        return [o["weights"] for o in outcomes]
+
+
+def stop_run(why: str) -> None:
+    """Stop this process at once (the launcher then stops the others), saying why and how to go on."""
+    sys.stderr.write(f"adaptlab: {why}. Stopping the run; finished rungs are kept and the interrupted rung continues "
+                     "from its last checkpoint when you run the same command with --resume.\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """SHA-256 of named tensors (names, shapes, dtypes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _byte_dtype() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+# -- the Trainer's arguments -----------------------------------------------------------------------------------------
+def trainer_fields(batch_size: int, own_loss: bool, use_cpu: bool = False) -> dict[str, Any]:
+    """TrainingArguments fields for a fit on several processes ({} on one process).
+
+    ``batch_size`` stays the examples per optimizer step, however many processes share it: each process takes
+    ``batch_size / world_size`` of them, so a rung trains on the same batches, for the same steps, as on one
+    process. ``own_loss``: the fit passes its own ``compute_loss_func`` (a mean per batch), which the Trainer must
+    not scale by the number of processes. ``use_cpu``: training on CPU (gloo; DeepSpeed's CPU accelerator)."""
+    size = world_size()
+    if size == 1:
+        return {}
+    if batch_size % size:
+        raise TrainingError(f"batch_size {batch_size} can't be shared evenly by {size} processes; use a multiple of "
+                            f"{size} (batch_size is the examples per optimizer step, on any number of processes).")
+    spec = settings()
+    fields: dict[str, Any] = {"per_device_train_batch_size": batch_size // size,
+                              "ddp_timeout": int(spec.timeout_minutes * 60)}
+    if own_loss:
+        fields["average_tokens_across_devices"] = False
+    if spec.strategy == "deepspeed":
+        fields["deepspeed"] = deepspeed_config(spec)
+        if use_cpu:  # accelerate runs DeepSpeed only off its cpu mode; gloo and DeepSpeed's CPU accelerator instead
+            _deepspeed_on_cpu(spec)
+            fields.update(use_cpu=False, ddp_backend="gloo", accelerator_config={"use_configured_state": True})
+    return fields
+
+
+def _deepspeed_on_cpu(spec: DistributedSpec) -> None:
+    """Set up accelerate's process state for DeepSpeed over gloo on CPU before the Trainer's arguments do: they
+    would ask for DeepSpeed without a backend, which accelerate takes, on a machine without GPUs, for one process."""
+    from accelerate import PartialState
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if PartialState._shared_state:  # set up already (an earlier rung)
+        return
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend="gloo", timeout=timedelta(minutes=spec.timeout_minutes))
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+
+
+def deepspeed_config(spec: DistributedSpec) -> dict[str, Any] | str:
+    """The DeepSpeed config: the file the ladder names, or ZeRO ``zero_stage`` with the batch, accumulation and
+    clipping left 'auto' (the Trainer fills them from the rung's params)."""
+    if spec.deepspeed_config:
+        path = Path(spec.deepspeed_config)
+        if not path.is_file():
+            raise UserError(f"distributed.deepspeed_config: '{path}' is not a file.")
+        return str(path)
+    return {"zero_optimization": {"stage": spec.zero_stage}, "train_micro_batch_size_per_gpu": "auto",
+            "train_batch_size": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+            "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False}
+
+
+def agree_on_main(flag: bool) -> bool:
+    """Inside training on several processes: the main process's ``flag`` in every process (a decision taken from a
+    clock, such as a timed checkpoint, must be the same everywhere)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])

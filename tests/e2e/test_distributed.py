@@ -1,0 +1,271 @@
+"""A ladder on two processes (``torchrun --nproc_per_node 2``, CPU, gloo): one set of files, the same results.
+
+The ladder: ``full`` (trains through the Trainer, so both processes fit it as one DDP run) and
+``embedding_zero_shot`` (trains nothing: the main process alone runs it). The launch is killed half way (process 1
+is SIGKILLed while checkpoint 5 is written), says so and how to resume, and ``--resume`` finishes it. Then:
+
+- exactly one set of files (one folder per rung, one leaderboard, one report) and one registry row per rung;
+- a marker that only a rung's ``fit`` writes (installed through ``sitecustomize``): ``full`` was fitted by both
+  processes, ``embedding_zero_shot`` by the main one only;
+- the weights agree: each process's hash of its trained weights (``distributed.check_weights``, recorded in
+  run.json by rank) is the hash of the weights the main process saved;
+- the metrics equal a one-process run. Tolerance: the model is the tiny random BERT with dropout 0 (with dropout,
+  each process draws masks for its half of the batch, so the two runs see different masks and their metrics
+  differ by a few examples). ``batch_size`` is the examples per optimizer step on any number of processes (4 per
+  process here), and both runs draw the same batches in the same order, so the only difference is the order of
+  the floating-point sums when DDP averages the two halves' gradients: predicted probabilities within 1e-3
+  (measured: 7.5e-5), metrics within one test example (in practice identical).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.conftest import write_sentiment_csv
+
+FULL = {"method": "full", "params": {"max_steps": 10, "batch_size": 8, "learning_rate": 1e-3, "evals_per_epoch": 0,
+                                     "checkpoint_every_steps": 5, "logging_steps": 5}}
+RUNGS = [FULL, {"method": "embedding_zero_shot"}]
+
+MARKER_HOOK = '''
+import os
+if os.environ.get("ADAPTLAB_TEST_MARKERS") and os.environ.get("RANK") is not None:
+    from adaptlab.methods._finetune import FineTuneMethod
+    from adaptlab.methods.embedding_zero_shot import EmbeddingZeroShot
+
+    def marked(cls):
+        original = cls.fit
+        def fit(self, *args, **kwargs):
+            with open(os.environ["ADAPTLAB_TEST_MARKERS"], "a") as f:
+                f.write(f"{self.name} {os.environ['RANK']}\\n")
+            if os.environ.get("ADAPTLAB_TEST_FAIL_RANK") == os.environ["RANK"]:
+                raise RuntimeError("fails on this process only")
+            return original(self, *args, **kwargs)
+        cls.fit = fit
+    marked(FineTuneMethod)
+    marked(EmbeddingZeroShot)
+
+    from transformers import Trainer
+
+    train = Trainer.train
+    def engine_marked(self, *args, **kwargs):
+        output = train(self, *args, **kwargs)
+        with open(os.environ["ADAPTLAB_TEST_MARKERS"], "a") as f:
+            f.write(f"engine {type(self.model_wrapped).__name__} {os.environ['RANK']}\\n")
+        return output
+    Trainer.train = engine_marked
+'''
+
+
+def dropout_free_model(tiny_bert_dir: Path, folder: Path) -> Path:
+    shutil.copytree(tiny_bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def ladder_file(folder: Path, model: Path, output: Path, **distributed: Any) -> Path:
+    cfg = {"name": "tiny", "task": {"type": "classification"}, "model": str(model), "seed": 0, "device": "cpu",
+           "data": {"path": str(write_sentiment_csv(folder / "data.csv", 160)), "test_size": 0.25,
+                    "validation_size": 0.1, "max_length": 16},
+           "output_dir": str(output), "rungs": RUNGS, "distributed": {"check_weights": True, **distributed}}
+    path = folder / "ladder.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def launch_env(folder: Path, home: Path) -> dict:
+    """The processes' environment: their own registry, one thread each, the marker hook on the path."""
+    (folder / "hook").mkdir()
+    (folder / "hook" / "sitecustomize.py").write_text(MARKER_HOOK)
+    return {**os.environ, "ADAPTLAB_HOME": str(home), "OMP_NUM_THREADS": "1", "COLUMNS": "200",
+            "PYTHONPATH": os.pathsep.join([str(folder / "hook"), os.environ.get("PYTHONPATH", "")]),
+            "ADAPTLAB_TEST_MARKERS": str(folder / "markers.txt")}
+
+
+def torchrun(config: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "adaptlab", "compare", str(config), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_bert, session_home):
+    """The two-process ladder killed half way then resumed, and the same ladder on one process."""
+    from adaptlab.config import load_ladder
+    from adaptlab.models import resolve_model
+    from adaptlab.pipeline import compare, prepare
+
+    folder = tmp_path_factory.mktemp("distributed")
+    model = dropout_free_model(resolve_model(tiny_bert, cache_dir=session_home / "models").path, folder / "model")
+    home = folder / "home"
+    env = launch_env(folder, home)
+    out = folder / "out"
+    config = ladder_file(folder, model, out)
+    crashed = torchrun(config, env={**env, "ADAPTLAB_FAULT": "checkpoint:5", "ADAPTLAB_FAULT_RANK": "1"})
+    staged = sorted(p.name for p in (out / ".partial" / "full" / "checkpoints").glob("checkpoint-*"))
+    after_crash = {"published": sorted(p.name for p in out.iterdir()), "checkpoints": staged}
+    (folder / "markers.txt").unlink(missing_ok=True)
+    resumed = torchrun(config, "--resume", env=env)
+    with pytest.MonkeyPatch.context() as mp:  # the one-process reference, in its own folder and registry
+        mp.setenv("ADAPTLAB_HOME", str(folder / "home1"))
+        compare(prepare(load_ladder(config), folder / "one"))
+    return {"crashed": crashed, "after_crash": after_crash, "resumed": resumed, "out": out, "one": folder / "one",
+            "home": home, "markers": folder / "markers.txt"}
+
+
+def read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_a_killed_process_stops_the_run_with_a_clear_error_and_keeps_its_checkpoints(runs):
+    crashed = runs["crashed"]
+    assert crashed.returncode != 0
+    err = crashed.stderr
+    assert "interrupted: finished rungs are kept" in err and "--resume" in err, err[-3000:]
+    assert "exitcode  : -9" in err or "Signal 9 (SIGKILL)" in err, err[-3000:]  # torchrun names the killed process
+    assert "full" not in runs["after_crash"]["published"]  # the interrupted rung doesn't look finished
+    assert runs["after_crash"]["checkpoints"], "no checkpoint kept to resume from"
+
+
+def test_resume_finishes_with_one_set_of_files(runs):
+    resumed, out = runs["resumed"], runs["out"]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".lock", "embedding_zero_shot", "full", "ladder.json", "leaderboard.json", "report.html", "report.md"]
+    assert resumed.stdout.count("[1/2] full: ok") == 1  # one process prints
+    board = read(out / "leaderboard.json")
+    assert sorted((e["rung"], e["status"]) for e in board["rungs"]) == [("embedding_zero_shot", "ok"), ("full", "ok")]
+    assert read(out / "full" / "metrics.json")["resumed_from"] == runs["after_crash"]["checkpoints"][-1]
+    con = sqlite3.connect(runs["home"] / "runs.sqlite")
+    rows = sorted(con.execute("SELECT rung, status FROM runs").fetchall())
+    con.close()
+    assert rows == [("embedding_zero_shot", "ok"), ("full", "ok")]
+
+
+def test_trained_rungs_fit_on_every_process_the_others_on_the_main_one(runs):
+    fits = sorted(runs["markers"].read_text().split("\n")[:-1])
+    assert fits == ["embedding_zero_shot 0", "engine DistributedDataParallel 0", "engine DistributedDataParallel 1",
+                    "full 0", "full 1"]
+
+
+def test_every_process_holds_the_saved_weights(runs):
+    from adaptlab.distributed import state_digest
+    from adaptlab.pipeline import load_run
+
+    record = read(runs["out"] / "full" / "run.json")["distributed"]
+    assert record["processes"] == 2 and record["strategy"] == "ddp"
+    _, method, _ = load_run(runs["out"] / "full")  # the model as saved, loaded again
+    saved = state_digest(method.trainable_state())
+    assert record["weights_sha256"] == [saved, saved]
+
+
+def test_metrics_equal_a_one_process_run(runs):
+    assert_same_results(runs["out"], runs["one"])
+
+
+def assert_same_results(many: Path, one: Path) -> None:
+    for rung in ("full", "embedding_zero_shot"):
+        two = read(many / rung / "metrics.json")
+        one_ = read(one / rung / "metrics.json")
+        preds = [[json.loads(line) for line in (folder / rung / "predictions.jsonl").read_text().splitlines()]
+                 for folder in (many, one)]
+        assert len(preds[0]) == len(preds[1])
+        gaps = [abs(a["scores"][k] - b["scores"][k]) for a, b in zip(*preds) for k in a["scores"]]
+        assert max(gaps) < 1e-3, (rung, max(gaps))
+        for name, value in one_["metrics"].items():  # at most one test example predicted otherwise
+            assert two["metrics"][name] == pytest.approx(value, abs=1 / len(preds[1]) + 1e-9), (rung, name)
+
+
+def test_one_process_takes_no_distributed_path(monkeypatch):
+    from adaptlab import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert (distributed.world_size(), distributed.rank(), distributed.is_main()) == (1, 0, True)
+    assert distributed.trainer_fields(8, own_loss=True) == {}
+    agreement = distributed.RungAgreement("full", shared=True)
+    agreement.fitted(lambda: pytest.fail("no weights are hashed on one process"))
+    assert distributed._CHANNEL is None  # nothing connected
+
+
+def test_batch_size_must_split_evenly(monkeypatch):
+    from adaptlab import distributed
+    from adaptlab.errors import TrainingError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed.trainer_fields(8, own_loss=True)["per_device_train_batch_size"] == 4
+    assert distributed.trainer_fields(8, own_loss=True)["average_tokens_across_devices"] is False
+    with pytest.raises(TrainingError, match="multiple of 2"):
+        distributed.trainer_fields(7, own_loss=False)
+
+
+
+DEEPSPEED_INSTALL = "pip install --no-build-isolation deepspeed==0.19.8"
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_two_cpu_processes(tmp_path, tiny_bert, session_home):
+    """ZeRO-2 (optimizer state and gradients sharded over the two processes, DeepSpeed's CPU accelerator, gloo):
+    the same results as one process, within the tolerance above. The first run JIT-builds a DeepSpeed op (minutes)."""
+    pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
+    from adaptlab.config import load_ladder
+    from adaptlab.models import resolve_model
+    from adaptlab.pipeline import compare, prepare
+
+    model = dropout_free_model(resolve_model(tiny_bert, cache_dir=session_home / "models").path, tmp_path / "model")
+    config = ladder_file(tmp_path, model, tmp_path / "out", strategy="deepspeed", zero_stage=2)
+    done = torchrun(config, env={**launch_env(tmp_path, tmp_path / "home"), "DS_ACCELERATOR": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    engines = sorted(line for line in (tmp_path / "markers.txt").read_text().splitlines() if line.startswith("engine"))
+    assert engines == ["engine DeepSpeedEngine 0", "engine DeepSpeedEngine 1"]
+    record = read(tmp_path / "out" / "full" / "run.json")["distributed"]
+    assert record["strategy"] == "deepspeed" and len(set(record["weights_sha256"])) == 1
+    compare(prepare(load_ladder(config), tmp_path / "one"))
+    assert_same_results(tmp_path / "out", tmp_path / "one")
+
+
+def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tmp_path, sentiment_csv):
+    from adaptlab.config import parse_ladder
+    from adaptlab.errors import ConfigError
+    from adaptlab.pipeline import Ladder, distributed_settings
+
+    raw = {"name": "t", "data": {"path": str(sentiment_csv)}, "model": "tiny-random-bert",
+           "rungs": [{"method": "full"}], "distributed": {"strategy": "deepspeed", "deepspeed_config": "ds.json"}}
+    spec = parse_ladder(raw, base_dir=tmp_path)
+    ladder = Ladder(spec, None, None, None, tmp_path / "out", "", "")
+    assert distributed_settings(ladder).deepspeed_config == str(tmp_path / "ds.json")
+    with pytest.raises(ConfigError, match=r"distributed.strategy: .*'ddp' or 'deepspeed'"):
+        parse_ladder({**raw, "distributed": {"strategy": "fsdp"}})
+    with pytest.raises(ConfigError, match=r"distributed.stage: unknown key. Did you mean 'zero_stage'"):
+        parse_ladder({**raw, "distributed": {"stage": 2}})
+
+
+@pytest.mark.slow
+def test_a_rung_failing_on_one_process_only_stops_the_run_instead_of_hanging(tmp_path, tiny_bert, session_home):
+    """Process 1 fails before training while process 0 waits for it inside training (the process group's set-up):
+    process 1 waits failure_wait_seconds for the others to report, says so and exits; torchrun stops process 0
+    (after its 30 s grace period: process 0 is blocked in C++ and can't handle SIGTERM sooner)."""
+    from adaptlab.models import resolve_model
+
+    model = resolve_model(tiny_bert, cache_dir=session_home / "models").path
+    config = ladder_file(tmp_path, model, tmp_path / "out", failure_wait_seconds=5)
+    env = {**launch_env(tmp_path, tmp_path / "home"), "ADAPTLAB_TEST_FAIL_RANK": "1"}
+    start = time.monotonic()
+    done = torchrun(config, env=env)
+    assert done.returncode != 0
+    assert time.monotonic() - start < 200
+    assert ("adaptlab: process 1: rung 'full' failed here (RuntimeError: fails on this process only), but the other "
+            "processes did not report within 5 s") in done.stderr, done.stderr[-3000:]
+    assert "--resume" in done.stderr
+    assert not (tmp_path / "out" / "full").exists()
