@@ -54,8 +54,9 @@ def _progress(total: int):
     status = console.status("starting")
 
     def update(rung: str, stage: str) -> None:
-        if rung != state["current"]:
-            state["current"] = rung
+        base = rung.split(" (")[0]  # "lora (seed 1)", "lora (default settings)": still rung lora
+        if base != state["current"]:
+            state["current"] = base
             state["i"] += 1
         if stage in ("ok", "failed") or stage.startswith("already"):
             colour = {"ok": "green", "failed": "red"}.get(stage, "cyan")
@@ -97,10 +98,7 @@ def compare(
     from adaptlab.distributed import is_main
 
     if not is_main():  # another process of a run on several (torchrun): trains with the main one, prints nothing
-        try:
-            run_compare(ladder, resume=resume, only=only)
-        except KeyboardInterrupt:  # Ctrl-C reaches every process; the main one says how to resume
-            raise typer.Exit(130) from None
+        _follow_compare(ladder, resume, only)
         return
     d = ladder.data
     console.print(
@@ -130,6 +128,16 @@ def compare(
                               highlight=False, soft_wrap=True)
         err_console.print(f"{len(failed)} of {len(board['rungs'])} rung(s) failed.", highlight=False)
         raise typer.Exit(1)
+
+
+def _follow_compare(ladder: Any, resume: bool, only: list[str] | None) -> None:
+    """A process other than the main one: it fits the trained rungs with the main process, silently."""
+    from adaptlab.pipeline import compare as run_compare
+
+    try:
+        run_compare(ladder, resume=resume, only=only)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process; the main one says how to resume
+        raise typer.Exit(130) from None
 
 
 def _interrupted(config: Path, folder: Path, output: Path | None, rungs: str | None) -> None:

@@ -46,7 +46,8 @@ class DistributedSpec(Spec):
     strategy: Literal["ddp", "deepspeed"] = Field(
         "ddp", description="ddp: every process holds the whole model, gradients are averaged "
         "(DistributedDataParallel). deepspeed: DeepSpeed ZeRO (stage 1 or 2: optimizer state and gradients "
-        "sharded across processes; needs `pip install --no-build-isolation deepspeed`).")
+        "sharded across processes; needs `pip install --no-build-isolation deepspeed`). FSDP and ZeRO-3 (sharded "
+        "weights) are not offered yet: they can't be tested without GPUs (docs/distributed.md).")
     zero_stage: Literal[1, 2] = Field(
         2, description="With strategy deepspeed and no deepspeed_config: the ZeRO stage.")
     deepspeed_config: str | None = Field(

@@ -258,6 +258,8 @@ def _unfinished(run: RungRun, parent: dict[str, str] | None) -> RungResult:
     )
     if parent is not None:
         prov.update(from_rung=parent["rung"], from_rung_sha256=parent["rung_sha256"])
+    if ladder.ctx.seed != ladder.spec.seed:  # `seeds:`: trained with another seed than the split's
+        prov["train_seed"] = ladder.ctx.seed
     name, primary = run.rung.run_name, ladder.task.primary_metric
     return RungResult(rung=name, method=run.rung.method, dir=name, primary_metric=primary, status="failed",
                       task=ladder.spec.task.type, higher_is_better=higher_is_better(primary), provenance=prov)

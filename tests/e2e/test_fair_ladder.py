@@ -81,6 +81,11 @@ def test_budget_per_rung_and_test_split_untouched_by_the_search(tmp_path, tiny_b
     assert info["params"]["learning_rate"] == best["params"]["learning_rate"]  # the shipped run is the chosen one
     rows = registry.list_trials(ladder.output / "head_only")
     assert [r["number"] for r in rows] == [0, 1, 2] and rows[0]["metric"] == "macro_f1"
+    from adaptlab.reporting.report import write_report
+
+    md, page = (p.read_text() for p in write_report([ladder.output], ladder.output, quiet=True))
+    assert "## Tuning: default vs tuned" in md and "Tuned ranking on test:" in md
+    assert 'id="tuning-history"' in page and "head_only" in md.split("## Tuning")[1]
 
 
 def test_default_settings_scored_on_test_when_the_search_moves_away(tmp_path, tiny_bert):

@@ -89,6 +89,7 @@ def check(name: str, i: int, response: httpx.Response, expected: dict, long: boo
         assert max(abs(d["scores"][k] - v) for k, v in want["scores"].items()) < 1e-5
 
 
+@pytest.mark.slow  # a second Ray cluster from scratch (80-160 s); the tests below cover the same app on one cluster
 def test_cli_serves_on_two_replicas_and_leaves_no_process_behind(lean_adapters, expected, tmp_path):  # noqa: F811
     """``adaptlab serve --replicas 2`` end to end: starts its own Ray, answers, and stops it all on SIGTERM."""
     import os

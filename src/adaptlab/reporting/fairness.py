@@ -53,8 +53,9 @@ def _ranking(tuned: list[Run], key: str, higher_is_better: bool) -> list[tuple[s
     return sorted(scored, key=lambda x: -x[1] if higher_is_better else x[1])
 
 
-def _ranking_text(tuned: list[Run], higher_is_better: bool) -> str:
-    """The tuned and default rankings on test, and whether tuning changed the order."""
+def _ranking_text(tuned: list[Run], higher_is_better: bool, tests: dict[str, dict]) -> str:
+    """The tuned and default rankings on test, whether tuning changed the order, and the evidence: each tuned rung's
+    paired test against the best rung of the report (the leaderboard's)."""
     after, before = _ranking(tuned, "tuned", higher_is_better), _ranking(tuned, "default", higher_is_better)
     if not after:
         return "No tuned rung finished."
@@ -62,8 +63,12 @@ def _ranking_text(tuned: list[Run], higher_is_better: bool) -> str:
     same = [n for n, _ in after] == [n for n, _ in before]
     change = ("the same order as with default settings." if same else "default settings ranked them "
               + " > ".join(f"{n} ({v:.3f})" for n, v in before) + ".")
+    evidence = [f"{n}: p = {fmt(tests[n]['p_value'])} ({tests[n].get('method')})" for n, _ in after
+                if (tests.get(n) or {}).get("p_value") is not None]
+    against = (" Against the best rung on the same test examples: " + "; ".join(evidence) + " (p < 0.05: a real "
+               "difference).") if evidence else ""
     return (f"Tuned ranking on test: {words}; {change} Each rung had the same budget and chose its settings on the "
-            "validation split alone; whether two adjacent rungs really differ is the leaderboard's paired test.")
+            f"validation split alone.{against}")
 
 
 def history_chart(tuned: list[Run], colours: dict[str, int], metric: str, higher_is_better: bool) -> C.Chart | None:
@@ -96,7 +101,8 @@ def history_chart(tuned: list[Run], colours: dict[str, int], metric: str, higher
     return C.Chart("tuning-history", "tuning: search history", caption, C.to_svg(fig, "tuning-history"))
 
 
-def tuning_section(runs: list[Run], colours: dict[str, int], metric: str, higher_is_better: bool) -> Section | None:
+def tuning_section(runs: list[Run], colours: dict[str, int], metric: str, higher_is_better: bool,
+                   tests: dict[str, dict]) -> Section | None:
     """Per tuned rung: its budget's trials, default vs tuned settings and scores, and the search history chart."""
     tuned = [r for r in runs if r.result.tuning]
     if not tuned:
@@ -109,7 +115,7 @@ def tuning_section(runs: list[Run], colours: dict[str, int], metric: str, higher
     header = ["rung", "trials", "default params", "default val", "default test [95% CI]", "tuned params",
               "tuned val", "tuned test [95% CI]", "test gain"]
     rows = _tuning_rows(tuned)
-    ranking = _ranking_text(tuned, higher_is_better)
+    ranking = _ranking_text(tuned, higher_is_better, tests)
     chart = history_chart(tuned, colours, metric, higher_is_better)
     html_rows = [f"<tr>{''.join(cell(c) for c in row)}</tr>" for row in rows]
     fig = "" if chart is None else (f'<figure class="chart wide" id="{chart.id}" data-chart="{chart.id}">'

@@ -78,7 +78,7 @@ def build_report(dirs: list[Path], warn: Warn) -> Report:
     curves = C.learning_curves([(r.name, colours[r.name], r.metrics.get("history") or []) for r in ok])
     results = [RunResults(r.name, r.metrics, load_predictions(r, warn), r.name == rec.choice) for r in ok]
     sections = task.report_sections(results) if task is not None else []
-    sections += [s for s in (tuning_section(ok, colours, metric, hib), seeds_section(ok)) if s is not None]
+    sections += [s for s in (tuning_section(ok, colours, metric, hib, tests), seeds_section(ok)) if s is not None]
     sections += [s for s in (selection_section(ok, colours, metric, hib),) if s is not None]  # weights kept
     title = (f"{sources[0].ladder}: {task_name} on {runs[0].model or 'unknown model'}" if len(sources) == 1
              else f"{' vs '.join(s.ladder for s in sources)}: {task_name}")
