@@ -160,6 +160,10 @@ class TuningSpec(Spec):
             for name, raw in dims.items():
                 try:
                     parse_dim(raw)
+                except ValidationError as exc:  # a range's own fields: say which, in one line
+                    what = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'range'}: {e['msg']}" for e in exc.errors())
+                    raise ValueError(f"space.{rung}.{name}: {what} (a range is {{low, high[, log]}}, choices "
+                                     "a list)") from None
                 except ValueError as exc:
                     raise ValueError(f"space.{rung}.{name}: {exc}") from None
         return self
@@ -395,15 +399,27 @@ def from_problems(rungs: list[Any]) -> list[str]:
 def tuning_problems(spec: LadderSpec) -> list[str]:
     """What is wrong with ``tuning:`` beyond its own schema: rungs it names that the ladder lacks, searched
     hyperparameters the rung's method doesn't have, range ends or choices the method refuses."""
+    from adaptlab.evaluation.metrics import METRICS
     from adaptlab.methods import METHODS
     from adaptlab.search_space import Choice, parse_dim
 
     names = [r.run_name for r in spec.rungs]
+    tuning = spec.tuning
     problems = [f"tuning.rungs: no rung named '{n}'.{did_you_mean(n, names)} Rungs: {names}"
-                for n in spec.tuning.rungs or [] if n not in names]
-    for rung_name, dims in spec.tuning.space.items():
+                for n in tuning.rungs or [] if n not in names]
+    problems += [f"tuning.rungs: '{n}' ({spec.rung(n).method}) has nothing to search (its method declares no search "
+                 f"space); give it one under tuning.space.{n}, or drop it from tuning.rungs."
+                 for n in tuning.rungs or [] if n in names and not METHODS.get(spec.rung(n).method).search_space
+                 and not tuning.space.get(n)]
+    if tuning.metric is not None and tuning.metric not in METRICS:
+        problems.append(f"tuning.metric: {METRICS.unknown_message(tuning.metric)}")
+    for rung_name, dims in tuning.space.items():
         if rung_name not in names:
             problems.append(f"tuning.space.{rung_name}: no rung of that name.{did_you_mean(rung_name, names)}")
+            continue
+        if tuning.rungs is not None and rung_name not in tuning.rungs:
+            problems.append(f"tuning.space.{rung_name}: '{rung_name}' is not in tuning.rungs, so it isn't searched; "
+                            "add it there or drop its space.")
             continue
         rung = spec.rung(rung_name)
         params_model = METHODS.get(rung.method).Params

@@ -64,6 +64,13 @@ class Ladder:
     output: Path
     data_hash: str
     config_hash: str
+    #: The ladder this one re-runs rungs of (another training seed, the default settings of a tuned rung): where the
+    #: searches are recorded and with which seed they were made. None for the ladder itself.
+    primary: Ladder | None = None
+
+    @property
+    def root(self) -> Ladder:
+        return self.primary or self
 
 
 def config_hash(spec: LadderSpec) -> str:
@@ -79,7 +86,7 @@ def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> s
         "task": ladder.spec.task.model_dump(mode="json"), "seed": ladder.spec.seed,
         "max_length": ladder.spec.data.max_length,
     }
-    if ladder.ctx.seed != ladder.spec.seed:  # a training seed other than the split's (`seeds:`); else as always
+    if ladder.ctx.seed != ladder.spec.seed and METHODS.get(rung.method).trains:  # `seeds:`; else as always
         key["train_seed"] = ladder.ctx.seed
     if rung.from_ is not None:  # only then: the hashes of rungs without `from` stay what they always were
         if rung.from_ in (*_below, rung.run_name):  # parse_ladder reports cycles; a spec built in code may have one
@@ -517,7 +524,9 @@ def run_configured(ladder: Ladder, rung: RungSpec, *, resume: bool = False, prog
         extra["tuning"] = _tuning_record(ladder, rung, chosen, search, entry, resume, progress)
     if len(training_seeds(ladder.spec)) > 1 and METHODS.get(rung.method).trains:
         extra["seeds"] = _seed_record(ladder, chosen, entry, resume, progress)
-    return _amend(ladder, chosen, extra) if extra and entry["status"] == "ok" else entry
+    # written every time (None when not asked for): a result kept by --resume never shows a search or seeds that
+    # the ladder no longer has
+    return _amend(ladder, chosen, {"tuning": None, "seeds": None, **extra}) if entry["status"] == "ok" else entry
 
 
 def _run_or_resume(ladder: Ladder, rung: RungSpec, resume: bool, progress: Progress | None,
@@ -535,8 +544,10 @@ def _amend(ladder: Ladder, rung: RungSpec, extra: dict[str, Any]) -> dict:
     """Add the search and seed records to the rung's published metrics.json; returns its new entry."""
     path = ladder.output / rung.run_name / "metrics.json"
     result = RungResult.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    result = result.model_copy(update=extra)
-    write_json_atomic(path, result.model_dump())
+    recorded = result.model_dump()
+    if any(recorded.get(key) != value for key, value in extra.items()):  # rewritten only to change what it says
+        result = result.model_copy(update=extra)
+        write_json_atomic(path, result.model_dump())
     return result.entry()
 
 
@@ -596,14 +607,14 @@ def chosen_rung(ladder: Ladder, rung: RungSpec) -> RungSpec:
     """The rung with the settings its finished search chose (itself when it isn't tuned or not yet searched)."""
     if not _tuned(ladder, rung):
         return rung
-    search = _search(ladder, rung, resume=None)
+    search = _search(ladder.root, rung, resume=None)  # searches are made and recorded by the ladder itself
     return rung if search is None else _with_params(rung, search.chosen_params())
 
 
 def run_trial(ladder: Ladder, rung: RungSpec, live: Any, metric: str, folder: Path,
               say: Callable[[str], None]) -> Any:
     """Fit one trial's settings on the training split and score it on validation; the test split is sealed."""
-    from adaptlab.tuning import Pruned, Trial
+    from adaptlab.tuning import MetricMissing, Pruned, Trial
 
     trial = Trial(live.number, live.params)
     say(f"tuning: trial {live.number} {json.dumps(live.params)}")
@@ -611,11 +622,11 @@ def run_trial(ladder: Ladder, rung: RungSpec, live: Any, metric: str, folder: Pa
     workdir = folder / f"trial-{live.number}"
     try:
         method, fit = _fit_trial(ladder, _with_params(rung, live.params), workdir, live, metric, say)
-        trial.value = validation_score(ladder, method, metric, ladder.data.meta())
+        trial.value = validation_score(ladder, method, metric, _search_meta(ladder))
         trial.trainable_params, trial.steps = method.parameter_counts()[0], fit.get("steps")
     except Pruned:
         trial.state = "pruned"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, MetricMissing):  # a config problem, not this trial's: the search stops
         raise
     except Exception as exc:  # a failing trial is recorded; the search goes on
         trial.state, trial.error = "failed", str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
@@ -640,10 +651,16 @@ def _fit_trial(ladder: Ladder, rung: RungSpec, workdir: Path, live: Any, metric:
     parent = parent_record(ladder, rung, ladder.output)
     if parent is not None:
         _start_from(run, method, parent)
-    meta = ladder.data.meta()  # the split's label set, read before the test split is sealed
+    meta = _search_meta(ladder)
     score = live.reporting(lambda: validation_score(sealed, method, metric, meta))
     fit, _ = _fit(run, method, resume=False, scorer=ValidationScorer(metric, higher_is_better(metric), score))
     return method, fit
+
+
+def _search_meta(ladder: Ladder) -> dict:
+    """The task data's meta() as a search may see it: computed with the validation split standing in for the test
+    split, so nothing of the test split (not even which labels occur in it) shapes the scores a search compares."""
+    return dataclasses.replace(ladder.data, test=ladder.data.validation).meta()
 
 
 def validation_score(ladder: Ladder, method: Method, metric: str, meta: dict) -> float:
@@ -651,7 +668,9 @@ def validation_score(ladder: Ladder, method: Method, metric: str, meta: dict) ->
     records = ladder.task.predict(method, ladder.data.validation)
     metrics = ladder.task.score(records, {**meta, "seed": ladder.spec.seed})
     if metric not in metrics:
-        raise UserError(f"tuning.metric '{metric}' is not a metric of task '{ladder.spec.task.type}'."
+        from adaptlab.tuning import MetricMissing
+
+        raise MetricMissing(f"tuning.metric '{metric}' is not a metric of task '{ladder.spec.task.type}'."
                         f"{did_you_mean(metric, list(metrics))} Its metrics: {sorted(metrics)}")
     return float(metrics[metric])
 
@@ -668,7 +687,7 @@ def _tuning_record(ladder: Ladder, rung: RungSpec, chosen: RungSpec, search: Any
     default = {**summary["default"], "test": entry.get("value"), "interval": entry.get("interval"),
                "dir": chosen.run_name}
     if search.chosen_params() != search.defaults:
-        where = Ladder(**{**ladder.__dict__, "output": search.folder / "default"})
+        where = Ladder(**{**ladder.__dict__, "output": search.folder / "default", "primary": ladder.root})
         tagged = (lambda name, stage: progress(f"{name} (default settings)", stage)) if progress else None
         result = _run_or_resume(where, rung, resume, tagged, record=False, inputs=ladder.output)
         default.update(test=result.get("value"), interval=result.get("interval"),
@@ -683,7 +702,8 @@ def seed_ladder(ladder: Ladder, seed: int) -> Ladder:
     """The ladder with another training seed (same split, data and model), writing under ``seeds/seed-N``."""
     ctx = copy.copy(ladder.ctx)  # shares the resolved model and the shared caches
     ctx.seed = seed
-    return Ladder(**{**ladder.__dict__, "ctx": ctx, "output": ladder.output / SEEDS_DIR / f"seed-{seed}"})
+    return Ladder(**{**ladder.__dict__, "ctx": ctx, "output": ladder.output / SEEDS_DIR / f"seed-{seed}",
+                     "primary": ladder.root})
 
 
 def _seed_record(ladder: Ladder, rung: RungSpec, entry: dict, resume: bool, progress: Progress | None) -> dict:

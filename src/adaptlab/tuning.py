@@ -17,6 +17,7 @@ same choices as one that was never interrupted. While a rung is tuned its data's
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from collections.abc import Callable
@@ -25,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.config import TuningSpec
+from adaptlab.errors import UserError
 from adaptlab.runs.files import read_jsonl, write_json_atomic, write_jsonl_atomic
 from adaptlab.search_space import Dim, distribution, parse_dim, suggest
 
+log = logging.getLogger(__name__)
 TUNING_DIR = "tuning"
 #: Trials before TPE models the space (random draws until then) and before the pruner judges a trial.
 STARTUP_TRIALS = 3
@@ -35,6 +38,10 @@ STARTUP_TRIALS = 3
 
 class Pruned(Exception):
     """A trial stopped early: its intermediate validation score is below the median of earlier trials."""
+
+
+class MetricMissing(UserError):
+    """``tuning.metric`` is a metric, but not one this task computes: no trial can be scored, so the search stops."""
 
 
 class SealedSplit:
@@ -113,7 +120,7 @@ class Search:
         if _recorded_digest(folder) != digest or not (folder / "trials.jsonl").is_file():
             return None
         search = cls(folder, digest, **kwargs)
-        search.trials = [Trial(**t) for t in read_jsonl(folder / "trials.jsonl")]
+        search.trials = _recorded_trials(folder)
         return search if search.done else None
 
     @classmethod
@@ -122,8 +129,7 @@ class Search:
         settings (``digest``), else started afresh (the old record removed)."""
         search = cls(folder, digest, **kwargs)
         if resume and _recorded_digest(folder) == digest:
-            search.trials = [Trial(**t) for t in read_jsonl(folder / "trials.jsonl")] if (
-                folder / "trials.jsonl").is_file() else []
+            search.trials = _recorded_trials(folder)
         else:
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
@@ -200,6 +206,19 @@ class Search:
 
     def write(self) -> None:
         write_json_atomic(self.folder / "search.json", {"sha256": self.digest, "done": self.done, **self.summary()})
+
+
+def _recorded_trials(folder: Path) -> list[Trial]:
+    """The trials recorded in ``folder``; none (the search starts again, with a warning) when the record can't be
+    read (a truncated or hand-edited trials.jsonl)."""
+    path = folder / "trials.jsonl"
+    if not path.is_file():
+        return []
+    try:
+        return [Trial(**t) for t in read_jsonl(path)]
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("%s can't be read (%s); the search starts again.", path, exc)
+        return []
 
 
 def _recorded_digest(folder: Path) -> str | None:

@@ -66,7 +66,7 @@ def test_budget_per_rung_and_test_split_untouched_by_the_search(tmp_path, tiny_b
         trials = _trials(ladder, rung)
         assert [t["number"] for t in trials] == [0, 1, 2]  # the budget, no more, no less
         assert all(t["state"] == "complete" for t in trials), trials  # none read the sealed test split
-        assert trials[0]["params"] == {"learning_rate": 0.01} if rung == "head_only" else {"C": 1.0}
+        assert trials[0]["params"] == ({"learning_rate": 0.01} if rung == "head_only" else {"C": 1.0})
     assert not (ladder.output / "tuning" / "embedding_zero_shot").exists()  # nothing to search: run once
     during = {name for searching_, name in reads if searching_}
     assert during == {"validation"}, during
@@ -102,6 +102,13 @@ def test_default_settings_scored_on_test_when_the_search_moves_away(tmp_path, ti
     assert json.loads((default_dir / "run.json").read_text())["params"]["learning_rate"] == 1e-9
     assert tuning["default"]["test"] == json.loads((default_dir / "metrics.json").read_text())["value"]
     assert tuning["tuned"]["test"] > tuning["default"]["test"]
+    from adaptlab.pipeline import chosen_rung, seed_ladder
+
+    rung = ladder.spec.rung("head_only")
+    chosen = chosen_rung(ladder, rung)
+    assert chosen.params["learning_rate"] == tuning["tuned"]["params"]["learning_rate"]
+    # a ladder re-running the rung with another seed (or a child rung's parent lookup there) finds the same choice
+    assert chosen_rung(seed_ladder(ladder, 7), rung).params == chosen.params
 
 
 def test_resumed_search_makes_the_same_choices(tmp_path, tiny_bert, monkeypatch):
@@ -157,4 +164,9 @@ def test_seeds_change_training_not_the_split(tmp_path, tiny_bert):
     from adaptlab.reporting.report import write_report
 
     md = write_report([ladder.output], ladder.output, quiet=True)[0].read_text()
-    assert "## Training seeds" in md and "on every seed" in md
+    assert "## Training seeds" in md and "(seeds: mean" in md
+    # one seed now: the finished run is kept by --resume, its record of two seeds is not
+    again = compare(prepare(ladder.spec.model_copy(update={"seeds": [3]})), resume=True)
+    kept = {e["rung"]: e for e in again["rungs"]}["head_only"]
+    assert kept["value"] == entry["value"] and "seeds" not in kept
+    assert "seeds" not in json.loads((first / "metrics.json").read_text())

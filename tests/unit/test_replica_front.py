@@ -150,3 +150,26 @@ def test_replica_device_follows_the_gpus_reserved():
     assert replica_device("cpu", 1) == "cpu" and replica_device("cuda", 1) == "cuda"
     with pytest.raises(UserError, match="--replica-gpus"):
         replica_device("cuda", 0)
+
+
+def test_a_client_gone_while_its_answer_is_sent_gets_no_second_response():
+    """The replica answered; the client's connection fails after the start went out: no 500 after it, no retry."""
+    f, handle = front(Reply([JSON_START, body(b'{"model": "a"}')]))
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body":
+            raise OSError("connection closed")
+
+    scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": "/v1/classify",
+             "raw_path": b"/v1/classify", "query_string": b"", "root_path": "", "headers": [], "client": None,
+             "server": None}
+    messages = [{"type": "http.request", "body": b'{"model": "a", "input": "hi"}', "more_body": False}]
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    asyncio.run(f(scope, receive, send))
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]  # one response, not two
+    assert len(handle.requests) == 1

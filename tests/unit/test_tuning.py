@@ -128,6 +128,43 @@ def test_seed_rule_needs_every_seed_and_one_direction():
     assert s["mean"] == pytest.approx(0.85) and s["std"] == pytest.approx(0.0707, abs=1e-3) and s["failed"] == [2]
 
 
+def _seeded_run(name, value, seeds):
+    from pathlib import Path
+
+    from adaptlab.reporting.runs import Run
+
+    metrics = {"status": "ok", "rung": name, "value": value}
+    if seeds is not None:  # a rung run with one seed has no `seeds` record
+        metrics["seeds"] = {"seeds": seeds, "dirs": {str(s): f"seeds/seed-{s}/{name}" for s in seeds}}
+    return Run(name, "l", name, Path("/ladder") / name, metrics)
+
+
+def test_cross_seed_rule_in_the_report():
+    from adaptlab.reporting.fairness import seed_aware_tests
+
+    best, other = _seeded_run("lora", 0.8, [0, 1]), _seeded_run("probe", 0.7, [0, 1])
+    runs = [best, other]
+    single = {"probe": {"method": "McNemar", "p_value": 0.001, "detail": "seed 0"}}
+
+    def on(values):  # per seed: (p, best value, other value); None = that seed's run is missing
+        def test_on(best_dir, run_dir):
+            got = values[run_dir.name if run_dir.name.startswith("seed") else run_dir.parent.name]
+            return None if got is None else {"p_value": got[0], "best_value": got[1], "value": got[2]}
+        return test_on
+
+    agree = seed_aware_tests(single, runs, "lora", True, on({"seed-0": (0.001, .8, .7), "seed-1": (.02, .8, .7)}))
+    assert agree["probe"]["p_value"] == 0.02 and "2 seeds" in agree["probe"]["method"]
+    flips = seed_aware_tests(single, runs, "lora", True, on({"seed-0": (0.001, .8, .7), "seed-1": (.01, .7, .8)}))
+    assert flips["probe"]["p_value"] == 1.0
+    missing = seed_aware_tests(single, runs, "lora", True, on({"seed-0": (0.001, .8, .7), "seed-1": None}))
+    assert missing["probe"]["p_value"] == 1.0  # not shown on every seed
+    fewer = seed_aware_tests(single, [best, _seeded_run("probe", 0.7, [0])], "lora", True,
+                             on({"seed-0": (0.001, .8, .7)}))
+    assert fewer["probe"]["p_value"] == 1.0  # the best ran seed 1, this rung didn't
+    unseeded = seed_aware_tests(single, [_seeded_run("lora", 0.8, None), other], "lora", True, on({}))
+    assert unseeded == single
+
+
 def test_dimensions_from_yaml():
     assert parse_dim([4, 8]) == Choice(values=(4, 8))
     assert parse_dim({"low": 1, "high": 4}).integer
@@ -151,6 +188,10 @@ def _raw(**extra):
      "tuning.space.lora.learning_rate (2.0)"),
     ({"tuning": {"trials": 2, "space": {"lora": {"r": {"low": 4}}}}}, "space.lora.r"),
     ({"seeds": [0, 0]}, "seeds repeat"),
+    ({"tuning": {"trials": 2, "metric": "macro_f"}}, "tuning.metric: unknown metric 'macro_f'"),
+    ({"tuning": {"trials": 2, "rungs": ["embedding_zero_shot"]}}, "has nothing to search"),
+    ({"tuning": {"trials": 2, "rungs": ["lora"], "space": {"embedding_zero_shot": {"temperature": [0.1]}}}},
+     "is not in tuning.rungs"),
     ({"seeds": [-1]}, "a seed must be a whole number"),
 ])
 def test_config_errors_name_the_field(extra, message):

@@ -33,14 +33,13 @@ def summarize(values: Mapping[int, float | None], dirs: Mapping[int, str]) -> di
 
 def combine(per_seed: Sequence[tuple[float | None, float, float]], higher_is_better: bool) -> float | None:
     """One p-value for "this rung differs from the best" from each seed's (p-value, best's value, this rung's
-    value): the largest p-value when every seed has one and the best is ahead on every seed; 1.0 when the order
-    flips on some seed (the seeds disagree); None without any test."""
+    value): the largest p-value when every seed has a test and the best is ahead on every seed; 1.0 when the order
+    flips on some seed (the seeds disagree) or some seed has no test (a missing or failed run: the difference is not
+    shown on every seed); None without any seed at all."""
     if not per_seed:
         return None
-    ahead = [(b > v) if higher_is_better else (b < v) for _, b, v in per_seed]
-    if not all(ahead):
-        return 1.0
     p_values = [p for p, _, _ in per_seed]
     if any(p is None or not math.isfinite(p) for p in p_values):
-        return None
-    return max(p_values)
+        return 1.0
+    ahead = [(b > v) if higher_is_better else (b < v) for _, b, v in per_seed]
+    return max(p_values) if all(ahead) else 1.0

@@ -148,23 +148,24 @@ def seeds_section(runs: list[Run]) -> Section | None:
 def seed_aware_tests(tests: dict[str, dict], ok: list[Run], best_name: str | None, higher_is_better: bool,
                      test_on: Callable[[Path, Path], dict | None]) -> dict[str, dict]:
     """The paired tests with the seed rule applied: for a rung and the best both repeated over seeds, the test is
-    run on each seed's predictions (``test_on(best_dir, run_dir)``) and combined by
-    :func:`adaptlab.evaluation.seeds.combine`; other rungs keep their single test."""
+    run on each seed's predictions (``test_on(best_dir, run_dir)``, None when a seed's run is missing or failed)
+    and combined by :func:`adaptlab.evaluation.seeds.combine`; a seed either rung lacks counts as not shown (p 1).
+    Other rungs keep their single test."""
     best = next((r for r in ok if r.name == best_name), None)
     if best is None or not best.result.seeds:
         return tests
     out = dict(tests)
+    best_dirs = best.result.seeds.get("dirs") or {}
     for r in ok:
         if r is best or not r.result.seeds or r.name not in tests:
             continue
-        per_seed, first = [], tests[r.name]
-        for seed, best_dir in (best.result.seeds.get("dirs") or {}).items():
-            run_dir = (r.result.seeds.get("dirs") or {}).get(seed)
-            test = test_on(best.path.parent / best_dir, r.path.parent / run_dir) if run_dir else None
-            if test is None:
-                continue
-            per_seed.append((test.get("p_value"), test["best_value"], test["value"]))
-        p = combine(per_seed, higher_is_better)
+        dirs = r.result.seeds.get("dirs") or {}
+        per_seed = []
+        for seed in sorted(set(best_dirs) | set(dirs)):
+            both = seed in best_dirs and seed in dirs
+            test = test_on(best.path.parent / best_dirs[seed], r.path.parent / dirs[seed]) if both else None
+            per_seed.append((test.get("p_value"), test["best_value"], test["value"]) if test else (None, 0.0, 0.0))
+        p, first = combine(per_seed, higher_is_better), tests[r.name]
         out[r.name] = {**first, "p_value": p, "method": f"{first.get('method')}, on each of {len(per_seed)} seeds",
                        "detail": f"largest p over seeds {fmt(p)}; " + str(first.get("detail") or "")}
     return out

@@ -40,8 +40,10 @@ log = logging.getLogger("adaptlab.serving.replicas")
 APP_NAME = "adaptlab"
 DEPLOYMENT = "EngineReplica"
 REPLICA_HEADER = "x-adaptlab-replica"
-#: Environment variables the replicas get from the ``adaptlab serve`` process (model cache, offline switches).
+#: Environment variables the replicas get from the ``adaptlab serve`` process (model cache, offline switches), by
+#: prefix; never credentials (HF_TOKEN and the like, see :data:`SECRET_ENV`), which a joined cluster would store.
 FORWARDED_ENV = ("ADAPTLAB_", "HF_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_NUM_THREADS")
+SECRET_ENV = ("TOKEN", "KEY", "SECRET", "PASSWORD", "CREDENTIAL")
 _SCOPE_KEYS = ("type", "http_version", "method", "scheme", "path", "raw_path", "query_string", "root_path",
                "headers", "client", "server")
 
@@ -192,8 +194,6 @@ class ReplicaFront:
                     for m in held:
                         await send(m)
                     held, sent = [], True
-            for m in held:
-                await send(m)
         except Exception as e:
             if not sent:
                 raise
@@ -205,6 +205,17 @@ class ReplicaFront:
             raise ReplicaLost from None
         finally:
             response.cancel()
+        await _flush(held, send)
+
+
+async def _flush(held: list[dict], send: Any) -> None:
+    """Send a complete answer the replica gave. Its start may go out before a send fails (the client left): that
+    is the client's doing, so it is logged, never answered with a second response or retried on a replica."""
+    try:
+        for m in held:
+            await send(m)
+    except Exception as e:  # noqa: BLE001 - whatever the server raises for a closed connection
+        log.info("the client left while its answer was being sent (%s)", e)
 
 
 def _is_stream(start: dict) -> bool:
@@ -263,7 +274,8 @@ def start_ray(cpus_needed: float) -> bool:
                         ) from None
     if ray.is_initialized():
         return False
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith(FORWARDED_ENV) and not any(word in k.upper() for word in SECRET_ENV)}
     address = os.environ.get("RAY_ADDRESS")
     local = {} if address else {"num_cpus": max(os.cpu_count() or 1, math.ceil(cpus_needed)),
                                 "include_dashboard": False}
