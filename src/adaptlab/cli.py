@@ -219,7 +219,10 @@ def methods() -> None:
     for name in METHODS.names():
         cls = METHODS.get(name)
         doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        console.print(f"  [bold]{name}[/bold] ({', '.join(sorted(cls.tasks))}): {doc}")
+        console.print(f"  [bold]{name}[/bold] ({', '.join(sorted(cls.tasks))}): {doc}", highlight=False)
+        if cls.search_space:  # what `tuning:` searches by default
+            space = ", ".join(f"{k} {d.describe()}" for k, d in cls.search_space.items())
+            console.print(f"      tuning searches: {space}", highlight=False, markup=False)
 
 
 @app.command()

@@ -152,3 +152,15 @@ def test_failing_rung_does_not_stop_the_ladder(tmp_path, sentiment_csv, tiny_ber
     status = {e["rung"]: (e["status"], e["error"]) for e in board["rungs"]}
     assert status["linear_probe"][0] == "ok"
     assert status["top_layers"][0] == "failed" and "only 2 layers" in status["top_layers"][1]
+
+
+def test_methods_lists_every_rung_and_what_tuning_searches(monkeypatch, capsys):
+    from adaptlab.methods import METHODS
+
+    code, out, _ = run_cli(monkeypatch, capsys, "methods")
+    assert code == 0
+    assert all(f"  {name} (" in out for name in METHODS.names())
+    lora = out.split("  lora (")[1].split("\n  ")[1]
+    assert lora.startswith("    tuning searches: learning_rate [0.0001, 0.005, log], r {4, 8, 16}")
+    zero = out.split("  embedding_zero_shot (")[1].split("\n  ")[1]
+    assert not zero.startswith("    tuning searches")  # nothing to search
