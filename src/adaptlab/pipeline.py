@@ -297,12 +297,11 @@ def _start_from(run: RungRun, method: Method, parent: dict[str, str]) -> None:
 def validation_scorer(ladder: Ladder, method: Method) -> ValidationScorer | None:
     """How training scores ``method`` on the validation split with the task's primary metric (no intervals: the
     task's ``score``), to keep the best weights and stop early; None when the validation split is empty."""
-    task, split = ladder.task, ladder.data.validation
-    if not len(split):
+    if not len(ladder.data.validation):
         return None
-    meta, primary = {**ladder.data.meta(), "seed": ladder.spec.seed}, task.primary_metric
+    meta, primary = ladder.data.meta(), ladder.task.primary_metric
     return ValidationScorer(primary, higher_is_better(primary),
-                            lambda: float(task.score(task.predict(method, split), meta)[primary]))
+                            lambda: validation_score(ladder, method, primary, meta))
 
 
 def _fit(run: RungRun, method: Method, resume: bool,
@@ -698,12 +697,20 @@ def _tuning_record(ladder: Ladder, rung: RungSpec, chosen: RungSpec, search: Any
 
 
 # -- seeds -----------------------------------------------------------------------------------------------------------
+def reseeded(ctx: RunContext, seed: int) -> RunContext:
+    """``ctx`` with another training seed (itself when the seed is the same); the copy shares the resolved model
+    and the shared caches."""
+    if seed == ctx.seed:
+        return ctx
+    ctx = copy.copy(ctx)
+    ctx.seed = seed
+    return ctx
+
+
 def seed_ladder(ladder: Ladder, seed: int) -> Ladder:
     """The ladder with another training seed (same split, data and model), writing under ``seeds/seed-N``."""
-    ctx = copy.copy(ladder.ctx)  # shares the resolved model and the shared caches
-    ctx.seed = seed
-    return Ladder(**{**ladder.__dict__, "ctx": ctx, "output": ladder.output / SEEDS_DIR / f"seed-{seed}",
-                     "primary": ladder.root})
+    output = ladder.output / SEEDS_DIR / f"seed-{seed}"
+    return Ladder(**{**ladder.__dict__, "ctx": reseeded(ladder.ctx, seed), "output": output, "primary": ladder.root})
 
 
 def _seed_record(ladder: Ladder, rung: RungSpec, entry: dict, resume: bool, progress: Progress | None) -> dict:
@@ -763,10 +770,7 @@ class _FollowerRun(RungRun):
 def _follow_rung(ladder: Ladder, command: dict) -> None:
     """Fit an announced rung with the main process (the Trainer makes it one DDP/DeepSpeed run), then agree."""
     rung = RungSpec.model_validate(command["rung"])
-    ctx = ladder.ctx
-    if command["seed"] != ctx.seed:  # another training seed (`seeds:`)
-        ctx = copy.copy(ctx)
-        ctx.seed = command["seed"]
+    ctx = reseeded(ladder.ctx, command["seed"])  # another training seed (`seeds:`), or the same context
     here = Ladder(**{**ladder.__dict__, "ctx": ctx, "output": Path(command["output"])})
     ctx.reset_caches()
     run = _FollowerRun(here, rung, partial_dir(here.output, rung.run_name), {}, lambda stage: None)
