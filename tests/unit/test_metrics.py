@@ -35,9 +35,15 @@ def test_every_metric_name_is_registered_with_direction():
         "accuracy", "macro_precision", "macro_recall", "macro_f1", "rouge1", "rouge2", "rougeL", "rougeLsum",
         "bleu", "chrf", "exact_match", "perplexity", "spearman", "recall_at_k", "mrr", "entity_micro_f1",
         "entity_micro_precision", "entity_micro_recall", "entity_macro_f1", "token_accuracy", "unparsed_share",
+        # sentence embeddings (ranking metrics at each cutoff), preference pairs, judges of generative rungs
+        "pearson", "average_precision", "roc_auc", "best_accuracy", "triplet_accuracy",
+        *(f"{m}_at_{k}" for m in ("recall", "mrr", "ndcg") for k in (1, 3, 5, 10, 20, 50, 100)),
+        "preference_accuracy", "mean_margin", "reward_mean", "reward_win_rate", "judge_win_rate",
+        "judge_order_agreement", "mmlu_accuracy",
     }  # fmt: skip
     assert set(METRICS.names()) == expected
-    assert higher_is_better("macro_f1") and higher_is_better("bleu")
+    assert higher_is_better("macro_f1") and higher_is_better("bleu") and higher_is_better("ndcg_at_10")
+    assert higher_is_better("mmlu_accuracy") and higher_is_better("triplet_accuracy")
     assert not higher_is_better("perplexity")
     assert metric_info("rougeL").name == "rougeL"
 

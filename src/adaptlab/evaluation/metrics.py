@@ -59,6 +59,36 @@ _info("entity_micro_recall", "Share of gold entities found with the exact span a
 _info("entity_macro_f1", "Mean over entity types of the per-type entity F1 (0-1).")
 _info("token_accuracy", "Fraction of words whose predicted BIO tag equals the gold tag (0-1; O dominates it).")
 _info("unparsed_share", "Share of examples whose generated answer could not be read (0-1).", higher_is_better=False)
+_info("pearson", "Pearson correlation between predicted and reference scores (-1 to 1).")
+_info("average_precision", "Average precision of a score ranking the positive examples first (0-1; scikit-learn).")
+_info("roc_auc", "Area under the ROC curve of a score separating positive from negative examples (0-1).")
+_info("best_accuracy", "Accuracy at the score threshold that is best on the evaluated examples themselves (0-1; "
+      "optimistic: the threshold is chosen on them).")
+_info("triplet_accuracy", "Share of (anchor, positive, negative) triplets whose anchor is closer to the positive "
+      "(0-1).")
+_info("preference_accuracy", "Share of preference pairs whose chosen response the rung scores above the rejected "
+      "one; a tie is wrong (0-1).")
+_info("mean_margin", "Mean of score(chosen) - score(rejected) over preference pairs, on the rung's own scale.")
+_info("reward_mean", "Mean reward a finished reward-model run (or a classifier's target-label probability) gives "
+      "the rung's test outputs (task.judges.reward), on that run's scale.")
+_info("reward_win_rate", "Share of test inputs whose output the reward run scores above the judges' `against` "
+      "rung's output; a tie counts half (0-1, 0.5: no better).")
+_info("judge_win_rate", "LLM judge: the rung's mean score against the `against` rung's output, judged in both orders "
+      "(win 1, tie 0.5, loss 0; 0-1, 0.5: no better).")
+_info("judge_order_agreement", "LLM judge: share of judged pairs whose verdicts agree when the two responses swap "
+      "places (0-1; low: the judge follows position, not content).")
+_info("mmlu_accuracy", "Share of sampled MMLU questions answered right (lm-eval, 0-shot log-likelihood of A-D; "
+      "chance 0.25): a forgetting check next to the Hamlet perplexity.")
+
+#: Cutoffs k of the ranking metrics recall_at_k, mrr_at_k and ndcg_at_k (sentence-embedding retrieval).
+RANK_CUTOFFS = (1, 3, 5, 10, 20, 50, 100)
+for _k in RANK_CUTOFFS:
+    _info(f"recall_at_{_k}", f"Share of a query's relevant documents among the {_k} ranked first, mean over queries "
+          "(0-1).")
+    _info(f"mrr_at_{_k}", f"Mean reciprocal rank of a query's first relevant document, 0 when it is below rank {_k} "
+          "(0-1).")
+    _info(f"ndcg_at_{_k}", f"Normalised discounted cumulative gain of the {_k} documents ranked first, binary "
+          "relevance, mean over queries (0-1).")
 
 
 def metric_info(name: str) -> MetricInfo:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptlab.export.parity import Tolerance, _over
+from adaptlab.export.parity import Tolerance, over_tolerance
 from adaptlab.generation.decoding import eos_ids
 
 DECODER_JSON = "decoder.json"
@@ -193,9 +193,9 @@ def check_generation(records: list[dict], artifact: str, step: Step, tokenizer: 
         logit_diff = _logit_diff(steps, reference["steps"])
         failures = []
         if tolerance.logit is not None and logit_diff > tolerance.logit:
-            failures.append(_over("max |Δlogit|", logit_diff, tolerance.logit))
+            failures.append(over_tolerance("max |Δlogit|", logit_diff, tolerance.logit))
         if abs(value - run_value) > tolerance.metric:
-            failures.append(_over(f"|Δ{metric}|", abs(value - run_value), tolerance.metric))
+            failures.append(over_tolerance(f"|Δ{metric}|", abs(value - run_value), tolerance.metric))
     return {
         "artifact": artifact, "file": file, "examples": len(records), "max_abs_logit_diff": logit_diff,
         "max_abs_prob_diff": None, "changed_predictions": int(changed), "metric": metric, "run_value": run_value,

@@ -4,7 +4,8 @@
 
 Classification runs are checked on their whole test split (probabilities, logits, labels, primary metric);
 generation runs (causal LMs) greedy-decode the first 64 test prompts with the weights and with every export
-(logits per step, changed outputs, primary metric).
+(logits per step, changed outputs, primary metric); embedding runs recompute the cosines their test predictions
+recorded (:mod:`adaptlab.export.embedder`).
 
 The bundle is built in a hidden sibling folder. Only if every artefact passes parity is it renamed to ``--to``;
 otherwise it is kept at ``<to>.failed`` (with its ``parity.json``) and :class:`ParityError` says by how much.
@@ -296,7 +297,13 @@ def _build_tagger(*args: Any) -> dict:
     return build_tagger(*args)
 
 
+def _build_embedder(*args: Any) -> dict:
+    from adaptlab.export.embedder import build_embedder
+
+    return build_embedder(*args)
+
+
 #: The bundle builder for each export kind a task may declare.
 BUILDERS: dict[str, Callable[..., dict]] = {
-    "classifier": _build, "decoder": _build_generation, "tagger": _build_tagger,
+    "classifier": _build, "decoder": _build_generation, "tagger": _build_tagger, "embedder": _build_embedder,
 }

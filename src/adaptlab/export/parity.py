@@ -119,11 +119,11 @@ def check(reference: ParityReference, artifact: str, predictor: Any, tolerance: 
     value = reference.metric(predicted)
     failures = []
     if tolerance.logit is not None and logit_diff is not None and logit_diff > tolerance.logit:
-        failures.append(_over("max |Δlogit|", logit_diff, tolerance.logit))
+        failures.append(over_tolerance("max |Δlogit|", logit_diff, tolerance.logit))
     if prob_diff > tolerance.prob:
-        failures.append(_over("max |Δprob|", prob_diff, tolerance.prob))
+        failures.append(over_tolerance("max |Δprob|", prob_diff, tolerance.prob))
     if abs(value - run_value) > tolerance.metric:
-        failures.append(_over(f"|Δ{reference.primary_metric}|", abs(value - run_value), tolerance.metric))
+        failures.append(over_tolerance(f"|Δ{reference.primary_metric}|", abs(value - run_value), tolerance.metric))
     return {
         "artifact": artifact,
         "file": file,
@@ -142,7 +142,7 @@ def check(reference: ParityReference, artifact: str, predictor: Any, tolerance: 
     }, logits
 
 
-def _over(what: str, value: float, limit: float) -> str:
+def over_tolerance(what: str, value: float, limit: float) -> str:
     return f"{what} = {value:.3g} > tolerance {limit:.3g} (over by {value - limit:.3g})"
 
 

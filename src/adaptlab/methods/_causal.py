@@ -278,6 +278,19 @@ class GenerativeMethod(TorchModelAccounting, Method):
         sums, counts = self.score(encoded)
         return [(float(-s), int(c)) for s, c in zip(sums, counts)]
 
+    # -- preference pairs ---------------------------------------------------------------------------------------------
+    def score_pairs(self, prompts: Sequence[Input], chosen: Sequence[str],
+                    rejected: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The preference task: each response's log-likelihood after its prompt (the sum of its token
+        log-probabilities; their mean with ``length_normalize``), for the chosen and the rejected responses."""
+        from adaptlab.methods._pairs import encode_pairs, pair_logprobs
+
+        sum_c, n_c, sum_r, n_r = pair_logprobs(self, self.model, encode_pairs(self.formatter, prompts, chosen,
+                                                                              rejected))
+        if getattr(self.params, "length_normalize", False):
+            return sum_c / np.maximum(n_c, 1), sum_r / np.maximum(n_r, 1)
+        return sum_c, sum_r
+
     # -- what the rung reports besides the task metrics -------------------------------------------------------------
     def extra_metrics(self) -> dict[str, Any]:
         """Forgetting, and prompt sizes of the inputs predicted so far (the test split in a ladder)."""
@@ -293,6 +306,13 @@ class GenerativeMethod(TorchModelAccounting, Method):
                 "truncated_inputs": int((cut > 0).sum()),
             }
         return out
+
+    def language_model(self) -> Any:
+        """The model as adapted (adapter included), for lm-eval; None with a soft prompt, whose virtual positions
+        lm-eval's wrapper can't see past."""
+        from adaptlab.judging import LanguageModel
+
+        return None if self.virtual_tokens else LanguageModel(self.model, self.tokenizer, self.kind)
 
     def forgetting(self) -> dict[str, Any] | None:
         """{"base_ppl", "adapted_ppl", "delta", "metric"} on the forgetting text, or None when it is off."""

@@ -2,7 +2,9 @@
 
 The embedder is sentence-transformers over the base model (mean pooling unless the model says otherwise). Within
 one ladder every embedding rung shares it, so each text is embedded once; latency measurement turns the cache
-off (:meth:`Embedder.uncached`) so it times real work.
+off (:meth:`Embedder.uncached`) so it times real work. A rung that starts from a domain_mlm rung (``from:``, for
+rungs that declare ``starts_from = ENCODER_PARENTS``) embeds with that rung's encoder instead (its own shared
+embedder), and ships it (see ``_encoder_start``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from adaptlab.context import RunContext
+from adaptlab.methods._encoder_start import StartsFromEncoder, load_encoder
 from adaptlab.methods.base import Method
 
 
 class Embedder:
-    def __init__(self, ctx: RunContext, batch_size: int = 64):
+    """``encoder``: the encoder weights to embed with instead of the base model's (from a domain_mlm rung)."""
+
+    def __init__(self, ctx: RunContext, batch_size: int = 64, encoder: dict[str, torch.Tensor] | None = None,
+                 source: str = ""):
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(
@@ -32,6 +38,8 @@ class Embedder:
             local_files_only=ctx.model.source != "hub",
         )
         self.model.max_seq_length = ctx.max_length
+        if encoder is not None:
+            load_encoder(self.model[0].auto_model, encoder, source)
         self.batch_size = batch_size
         self._cache: dict[str, np.ndarray] = {}
         self._use_cache = True
@@ -88,21 +96,26 @@ class Embedder:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
 
-def shared_embedder(ctx: RunContext) -> Embedder:
-    """The sentence embedder over the run's base model, shared by every embedding rung of the run (one cache)."""
-    return ctx.shared(("embedder", str(ctx.model.path), ctx.max_length), lambda: Embedder(ctx))
+def shared_embedder(ctx: RunContext, encoder: dict[str, torch.Tensor] | None = None,
+                    source: str | None = None) -> Embedder:
+    """The sentence embedder over the run's base model, shared by every embedding rung of the run (one cache); with
+    ``encoder`` (weights from ``source``, a domain_mlm rung) one over that encoder, shared by the rungs that start
+    from ``source``."""
+    key = ("embedder", str(ctx.model.path), ctx.max_length) + ((source,) if encoder is not None else ())
+    return ctx.shared(key, lambda: Embedder(ctx, encoder=encoder, source=str(source)))
 
 
-class EmbeddingMethod(Method):
+class EmbeddingMethod(StartsFromEncoder, Method):
     """A rung that classifies frozen sentence embeddings with a small fitted (or fixed) head.
 
-    Subclasses fill ``self.head`` (a dict of numpy arrays) in ``fit`` and implement ``scores``.
+    Subclasses fill ``self.head`` (a dict of numpy arrays) in ``fit`` and implement ``scores``. Those that declare
+    ``starts_from = ENCODER_PARENTS`` embed with a domain_mlm rung's encoder when they start from one.
     """
 
     head_file = "head.safetensors"
 
     def setup(self) -> None:
-        self.embedder = shared_embedder(self.ctx)
+        self.embedder = shared_embedder(self.ctx, self.start_state, self.start_source)
         self.head: dict[str, np.ndarray] = {}
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
@@ -117,10 +130,12 @@ class EmbeddingMethod(Method):
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
         save_file({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.head.items()}, path / self.head_file)
+        self.save_start(path)
 
     @classmethod
     def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
         method = cls(params, ctx)
+        method.restore_start(path)
         method.setup()
         method.head = {k: v.numpy() for k, v in load_file(path / cls.head_file).items()}
         return method

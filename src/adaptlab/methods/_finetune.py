@@ -5,7 +5,8 @@ if its shipped artefact differs, :meth:`save`/:meth:`load`. Loading, tokenising,
 accounting live here once.
 
 By default a rung ships only the weights it trained (``delta.safetensors``), applied over the same base model at
-load time; the base model's hash in ``run.json`` says which base that must be.
+load time; the base model's hash in ``run.json`` says which base that must be. A rung can start from a domain_mlm
+rung (``from: domain_mlm``): its encoder replaces the base's, and ships with the rung (see ``_encoder_start``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
+from adaptlab.methods._encoder_start import ENCODER_PARENTS, StartsFromEncoder, encoder_body, load_encoder
 from adaptlab.methods._heads import Head
 from adaptlab.methods.base import Method, TorchModelAccounting
 from adaptlab.training import ClassifierTrainParams, WeightedCrossEntropy, balanced_class_weights, train
@@ -39,7 +41,7 @@ class EncoderParams(ClassifierTrainParams):
     )
 
 
-class FineTuneMethod(TorchModelAccounting, Method):
+class FineTuneMethod(StartsFromEncoder, TorchModelAccounting, Method):
     """An encoder with a new task head. What the head is, how examples are encoded and how outputs are read is the
     task's *encoder objective* (``task.encoder_objective``): a sequence classifier for classification, a per-token
     classifier for token classification. The rung itself only decides which weights train (:meth:`adapt`)."""
@@ -47,6 +49,7 @@ class FineTuneMethod(TorchModelAccounting, Method):
     Params = EncoderParams
     tasks = frozenset({"classification", "token_classification"})
     data_parallel = True
+    starts_from = ENCODER_PARENTS
 
     def __init__(self, params: Any, ctx: RunContext):
         super().__init__(params, ctx)
@@ -56,7 +59,8 @@ class FineTuneMethod(TorchModelAccounting, Method):
 
     # -- model -------------------------------------------------------------------------------------------------
     def base_model(self) -> torch.nn.Module:
-        """The base with the task's new head (for classification as ``params.head`` says)."""
+        """The base with the task's new head (for classification as ``params.head`` says), its encoder replaced by
+        the one this rung starts from, if any (``from: domain_mlm``)."""
         from transformers import set_seed
 
         from adaptlab.models import load_kwargs
@@ -69,6 +73,8 @@ class FineTuneMethod(TorchModelAccounting, Method):
         model = self.objective.build(self.ctx.model.location, self.params.head, self.ctx.model.path, **kwargs)
         if model.config.pad_token_id is None and self.tokenizer.pad_token_id is not None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
+        if self.start_state is not None:
+            load_encoder(encoder_body(model), self.start_state, str(self.start_source))
         return model
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -155,10 +161,12 @@ class FineTuneMethod(TorchModelAccounting, Method):
         state = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state().items()}
         save_file(state, path / DELTA, metadata={"base_model": self.ctx.model_spec})
         self.tokenizer.save_pretrained(path / "tokenizer")
+        self.save_start(path)
 
     @classmethod
     def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
         method = cls(params, ctx)
+        method.restore_start(path)
         method.setup()
         method.load_delta(path / DELTA)
         method.model.eval()

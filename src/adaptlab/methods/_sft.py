@@ -1,10 +1,11 @@
 """Supervised fine-tuning of a generative model: the shared ``fit`` of lm_lora, lm_ia3, lm_full and prompt_tuning.
 
 Each training example is the prompt followed by its answer (for classification: the label's word; for generation:
-the reference), encoded by :class:`~adaptlab.generation.formatting.Formatter` exactly as it is scored later. The
-loss is on the answer tokens only: prompt positions carry the label -100 (trl's collator pads them; for seq2seq the
-answer is the decoder target). Training itself is adaptlab's :func:`adaptlab.training.train` (HF Trainer with
-atomic checkpoints and resume). Subclasses choose what trains in :meth:`adapt`.
+the reference; for preference pairs: the chosen response, the usual stage before DPO), encoded by
+:class:`~adaptlab.generation.formatting.Formatter` exactly as it is scored later. The loss is on the answer tokens
+only: prompt positions carry the label -100 (trl's collator pads them; for seq2seq the answer is the decoder target).
+Training itself is adaptlab's :func:`adaptlab.training.train` (HF Trainer with atomic checkpoints and resume).
+Subclasses choose what trains in :meth:`adapt`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class SFTMethod(GenerativeMethod):
     """A generative rung whose weights (or adapters, or soft prompt) train on prompt -> answer pairs."""
 
     Params: ClassVar[type] = SFTParams
+    #: on preference pairs they learn the chosen responses (prompt -> chosen), the SFT stage before DPO
+    tasks: ClassVar[frozenset[str]] = frozenset({"classification", "generation", "preference"})
     trains: ClassVar[bool] = True
     data_parallel: ClassVar[bool] = True
 

@@ -39,6 +39,10 @@ class Method:
     Params: ClassVar[type[BaseModel]] = NoParams
     #: False for rungs that fit nothing (zero-shot); the contract test then expects no trainable state.
     trains: ClassVar[bool] = True
+    #: False for rungs that predict nothing of the task: a pre-training stage (domain_mlm) that other rungs start
+    #: from (``from:``). The pipeline fits, measures and saves them like any rung but predicts nothing: their result
+    #: has no value of the primary metric, only their own metrics (:meth:`own_metrics`), and ``"predicts": false``.
+    predicts: ClassVar[bool] = True
     #: True for rungs whose fit trains through :func:`adaptlab.training.train` (the Trainer): launched on several
     #: processes, every process fits them together (DDP, DeepSpeed); the other rungs run on the main process alone.
     data_parallel: ClassVar[bool] = False
@@ -62,8 +66,24 @@ class Method:
         """Pre-flight, before any rung starts: problems that would make this rung fail on this model and data."""
         return []
 
+    @classmethod
+    def input_digest(cls, params: BaseModel, ctx: RunContext) -> str | None:
+        """A digest of what the rung reads beyond its params and the ladder's data (e.g. the content of a file a
+        param names): part of the rung's resume hash, so a changed file re-runs it. None: it reads nothing else."""
+        return None
+
     def extra_metrics(self) -> dict[str, Any]:
         """Metrics beyond the task's, measured by the method itself after fitting (e.g. forgetting)."""
+        return {}
+
+    def language_model(self) -> Any:
+        """The rung's language model as adapted, for benchmarks (``task.judges.mmlu``): an
+        :class:`adaptlab.judging.LanguageModel`, or None when the rung has none (classifiers, reward models)."""
+        return None
+
+    def own_metrics(self, split: Any) -> dict[str, Any]:
+        """A rung that predicts nothing (:attr:`predicts` False): its own measurements on the test ``split``'s inputs
+        after fitting (e.g. masked-LM perplexity before and after), recorded as its metrics."""
         return {}
 
     def uncached(self) -> contextlib.AbstractContextManager:
@@ -94,6 +114,15 @@ class Method:
         list the parent methods they accept in :attr:`starts_from`; the rest keep this default."""
         raise UserError(f"{self.name} can't start from another rung's output (it always starts from the base "
                         "model); drop the rung's `from`.")
+
+    def accepted_parent(self, run_dir: Path, info: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+        """(folder, run.json) of the rung ``start_from`` was given, once its method is one of :attr:`starts_from`
+        (UserError naming the methods this rung accepts otherwise)."""
+        method = info["rung"]["method"]
+        if method not in self.starts_from:
+            raise UserError(f"{self.name} can start from a rung of {', '.join(sorted(self.starts_from))}, not from "
+                            f"'{method}' ({run_dir}).")
+        return Path(run_dir), info
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def setup(self) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adaptlab.context import RunContext
 from adaptlab.methods._embedding import EmbeddingMethod, softmax
+from adaptlab.methods._encoder_start import ENCODER_PARENTS
 from adaptlab.methods.base import METHODS
 from adaptlab.search_space import Range
 
@@ -36,6 +37,7 @@ class LinearProbe(EmbeddingMethod):
     Params = ProbeParams
     search_space = {"C": Range(low=0.01, high=100.0, log=True)}
     tasks = frozenset({"classification", "token_classification"})
+    starts_from = ENCODER_PARENTS  # from: domain_mlm embeds with its pre-trained encoder
 
     def __init__(self, params: Any, ctx: RunContext):
         super().__init__(params, ctx)

@@ -17,7 +17,6 @@ import torch
 from pydantic import Field
 
 from adaptlab.context import RunContext
-from adaptlab.errors import UserError
 from adaptlab.methods._causal import Dtype, GenerativeMethod
 from adaptlab.methods._sft import SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS, Method
@@ -47,11 +46,7 @@ class LMFull(SFTMethod):
 
     def start_from(self, run_dir: Path, info: dict[str, Any]) -> None:
         """Train on top of a finished lm_full, lm_lora or lm_ia3 rung instead of the base (read in :meth:`setup`)."""
-        method = info["rung"]["method"]
-        if method not in self.starts_from:
-            raise UserError(f"{self.name} can start from a rung of {', '.join(sorted(self.starts_from))}, not from "
-                            f"'{method}' ({run_dir}).")
-        self.parent = (Path(run_dir), info)
+        self.parent = self.accepted_parent(run_dir, info)
 
     def setup(self) -> None:
         if self.parent is None:

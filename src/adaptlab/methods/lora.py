@@ -47,12 +47,14 @@ class LoRA(FineTuneMethod):
 
     def save(self, path: Path) -> None:
         save_adapter(self.model, self.tokenizer, path / "adapter")
+        self.save_start(path)  # the encoder it started from (from: domain_mlm), under the adapter
 
     @classmethod
     def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
         from transformers import AutoTokenizer
 
         method = cls(params, ctx)
+        method.restore_start(path)
         method.tokenizer = AutoTokenizer.from_pretrained(str(path / "adapter"))
         method.model = load_adapter(method.base_model(), path / "adapter", ctx.torch_device)
         return method

@@ -23,9 +23,11 @@ from pathlib import Path
 from adaptlab.evaluation.seeds import RULE as SEED_RULE
 from adaptlab.reporting import charts as C
 from adaptlab.reporting.content import Report
+from adaptlab.reporting.data_efficiency import data_efficiency_section
 from adaptlab.reporting.fairness import seed_aware_tests, seeds_section, tuning_section
 from adaptlab.reporting.html import render_html
 from adaptlab.reporting.markdown import render_markdown
+from adaptlab.reporting.pretraining import is_stage, pretraining_section
 from adaptlab.reporting.recommend import best_entry, is_usable, pareto_front, quality_key, recommend
 from adaptlab.reporting.runs import (
     Run,
@@ -54,7 +56,8 @@ def build_report(dirs: list[Path], warn: Warn) -> Report:
     metric = str(runs[0].primary_metric or "value")
     hib = _higher_is_better(runs, metric)
     ok = sorted((r for r in runs if is_usable(r.entry())), key=lambda r: quality_key(r.entry(), hib))
-    runs = ok + [r for r in runs if not is_usable(r.entry())]
+    stages = [r for r in runs if is_stage(r)]  # pre-training stages (domain_mlm): no value, their own section
+    runs = ok + [r for r in runs if not is_usable(r.entry()) and not is_stage(r)]
     colours = {r.name: i for i, r in enumerate(runs)}
     tests = _paired_tests(task, ok, metric, hib, warn)
     best = best_entry([r.entry() for r in ok], hib)
@@ -79,7 +82,10 @@ def build_report(dirs: list[Path], warn: Warn) -> Report:
     results = [RunResults(r.name, r.metrics, load_predictions(r, warn), r.name == rec.choice) for r in ok]
     sections = task.report_sections(results) if task is not None else []
     sections += [s for s in (tuning_section(ok, colours, metric, hib, tests), seeds_section(ok)) if s is not None]
+    sections += [s for s in (data_efficiency_section(ok, colours, metric, hib),) if s is not None]  # train_sizes
     sections += [s for s in (selection_section(ok, colours, metric, hib),) if s is not None]  # weights kept
+    sections += [s for s in (pretraining_section(ok, stages, lambda a, b: paired_test(task, a, b, metric, warn),
+                                                 metric, hib),) if s is not None]  # gain of domain pre-training
     title = (f"{sources[0].ladder}: {task_name} on {runs[0].model or 'unknown model'}" if len(sources) == 1
              else f"{' vs '.join(s.ladder for s in sources)}: {task_name}")
     return Report(title, sources, runs, task_name, metric, hib, _test_n(runs), tests, rec,

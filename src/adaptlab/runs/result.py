@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 #: The keys of a rung's leaderboard entry, in the order they are written.
 ENTRY_KEYS = ("rung", "method", "dir", "primary_metric", "status", "value", "interval", "metrics", "cost", "error",
               "diagnosis")
-#: Keys of metrics.json and the entry present only when the ladder asked for them (``tuning:``, ``seeds:``).
-OPTIONAL_KEYS = ("tuning", "seeds")
+#: Keys of metrics.json and the entry present only when the ladder asked for them (``tuning:``, ``seeds:``,
+#: ``train_sizes:``).
+OPTIONAL_KEYS = ("tuning", "seeds", "train_sizes")
 
 
 class RungResult(BaseModel):
@@ -58,6 +59,10 @@ class RungResult(BaseModel):
                                           "trial, the chosen and the default settings with their scores.")
     seeds: dict[str, Any] | None = Field(None, description="The rung over training seeds (`seeds:`): value per "
                                          "seed, mean, std, min, max, and each seed's run folder.")
+    train_sizes: dict[str, Any] | None = Field(
+        None, description="The rung's data-efficiency curve (`train_sizes:`): unit (per_class or examples), "
+        "whether it trains, and per size its value per seed, mean, std, min, max, the outermost 95% bounds and each "
+        "run's folder; a rung that doesn't train has a flat `reference` instead.")
     details: dict[str, Any] = Field(default_factory=dict, description="What the task's evaluate returned beyond "
                                     "metrics and intervals (per_class, confusion_matrix, n, per_type, ...); "
                                     "top-level keys in metrics.json.")

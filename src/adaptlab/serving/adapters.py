@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.errors import UserError
+from adaptlab.methods._encoder_start import START_FILE
 from adaptlab.methods._peft import PEFT_CONFIG
 from adaptlab.serving.engine import BASE, default_task, task_kind
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _NAME = re.compile(rf"^{NAME_PATTERN}$")
 #: peft task types -> the export kind their adapters are served as.
-PEFT_KINDS = {"SEQ_CLS": "classifier", "CAUSAL_LM": "decoder", "TOKEN_CLS": "tagger"}
+PEFT_KINDS = {"SEQ_CLS": "classifier", "CAUSAL_LM": "decoder", "TOKEN_CLS": "tagger", "FEATURE_EXTRACTION": "embedder"}
 
 
 class InvalidName(UserError):
@@ -166,12 +167,20 @@ def _from_rung(name: str, folder: Path, weights: Path, method: str, params: dict
         prompt_template=template, metrics=metrics,
         text_pair=text_pair if task_kind(context["task"]) == "classifier" else None,
     )
+    if (weights / START_FILE).is_file():  # from: domain_mlm: its adapter or head sits on another encoder
+        raise UserError(f"adapter '{name}': rung '{method}' ({folder}) started from a domain_mlm rung's pre-trained "
+                        "encoder, not the shared base, so it can't be served next to other adapters; serve it as the "
+                        f"base: adaptlab export {folder} --to DIR --merge && adaptlab serve --base DIR/merged")
     peft_dirs = sorted(p.parent for p in weights.rglob(PEFT_CONFIG)) if weights.is_dir() else []
     if peft_dirs:
         return AdapterSpec(kind="peft", weights=peft_dirs[0], **common)
     if (weights / "head.safetensors").is_file():
         return AdapterSpec(kind="head", weights=weights, **common)
     shipped = ", ".join(sorted(p.name for p in weights.iterdir())) if weights.is_dir() else "nothing"
+    if (weights / "model" / "modules.json").is_file():  # a fully trained sentence-transformers model
+        raise UserError(f"adapter '{name}': rung '{method}' ({folder}) trained every weight of the encoder, so it "
+                        "can't share a base with other adapters; serve it as the base: adaptlab serve --base "
+                        f"{weights / 'model'} (or train it with params.lora: true to serve it as an adapter).")
     raise UserError(
         f"adapter '{name}': rung '{method}' ({folder}) ships no peft adapter or embedding head (weights/: {shipped}), "
         "so there is nothing to load next to other adapters. A rung that changes the base model's own weights can "

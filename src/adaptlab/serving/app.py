@@ -2,6 +2,7 @@
 
     POST /v1/classify            {"model": "rt", "input": ["a gorgeous film", ...]}
     POST /v1/ner                 {"model": "conll", "input": ["Ada Lovelace lived in London.", ...]}
+    POST /v1/embeddings          {"model": "chat-mnr", "input": ["how was your weekend?", ...]}
     POST /v1/completions         {"model": "base", "prompt": "Once upon", "max_tokens": 16, "stream": true}
     POST /v1/chat/completions    {"model": "chat", "messages": [{"role": "user", "content": "Hi"}]}
     GET  /v1/models  /healthz  /metrics  /  (the playground)
@@ -43,12 +44,12 @@ from adaptlab.serving.engine import AdapterInfo, Engine
 from adaptlab.serving.http import Served
 from adaptlab.serving.metrics import Metrics
 from adaptlab.serving.middleware import Guard, install_error_handlers
-from adaptlab.serving.routes import classify, generation, health, models, ner, playground
+from adaptlab.serving.routes import classify, embeddings, generation, health, models, ner, playground
 from adaptlab.serving.settings import ServerSettings
 
 #: Every router of the app, in the order their routes are matched.
 ROUTERS: tuple[APIRouter, ...] = (playground.router, health.router, models.router, classify.router,
-                                  ner.router, generation.router)
+                                  ner.router, embeddings.router, generation.router)
 
 
 def create_app(engine: Engine, settings: ServerSettings | None = None) -> FastAPI:

@@ -22,7 +22,7 @@ from adaptlab.serving.engine import ClassifyItem, Engine, GenerationParams
 
 _DONE = object()
 #: Job kinds answered whole by one engine call per batch -> the engine method that answers them.
-ANSWERED = {"classify": "classify", "ner": "ner"}
+ANSWERED = {"classify": "classify", "ner": "ner", "embed": "embed"}
 
 
 class QueueFull(Exception):
@@ -125,6 +125,10 @@ class Batcher:
     async def ner(self, adapter: str, texts: list[str], timeout: float) -> list:
         """Per text, the entities the engine's ``ner`` finds with ``adapter``."""
         return await self._answer("ner", adapter, texts, timeout)
+
+    async def embed(self, adapter: str, texts: list[str], timeout: float) -> list:
+        """Per text, its embedding (:class:`~adaptlab.serving.engine.Embedding`) through ``adapter``."""
+        return await self._answer("embed", adapter, texts, timeout)
 
     async def _answer(self, kind: str, adapter: str, items: list, timeout: float) -> list:
         loop = asyncio.get_running_loop()

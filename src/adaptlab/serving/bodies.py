@@ -57,6 +57,17 @@ class NerRequest(_Body):
     input: str | list[str] = Field(..., description="A text or a list of texts.")
 
 
+class EmbeddingsRequest(_Body):
+    """OpenAI's embeddings body. Token-id inputs are not taken (send text); ``dimensions`` may only be the model's
+    own."""
+
+    model: str = Field(..., description="An embedding adapter's name, or 'base' (any encoder base).")
+    input: str | list[str] = Field(..., description="A text or a list of texts.")
+    encoding_format: Literal["float", "base64"] = Field("float", description="Floats, or base64 of little-endian "
+                                                       "float32 bytes (as OpenAI's clients ask by default).")
+    dimensions: int | None = Field(None, ge=1, description="Must equal the model's embedding size when given.")
+
+
 class _Sampling(_Body):
     """Fields shared by the OpenAI completion and chat request bodies. ``top_k`` and ``repetition_penalty`` (as vLLM
     takes them) are the ladder's decoding settings of the same names (task.generation)."""

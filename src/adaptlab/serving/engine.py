@@ -1,4 +1,5 @@
-"""The engine interface the HTTP layer talks to: one base model, named adapters, batched classify, NER and generate.
+"""The engine interface the HTTP layer talks to: one base model, named adapters, batched classify, NER, embeddings and
+generate.
 
 An engine owns the model and is driven from one worker thread (:mod:`adaptlab.serving.batching`), so it needs no
 locking of its own. Every batch it receives is for one adapter (``"base"`` is the bare base model); that is the
@@ -14,7 +15,8 @@ from typing import Any, Protocol
 
 BASE = "base"
 #: What a model of each export kind (a task's ``export_kind``) is served on.
-ROUTES = {"classifier": "/v1/classify", "decoder": "/v1/completions or /v1/chat/completions", "tagger": "/v1/ner"}
+ROUTES = {"classifier": "/v1/classify", "decoder": "/v1/completions or /v1/chat/completions", "tagger": "/v1/ner",
+          "embedder": "/v1/embeddings"}
 
 
 def task_kind(task: str | None) -> str | None:
@@ -93,6 +95,14 @@ class Classification:
 
 
 @dataclass
+class Embedding:
+    """One text's sentence embedding and how many tokens of it were read (after truncation)."""
+
+    vector: list[float]
+    tokens: int
+
+
+@dataclass
 class GenerationParams:
     """Decoding settings of one prompt (already capped by the server's limits).
 
@@ -145,6 +155,10 @@ class Engine(Protocol):
     def ner(self, adapter: str, texts: list[str]) -> list[list[dict[str, Any]]]:
         """Per text, the entities ``adapter`` finds: ``{"start", "end", "label", "text", "score"}`` with character
         offsets into that text."""
+
+    def embed(self, adapter: str, texts: list[str]) -> list[Embedding]:
+        """Per text, its L2-normalised sentence embedding through ``adapter`` (``"base"``: the bare encoder, pooled
+        as the base model's sentence-transformers config says) and the number of tokens read."""
 
     def generate(self, adapter: str, prompts: list[Any],
                  params: list[GenerationParams]) -> Iterator[list[GenerationChunk]]:

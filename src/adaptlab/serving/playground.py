@@ -80,6 +80,13 @@ async function ask(name, other, text) {
     if (!r.ok) return { error: body.error ? body.error.message : r.statusText };
     return { entities: body.data[0].entities, source: text };
   }
+  if (m.export_kind === 'embedder' || (name === 'base' && models[other] && models[other].export_kind === 'embedder')) {
+    const r = await fetch('/v1/embeddings', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+                                              body: JSON.stringify({ model: name, input: text }) });
+    const body = await r.json();
+    if (!r.ok) return { error: body.error ? body.error.message : r.statusText };
+    return { embedding: body.data[0].embedding, usage: body.usage };
+  }
   if (m.export_kind === 'classifier') {
     const req = { model: name, input: text };
     if (name === 'base' && !(m.labels && m.labels.length)) {
@@ -111,6 +118,10 @@ function show(side, name, result, ms) {
     const rows = Object.entries(c.scores).sort((a, b) => b[1] - a[1])
       .map(([k, v]) => `<tr><td>${esc(k)}</td><td>${v.toFixed(3)}</td></tr>`).join('');
     out.innerHTML = `<div class="label">${esc(c.label)}</div><table>${rows}</table>`;
+  } else if (result.embedding) {
+    const v = result.embedding;
+    const head = v.slice(0, 8).map((x) => x.toFixed(3)).join(', ');
+    out.innerHTML = `<div class="label">${v.length} dimensions</div><div>[${esc(head)}, ...]</div>`;
   } else if (result.entities) {
     const chars = Array.from(result.source);  // offsets count code points, as Python does
     let html = '', at = 0;

@@ -11,6 +11,9 @@
   :class:`~adaptlab.tasks.token_classification.ship.TokenPredictor` (first sub-token of each word, BIO -> entities
   with character offsets). A merged tagger (``adaptlab export RUN --merge`` of a head_only/top_layers/full rung) is
   served as ``--base``: it is loaded as a token classifier, and ``"base"`` answers NER with its own head.
+- Sentence embeddings (``/v1/embeddings``) on the same encoder base: ``"base"`` is the bare body pooled as its
+  sentence-transformers config says; a LoRA embedding rung's adapter (saved from the body alone) is loaded next to
+  the others with its keys placed under the body (``bert.``...), and embeds with its adapter switched on.
 - Decoder base (Llama, GPT-2, SmolLM2, ...): loaded as a causal LM; ``"base"`` is the bare model with adapters
   disabled. Generation is a batched KV-cache decode loop that streams text per step. Everything it decides is
   decided as the ladder decides it (:mod:`adaptlab.generation`): the next token (greedy, temperature, top-k,
@@ -46,6 +49,7 @@ from adaptlab.serving.engine import (
     AdapterInfo,
     Classification,
     ClassifyItem,
+    Embedding,
     EngineError,
     GenerationChunk,
     GenerationParams,
@@ -200,12 +204,16 @@ class TransformersEngine:
                 f"adapter '{spec.name}' was trained on base '{spec.base_spec}' (sha256 {spec.base_sha256[:12]}...), "
                 f"but this server's base is '{self.base_name}' (sha256 {self.resolved.sha256[:12]}...).",
                 409, "base_mismatch")
-        wanted = {"decoder": ("decoder",), "classifier": ("classifier", "tagger"), "tagger": ("tagger",)}
+        wanted = {"decoder": ("decoder",), "classifier": ("classifier", "tagger", "embedder"), "tagger": ("tagger",)}
         served = wanted[self.base_kind]
         if spec.export_kind not in served:
             tasks = " and ".join(default_task(k) for k in served)
             raise EngineError(f"adapter '{spec.name}' is a {spec.task} adapter; this server's base "
                               f"'{self.base_name}' serves {tasks}.", 409, "task_mismatch")
+        if spec.export_kind == "embedder" and spec.kind != "peft":
+            raise EngineError(f"adapter '{spec.name}': only LoRA embedding rungs (params.lora: true) are served next "
+                              "to others; serve a fully trained one as the base (--base RUN/weights/model).", 422,
+                              "unsupported_adapter")
         if spec.export_kind == "tagger":
             if spec.kind != "peft":
                 raise EngineError(f"adapter '{spec.name}': only peft token-classification adapters are served next to "
@@ -227,14 +235,14 @@ class TransformersEngine:
                               "by the transformers engine yet.", 422, "unsupported_adapter")
         shapes = _saved_shapes(spec.weights)
         loaded = {s.method for s in self.specs.values() if s.kind == "peft"}
-        with self._head_shapes(config, shapes), warnings.catch_warnings():
+        with self._head_shapes(config, shapes), warnings.catch_warnings(), self._peft_folder(spec) as folder:
             warnings.simplefilter("ignore", FutureWarning)  # transformers deprecations peft triggers
             try:
                 if not self.peft_loaded:
-                    self.model = PeftModel.from_pretrained(self.model, str(spec.weights), adapter_name=spec.name)
+                    self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=spec.name)
                     self.peft_loaded = True
                 else:
-                    self.model.load_adapter(str(spec.weights), adapter_name=spec.name)
+                    self.model.load_adapter(str(folder), adapter_name=spec.name)
             except (ValueError, KeyError, RuntimeError) as e:  # e.g. peft refuses to mix adapter types
                 raise EngineError(f"adapter '{spec.name}' ({config.peft_type}) can't be loaded next to the adapters "
                                   f"already loaded ({', '.join(sorted(map(str, loaded))) or 'none'}): {e}", 422,
@@ -244,6 +252,35 @@ class TransformersEngine:
             heads = ("classifier.weight", "score.weight")
             n = next((s[0] for k, s in shapes.items() if k.endswith(heads)), 0)
             spec.labels = [f"LABEL_{i}" for i in range(n)]
+
+    @contextlib.contextmanager
+    def _peft_folder(self, spec: AdapterSpec) -> Iterator[Path]:
+        """The adapter folder peft loads: as saved, except an embedding adapter, which was saved from the encoder
+        body alone (keys ``base_model.model.encoder...``): a copy with its keys under the body's attribute of this
+        base (``base_model.model.bert.encoder...``), or peft would match none of them."""
+        import shutil
+        import tempfile
+
+        from safetensors.torch import load_file, save_file
+
+        if spec.export_kind != "embedder":
+            yield spec.weights
+            return
+        root = self.model.get_base_model() if self.peft_loaded else self.model
+        body, lead = root.base_model_prefix, "base_model.model."
+        with tempfile.TemporaryDirectory(prefix="adaptlab-embedder-") as tmp:
+            folder = Path(tmp)
+            try:
+                shutil.copy(spec.weights / "adapter_config.json", folder / "adapter_config.json")
+                state = load_file(str(spec.weights / "adapter_model.safetensors"))
+            except Exception as e:  # missing, unreadable or not safetensors (OSError, SafetensorError)
+                raise EngineError(f"adapter '{spec.name}': {spec.weights} holds no readable adapter_model.safetensors "
+                                  f"({type(e).__name__}: {e}); re-run or re-export the rung.", 422,
+                                  "unsupported_adapter") from None
+            placed = {(f"{lead}{body}.{k[len(lead):]}" if k.startswith(lead) and not k.startswith(f"{lead}{body}.")
+                       else k): v for k, v in state.items()}
+            save_file(placed, str(folder / "adapter_model.safetensors"))
+            yield folder
 
     @contextlib.contextmanager
     def _head_shapes(self, config: Any, shapes: dict[str, tuple[int, ...]]) -> Iterator[None]:
@@ -404,15 +441,36 @@ class TransformersEngine:
         return root.classifier(pool(states, enc.get("attention_mask"), pooling)).float().cpu().numpy()
 
     @torch.inference_mode()
-    def _embed(self, batch: list[ClassifyItem], max_length: int) -> np.ndarray:
-        """L2-normalised pooled sentence embeddings of the base body (as sentence-transformers computes them)."""
+    def _embed(self, batch: list[ClassifyItem], max_length: int, with_tokens: bool = False) -> Any:
+        """L2-normalised pooled sentence embeddings of the base body (as sentence-transformers computes them); with
+        ``with_tokens`` also each text's token count."""
         enc = self._encode(batch, max_length, join_pairs=True)
         root = self.model.get_base_model() if self.peft_loaded else self.model
         body = root.base_model
         hidden = body(**{k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")},
                       ).last_hidden_state.float()
         pooled = torch.nn.functional.normalize(pool(hidden, enc["attention_mask"], self.pooling), p=2, dim=1)
-        return pooled.cpu().numpy().astype(np.float32)
+        vectors = pooled.cpu().numpy().astype(np.float32)
+        if not with_tokens:
+            return vectors
+        return vectors, enc["attention_mask"].sum(dim=1).cpu().numpy()
+
+    # -- sentence embeddings -------------------------------------------------------------------------------------
+    def embed(self, adapter: str, texts: list[str]) -> list[Embedding]:
+        """Per text, its normalised embedding: the bare body for ``"base"``, else the embedding adapter switched on."""
+        with self._lock:
+            if self.kind != "encoder":
+                raise EngineError(f"model '{adapter}' generates text; embeddings come from an encoder base.", 400,
+                                  "wrong_endpoint")
+            batch = [ClassifyItem(t) for t in texts]
+            if adapter == BASE:
+                with self._adapters_disabled():
+                    vectors, tokens = self._embed(batch, self.max_length, with_tokens=True)
+            else:
+                spec = self._spec(adapter, "embedder")
+                self.model.set_adapter(adapter)
+                vectors, tokens = self._embed(batch, spec.max_length or self.max_length, with_tokens=True)
+            return [Embedding(v.tolist(), int(n)) for v, n in zip(vectors, tokens)]
 
     # -- token classification (NER) ---------------------------------------------------------------------------
     def ner(self, adapter: str, texts: list[str]) -> list[list[dict[str, Any]]]:
@@ -614,9 +672,13 @@ def _saved_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
 
     shapes: dict[str, tuple[int, ...]] = {}
     for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(file), "pt") as f:
-            for key in f.keys():
-                shapes[key.removeprefix("base_model.model.")] = tuple(f.get_slice(key).get_shape())
+        try:
+            with safe_open(str(file), "pt") as f:
+                for key in f.keys():
+                    shapes[key.removeprefix("base_model.model.")] = tuple(f.get_slice(key).get_shape())
+        except Exception as e:  # unreadable, or not safetensors (SafetensorError)
+            raise EngineError(f"{file} is no readable adapter_model.safetensors ({type(e).__name__}: {e}); re-run "
+                              "or re-export the rung.", 422, "unsupported_adapter") from None
     return shapes
 
 

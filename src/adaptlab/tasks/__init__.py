@@ -27,6 +27,9 @@ class Task(Protocol):
     #: the pydantic model of this task's ``task:`` settings (``type`` and the task's own fields)
     Settings: type
     primary_metric: str
+    #: The metric validation scores rank checkpoints (``select_best: metric``, early stopping) and tuning trials by:
+    #: the primary metric, unless it can't be computed on the validation split at each evaluation (a judge's).
+    selection_metric: str
     #: what `adaptlab export` builds for a run of this task: "classifier", "decoder", "tagger" (None: no export)
     export_kind: str | None
     #: the data spec field whose column stratifies the split (e.g. "label_column"), or None
@@ -39,6 +42,10 @@ class Task(Protocol):
 
     def fingerprint(self, data: Any) -> str:
         """A hash of every split's ids, inputs and references: what the rungs' resume hash and provenance name."""
+
+    def strata(self, data: Any) -> list[str]:
+        """The class of each example of ``data.train``, in order: what a data-efficiency curve (``train_sizes:``)
+        draws the same number of examples per class by. Asked only of tasks that declare a ``stratify_role``."""
 
     def encoder_objective(self, label_names: list[str], settings: dict) -> Any:
         """How the encoder rungs (head_only, top_layers, lora, full) learn this task: an object with ``build``,
@@ -66,6 +73,12 @@ class Task(Protocol):
     def diagnose(self, records: list[dict], fit: dict, data: Any) -> dict | None:
         """Whether the rung's result is real: {"degenerate", "doubted", "findings", "advice"}, or None when the
         task has no such check. A degenerate rung is flagged everywhere and never recommended."""
+
+    def judge(self, method: Any, records: list[dict], site: Any) -> dict:
+        """Judges beyond the task's own metrics, run after :meth:`evaluate` on the rung's test ``records`` with the
+        rung ``method`` itself (``task.judges``: a reward run, an LLM judge, a benchmark; see :mod:`adaptlab.judging`,
+        ``site`` a :class:`~adaptlab.judging.JudgeSite`). Returns ``{"metrics", "interval", "judges"}`` (the last a
+        detail record for metrics.json), all empty when the task has no judges or none is configured."""
 
     # -- report (see the module docstring) --------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:

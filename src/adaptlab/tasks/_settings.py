@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from adaptlab.errors import did_you_mean
+from adaptlab.judging.settings import JudgesSpec
 from adaptlab.specs import Spec, check_seed
 
 
@@ -75,7 +76,8 @@ class TaskSpec(Spec):
     )
     primary_metric: str | None = Field(
         None, description="Generation: the metric that ranks the rungs (default rougeL; also rouge1, rouge2, "
-        "rougeLsum, bleu, chrf, exact_match, perplexity). Classification always ranks by macro_f1."
+        "rougeLsum, bleu, chrf, exact_match, perplexity, and the metrics of the configured judges). Classification "
+        "always ranks by macro_f1."
     )
     generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Decoding settings.")
     forgetting_text: str | None = Field(
@@ -130,3 +132,13 @@ class TaskSpec(Spec):
             names = METRICS.names()
             raise ValueError(f"unknown metric.{did_you_mean(v, names)} Metrics: {', '.join(names)}")
         return v
+
+
+class GenerationSettings(TaskSpec):
+    """The generation task's settings: :class:`TaskSpec` and the judges of its rungs' outputs."""
+
+    judges: JudgesSpec | None = Field(
+        None, description="Judges of every generative rung's test outputs (see adaptlab.judging): reward scoring "
+        "by a finished run, an LLM as pairwise judge, MMLU through lm-eval. Their metrics (reward_mean, "
+        "reward_win_rate, judge_win_rate, judge_order_agreement, mmlu_accuracy) may be the primary_metric."
+    )

@@ -147,6 +147,11 @@ class ClassificationTask:
     stratify_role = "label_column"  # splits keep the label mix
     latency_examples = 50
 
+    @property
+    def selection_metric(self) -> str:
+        """Validation ranks checkpoints and tuning trials by the primary metric."""
+        return self.primary_metric
+
     def prepare(self, spec: Any, frames: dict[str, pd.DataFrame]) -> ClassificationData:
         from adaptlab.data.columns import check_columns, clean_label_column, clean_text_column
 
@@ -191,6 +196,10 @@ class ClassificationTask:
 
         return hash_records([[name, s.ids, s.texts, s.pairs, s.labels.tolist()] for name, s in
                              (("train", data.train), ("validation", data.validation), ("test", data.test))])
+
+    def strata(self, data: ClassificationData) -> list[str]:
+        """Each training example's label: a data-efficiency curve draws its sizes per class."""
+        return [data.label_names[i] for i in data.train.labels.tolist()]
 
     def encoder_objective(self, label_names: list[str], settings: Any) -> Any:
         """The head and encoding of the encoder rungs (head_only, top_layers, lora, full) for this task."""
@@ -269,6 +278,10 @@ class ClassificationTask:
             [r["prediction"] for r in records], [r["reference"] for r in records], train_counts=counts,
             losses=losses, class_weighted=fit.get("class_weights") is not None,
         )
+
+    def judge(self, method: Any, records: list[dict], site: Any) -> dict:
+        """No judges: this task's outputs are labels, scored against the references by its own metrics."""
+        return {"metrics": {}, "interval": {}, "judges": {}}
 
     # -- report ---------------------------------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:

@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from adaptlab.data.split import drop_shared_groups
 from adaptlab.errors import DataError, UserError, did_you_mean
 from adaptlab.reporting.sections import RunResults, Section
 from adaptlab.tasks import TASKS, _generation_report
-from adaptlab.tasks._settings import TaskSpec
+from adaptlab.tasks._settings import GenerationSettings
 
 #: (input column, output column) pairs recognised when data.target_column is not set, in this order.
 COLUMN_PAIRS = (
@@ -50,6 +51,11 @@ class GenSplit:
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+    def subset(self, index: Any) -> GenSplit:
+        idx = list(index)
+        return GenSplit(ids=[self.ids[i] for i in idx], inputs=[self.inputs[i] for i in idx],
+                        references=[self.references[i] for i in idx])
 
     @property
     def texts(self) -> list[str]:
@@ -99,9 +105,8 @@ def detect_format(spec: Any, frame: pd.DataFrame, source: str) -> tuple[str, dic
     )
 
 
-def parse_messages(value: Any, source: str, row: int, column: str) -> tuple[list[dict], str]:
-    """(prompt messages, assistant answer) from one chat cell; DataError naming the row when it isn't usable."""
-    where = f"{source}: row {row}, column '{column}'"
+def message_list(value: Any, where: str) -> list[dict[str, str]]:
+    """A list of {role, content} messages from a cell (a list or its JSON text); DataError naming ``where``."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -121,6 +126,13 @@ def parse_messages(value: Any, source: str, row: int, column: str) -> tuple[list
             raise DataError(f"{where}: message {i + 1} has role '{m['role']}'.{did_you_mean(m['role'], ROLES)} "
                             f"Roles: {', '.join(ROLES)}.")
         messages.append({"role": m["role"], "content": m["content"]})
+    return messages
+
+
+def parse_messages(value: Any, source: str, row: int, column: str) -> tuple[list[dict], str]:
+    """(prompt messages, assistant answer) from one chat cell; DataError naming the row when it isn't usable."""
+    where = f"{source}: row {row}, column '{column}'"
+    messages = message_list(value, where)
     if messages[-1]["role"] != "assistant":
         raise DataError(f"{where}: the conversation has no assistant turn at the end, so there is nothing to learn "
                         "or compare with. End each conversation with the assistant's reply.")
@@ -129,6 +141,24 @@ def parse_messages(value: Any, source: str, row: int, column: str) -> tuple[list
     if not any(m["role"] != "system" for m in messages[:-1]):
         raise DataError(f"{where}: the conversation has no user turn before the assistant's reply.")
     return messages[:-1], messages[-1]["content"]
+
+
+def check_settings(spec: Any) -> str:
+    """The primary metric (a generation metric, or one of the configured judges'); UserError listing every problem
+    with it and with the judges' settings."""
+    from adaptlab import judging
+
+    judges = spec.task.judges
+    metric = spec.task.primary_metric or "rougeL"
+    allowed = [*METRICS, *(judges.metrics() if judges else [])]
+    problems = judging.check(judges, [r.run_name for r in spec.rungs], writes_text=True)
+    if metric not in allowed:
+        hint = did_you_mean(metric, allowed)
+        problems.insert(0, f"task.primary_metric: '{metric}' is not a generation metric.{hint} Choose one of: "
+                        f"{', '.join(allowed)} (judge metrics need their judge in task.judges).")
+    if problems:
+        raise UserError("\n".join(problems))
+    return metric
 
 
 def _row_ids(frame: pd.DataFrame) -> list[int]:
@@ -155,22 +185,25 @@ def _scored(records: list[dict]) -> tuple[dict[str, float], dict[str, list[float
 
 @TASKS.register("generation")
 class GenerationTask:
-    Settings = TaskSpec
+    Settings = GenerationSettings
     export_kind = "decoder"  # what `adaptlab export` ships for its runs
     primary_metric = "rougeL"
     stratify_role = None  # no labels to stratify by
     latency_examples = 10  # one generation per example is slow on CPU
+    judges = None  # task.judges, set by prepare
+
+    @property
+    def selection_metric(self) -> str:
+        """The primary metric, or ROUGE-L when the primary is a judge's (the judges score the test outputs once;
+        validation has no judged outputs at each evaluation)."""
+        return self.primary_metric if self.primary_metric in METRICS else "rougeL"
 
     def prepare(self, spec: Any, frames: dict[str, pd.DataFrame]) -> GenerationData:
-        metric = spec.task.primary_metric or "rougeL"
-        if metric not in METRICS:
-            hint = did_you_mean(metric, METRICS)
-            raise UserError(f"task.primary_metric: '{metric}' is not a generation metric.{hint} "
-                            f"Choose one of: {', '.join(METRICS)}.")
-        self.primary_metric = metric
+        self.primary_metric = check_settings(spec)
+        self.judges = spec.task.judges
         first = frames["train"]
         fmt, columns = detect_format(spec, first, first.attrs.get("source", "train"))
-        frames, dropped = self._drop_shared_groups(spec, frames)
+        frames, dropped = drop_shared_groups(frames, spec.data.group_column)
         splits = {name: self._split(frame, fmt, columns, name) for name, frame in frames.items()}
         if len(splits["train"]) == 0 and dropped:
             raise DataError(f"every training row shares a data.group_column ('{spec.data.group_column}') value with a "
@@ -179,28 +212,6 @@ class GenerationTask:
             raise DataError("the generation data needs training and test rows; one of the splits is empty.")
         return GenerationData(splits["train"], splits.get("validation") or GenSplit([], [], []), splits["test"],
                               fmt, columns, dropped)
-
-    @staticmethod
-    def _drop_shared_groups(spec: Any, frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], int]:
-        col = spec.data.group_column
-        if not col:
-            return frames, 0
-        test = frames["test"]
-        if col not in test.columns:
-            columns = [str(c) for c in test.columns if c != "_row"]
-            raise DataError(f"{test.attrs.get('source', 'test')}: column '{col}' (data.group_column) not found."
-                            f"{did_you_mean(col, columns)} Columns: {', '.join(columns)}.")
-        held_out = set(test[col].astype(str))
-        out, dropped = dict(frames), 0
-        for name in ("train", "validation"):
-            frame = frames.get(name)
-            if frame is None or len(frame) == 0:
-                continue
-            keep = ~frame[col].astype(str).isin(held_out)
-            dropped += int((~keep).sum())
-            out[name] = frame[keep]
-            out[name].attrs = frame.attrs
-        return out, dropped
 
     @staticmethod
     def _split(frame: pd.DataFrame, fmt: str, columns: dict[str, str], name: str) -> GenSplit:
@@ -285,11 +296,19 @@ class GenerationTask:
                 lambda idx: math.exp(nll[idx].sum() / tokens[idx].sum()), n, seed=seed))
         return {"metrics": metrics, "interval": interval, "n": n}
 
+    def judge(self, method: Any, records: list[dict], site: Any) -> dict:
+        """The configured judges (task.judges) of the rung's test outputs: reward, LLM judge, MMLU."""
+        from adaptlab import judging
+
+        return judging.judge(self.judges, site, records, method.language_model())
+
     # -- report ---------------------------------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
         """A paired bootstrap on per-example ROUGE / exact match, else on the corpus BLEU or chrF."""
         return _generation_report.paired_test(best, other, metric)
 
     def report_sections(self, runs: list[RunResults]) -> list[Section]:
-        """The rungs' outputs side by side on the same test inputs."""
-        return _generation_report.report_sections(runs)
+        """The judges' metrics (when task.judges ran), then the rungs' outputs side by side on the same inputs."""
+        from adaptlab.judging.report import judges_sections
+
+        return judges_sections(runs) + _generation_report.report_sections(runs)

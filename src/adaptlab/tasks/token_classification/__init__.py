@@ -57,6 +57,11 @@ class TokenClassificationTask:
     stratify_role = None  # sentences have no single label to keep the mix of
     latency_examples = 50
 
+    @property
+    def selection_metric(self) -> str:
+        """Validation ranks checkpoints and tuning trials by the primary metric."""
+        return self.primary_metric
+
     def prepare(self, spec: Any, frames: dict[str, pd.DataFrame]) -> TokenData:
         settings: TokenClassificationSettings = spec.task
         self.primary_metric = settings.primary_metric
@@ -158,6 +163,10 @@ class TokenClassificationTask:
             findings.append(f"predicts {found} entities where the test split has {gold}")
         return {"degenerate": found == 0 and gold > 0, "doubted": bool(findings), "findings": findings,
                 "advice": "train longer (more epochs or a higher learning rate) or check the tags" if findings else ""}
+
+    def judge(self, method: Any, records: list[dict], site: Any) -> dict:
+        """No judges: this task's outputs are tags, scored against the references by its own metrics."""
+        return {"metrics": {}, "interval": {}, "judges": {}}
 
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
         """Paired bootstrap over sentences on the entity metric (it has no per-sentence value)."""
