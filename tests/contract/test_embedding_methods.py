@@ -22,7 +22,7 @@ from adaptlab.methods._sentence import LOSS_STATE, delete_words, drawn_negatives
 from adaptlab.tasks.embedding.data import EmbeddingData, EmbeddingSplit
 
 EMBEDDING = [n for n in METHODS.names() if "embedding" in METHODS.get(n).tasks]
-TRAINED = [n for n in EMBEDDING if METHODS.get(n).trains]
+TRAINED = [n for n in EMBEDDING if METHODS.get(n).trains and METHODS.get(n).predicts]  # domain_mlm: a stage
 FAST = {"max_steps": 40, "batch_size": 16, "learning_rate": 1e-3, "evals_per_epoch": 0, "logging_steps": 5}
 LORA = {"learning_rate": 1e-2, "lora_r": 4}
 #: The data each trained rung is checked on, and how its learning is measured.
