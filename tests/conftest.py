@@ -73,6 +73,20 @@ def sentiment_csv(tmp_path) -> Path:
     return write_sentiment_csv(tmp_path / "sentiment.csv", 240)
 
 
+@pytest.fixture(scope="session")
+def sentiment_run(tmp_path_factory, tiny_bert) -> Path:
+    """A finished classification rung (linear probe on the tiny BERT) over pos/neg sentiment words, built once: a
+    reward for the judges and the grpo rung."""
+    from adaptlab.config import load_ladder
+    from adaptlab.pipeline import compare, prepare
+
+    tmp = tmp_path_factory.mktemp("sentiment")
+    config = write_config(tmp, write_sentiment_csv(tmp / "s.csv", 120), tiny_bert, [{"method": "linear_probe"}])
+    board = compare(prepare(load_ladder(config)))
+    assert board["rungs"][0]["status"] == "ok", board["rungs"][0]["error"]
+    return tmp / "out" / "linear_probe"
+
+
 def write_config(tmp_path: Path, data_path: Path, model: str, rungs: list[dict], **extra) -> Path:
     import yaml
 

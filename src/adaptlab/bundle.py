@@ -308,7 +308,7 @@ def bundle_kind(path: Path, manifest: dict) -> str:
 
 def _run_predictor(path: Path, backend: str) -> Any:
     """A predictor over a finished run folder's rung (its own weights)."""
-    from adaptlab.pipeline import load_run
+    from adaptlab.runs.loading import load_run
 
     if backend not in ("auto", "weights"):
         raise UserError(f"{path} is a run folder; backend {backend!r} needs a bundle: adaptlab export {path} --to "

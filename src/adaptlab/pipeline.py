@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaptlab import distributed
+from adaptlab import bundle, distributed
 from adaptlab.config import LadderSpec, RungSpec, rung_params
 from adaptlab.context import RunContext
 from adaptlab.cost import cost_summary, dir_size, latency_ms, measure
@@ -53,10 +53,11 @@ from adaptlab.runs.files import (
     write_json_atomic,
     write_jsonl_atomic,
 )
+from adaptlab.runs.loading import load_run
 from adaptlab.runs.provenance import provenance
 from adaptlab.runs.result import RungResult
 from adaptlab.tasks import get_task
-from adaptlab.training import STEP_REPORTER, VALIDATION_SCORER, ValidationScorer
+from adaptlab.training import FINISHED_RUNS, STEP_REPORTER, VALIDATION_SCORER, ValidationScorer
 
 Progress = Callable[[str, str], None]
 
@@ -100,6 +101,12 @@ def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> s
     digest = method.input_digest(rung_params(rung), ladder.ctx)
     if digest is not None:  # only then: other rungs' hashes stay what they always were
         key["inputs"] = digest
+    against, judged = ladder.task.judge_inputs()  # task.judges: the outputs and the runs they judge with
+    if against is not None and against != rung.run_name and against in [r.run_name for r in ladder.spec.rungs]:
+        key["judged_against"] = rung_hash(ladder, chosen_rung(ladder, ladder.spec.rung(against)),
+                                          (*_below, rung.run_name))
+    if judged is not None:
+        key["judge_runs"] = judged
     if rung.from_ is not None:  # only then: the hashes of rungs without `from` stay what they always were
         if rung.from_ in (*_below, rung.run_name):  # parse_ladder reports cycles; a spec built in code may have one
             raise UserError(f"rung '{rung.run_name}' starts from '{rung.from_}', which starts from it: a cycle.")
@@ -328,9 +335,11 @@ def _fit(run: RungRun, method: Method, resume: bool,
         run.say("training")
         token = STEP_REPORTER.set(lambda step, total, loss: run.say(_step_text(step, total, loss)))
         scorer_token = VALIDATION_SCORER.set(scorer or validation_scorer(run.ladder, method))
+        runs_token = FINISHED_RUNS.set(load_scorer)  # a rung learning from another run's output (grpo)
         try:
             fit = method.fit(run.ladder.data, run.staging, resume=resume)
         finally:
+            FINISHED_RUNS.reset(runs_token)
             VALIDATION_SCORER.reset(scorer_token)
             STEP_REPORTER.reset(token)
     training = training_record(fit)
@@ -360,7 +369,7 @@ def judge_site(run: RungRun) -> JudgeSite:
     answered the same test split."""
     ladder = run.ladder
     return JudgeSite(output=ladder.root.output, rung=run.rung.run_name, seed=ladder.spec.seed,
-                     device=ladder.ctx.torch_device, load_run=load_run)
+                     device=ladder.ctx.torch_device, load_run=load_scorer)
 
 
 def _measure(run: RungRun, method: Method, fit: dict, meter: Any) -> dict:
@@ -477,6 +486,24 @@ def write_leaderboard(ladder: Ladder, entries: list[dict]) -> dict:
     return board
 
 
+def judge_ladder(ladder: Ladder, entries: dict[str, dict]) -> None:
+    """Judging that needs every rung's result (``task.judges.against: best``): what the task returns joins each
+    rung's metrics.json (metrics, intervals, judges) and its leaderboard entry."""
+    ranked = [e["rung"] for e in rank(list(entries.values()), higher_is_better(ladder.task.primary_metric))
+              if e["status"] == "ok" and e["value"] is not None
+              and (ladder.output / e["rung"] / "predictions.jsonl").is_file()]
+    site = JudgeSite(output=ladder.output, rung="", seed=ladder.spec.seed, device=ladder.ctx.torch_device,
+                     load_run=load_scorer)
+    for name, judged in ladder.task.judge_ladder(ranked, site).items():
+        path = ladder.output / name / "metrics.json"
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        saved["metrics"] = {**saved["metrics"], **judged["metrics"]}
+        saved["intervals"] = {**(saved.get("intervals") or {}), **judged["interval"]}
+        saved["judges"] = {**(saved.get("judges") or {}), **judged["judges"]}
+        write_json_atomic(path, saved)
+        entries[name] = {**entries[name], "metrics": {**entries[name]["metrics"], **judged["metrics"]}}
+
+
 def compare(
     ladder: Ladder, *, resume: bool = False, only: list[str] | None = None, progress: Progress | None = None
 ) -> dict:
@@ -499,6 +526,7 @@ def compare(
         for rung in rungs:
             entries[rung.run_name] = run_configured(ladder, rung, resume=resume, progress=progress)
             write_leaderboard(ladder, list(entries.values()))
+        judge_ladder(ladder, entries)
         shutil.rmtree(ladder.output / ".partial", ignore_errors=True)
         return write_leaderboard(ladder, list(entries.values()))
 
@@ -536,21 +564,13 @@ def check_repro(ladder: Ladder, rung_name: str, scratch: Path) -> dict:
     return {"rung": rung_name, "identical": not differences, "differences": differences}
 
 
-def load_run(run_dir: Path) -> tuple[Any, Method, dict]:
-    """Rebuild a finished rung from its folder: (task, method ready to predict, run.json)."""
-    run_dir = Path(run_dir)
-    run_file = run_dir / "run.json"
-    if not run_file.is_file():
-        raise UserError(f"{run_dir}: not a run folder (no run.json). Pass <output>/<rung>, e.g. runs/<ladder>/lora.")
-    info = json.loads(run_file.read_text(encoding="utf-8"))
-    metrics_file = run_dir / "metrics.json"
-    status = json.loads(metrics_file.read_text(encoding="utf-8")).get("status") if metrics_file.is_file() else None
-    if status != "ok":
-        raise UserError(f"{run_dir}: this rung did not finish successfully (status: {status}); nothing to load.")
-    ctx = RunContext.from_dict(info["context"])
-    method_cls = METHODS.get(info["rung"]["method"])
-    method = method_cls.load(run_dir / "weights", method_cls.Params.model_validate(info["params"]), ctx)
-    return get_task(info["context"]["task"]), method, info
+def load_scorer(path: Path) -> tuple[Any, Any, dict]:
+    """What scores text for a reward (``task.judges.reward``, grpo's ``params.reward``): a finished run folder
+    (:func:`load_run`), or an exported classifier bundle, loaded with :func:`adaptlab.bundle.load` as (None, its
+    predictor, its manifest)."""
+    if bundle.is_bundle(Path(path)):
+        return None, bundle.load(path), bundle.read_manifest(Path(path))
+    return load_run(path)
 
 
 def read_predictions(run_dir: Path) -> list[dict]:

@@ -201,6 +201,12 @@ class ValidationScorer:
 VALIDATION_SCORER: contextvars.ContextVar[ValidationScorer | None] = contextvars.ContextVar(
     "VALIDATION_SCORER", default=None
 )
+#: Set by the pipeline while a rung fits: loads a finished rung from its folder (``<output>/<rung>``) as
+#: (task, method ready to predict, run.json). Rungs that learn from another finished run (``grpo``'s reward) ask it;
+#: methods can't import the pipeline that imports them.
+FINISHED_RUNS: contextvars.ContextVar[Callable[[Path], tuple] | None] = contextvars.ContextVar(
+    "FINISHED_RUNS", default=None
+)
 #: Files of the selection state inside a checkpoint: the best weights so far and the bookkeeping around them.
 SELECTION_WEIGHTS, SELECTION_STATE = "selection.safetensors", "selection.json"
 
@@ -594,6 +600,7 @@ def train(
     trainer_kwargs: dict[str, Any] | None = None,
     args_cls: type[TrainingArguments] | None = None,
     args_kwargs: dict[str, Any] | None = None,
+    history_keys: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Train ``model`` in place with ``trainer_cls``; returns {"history", "train_seconds", "samples", "steps",
     "selection", ...}.
@@ -605,6 +612,8 @@ def train(
     ``training_args_class`` if it names one, as sentence-transformers' do, else ``TrainingArguments``), with
     ``args_kwargs`` for that class's own fields. ``collator`` None leaves the class's default collator.
     ``loss_func`` replaces the model's own loss (the Trainer's ``compute_loss_func``), e.g. class-weighted.
+    ``history_keys``: keys the trainer class logs beyond :data:`HISTORY_KEYS` to keep in the history (e.g. GRPO's
+    ``reward`` and ``kl``).
 
     At the validation evaluations the weights kept are chosen by ``params.select_best`` and training may stop early
     (``params.early_stopping_patience``), see :class:`ValidationSelection`; the task's metric comes from
@@ -636,7 +645,7 @@ def train(
     final_loss = output.training_loss
     if not math.isfinite(final_loss):
         raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")
-    result = _result(trainer, schedule, _num_examples(train_dataset), seconds, checkpoint, selection)
+    result = _result(trainer, schedule, _num_examples(train_dataset), seconds, checkpoint, selection, history_keys)
     return {**result, "selection": plan.record(params, selection, trainer.state.global_step)}
 
 
@@ -694,10 +703,12 @@ HISTORY_KEYS = ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_nor
 
 
 def _result(trainer: Trainer, schedule: Schedule, examples: int, seconds: float,
-            checkpoint: Path | None, selection: ValidationSelection | None = None) -> dict[str, Any]:
-    """What :func:`train` reports: the schedule, logged losses (and validation metric), time, samples and steps
-    seen, where it resumed."""
-    keep = HISTORY_KEYS + ((selection.metric_key,) if selection is not None and selection.metric_key else ())
+            checkpoint: Path | None, selection: ValidationSelection | None = None,
+            history_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What :func:`train` reports: the schedule, logged losses (and validation metric, and ``history_keys``), time,
+    samples and steps seen, where it resumed."""
+    keep = HISTORY_KEYS + history_keys + ((selection.metric_key,) if selection is not None and selection.metric_key
+                                          else ())
     history = [{k: v for k, v in entry.items() if k in keep} for entry in trainer.state.log_history]
     epochs_done = min(schedule.epochs, trainer.state.epoch or schedule.epochs)
     return {

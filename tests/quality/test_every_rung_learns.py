@@ -26,8 +26,11 @@ from adaptlab.methods._causal import GenerativeMethod
 from adaptlab.pipeline import prepare, run_rung
 
 TASKS = ("classification", "token_classification", "generation")
-PAIRS = [(task, name) for task in TASKS for name in METHODS.names()  # domain_mlm predicts nothing: its own test
-         if METHODS.get(name).trains and METHODS.get(name).predicts and task in METHODS.get(name).tasks]
+# domain_mlm predicts nothing and grpo learns a reward, not the references: each has its own test
+# (tests/e2e/test_domain_mlm.py, tests/e2e/test_grpo.py: its reward rises on a separable reward)
+PAIRS = [(task, name) for task in TASKS for name in METHODS.names()
+         if METHODS.get(name).trains and METHODS.get(name).predicts and task in METHODS.get(name).tasks
+         and name != "grpo"]
 ENCODER = {"epochs": 3, "batch_size": 16, "learning_rate": 1e-2, "evals_per_epoch": 0, "logging_steps": 5}
 TOKEN = {"epochs": 4, "batch_size": 8, "learning_rate": 2e-2, "evals_per_epoch": 0, "logging_steps": 5}
 GENERATIVE = {"epochs": 3, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 0, "logging_steps": 5,

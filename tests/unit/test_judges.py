@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from tests.conftest import write_config, write_sentiment_csv
 from tests.generative_data import write_generation_csv, write_ladder
 
 from adaptlab.config import load_ladder
@@ -27,9 +26,9 @@ SUBJECTS = ["anatomy", "astronomy"]
 
 
 # ------------------------------------------------------------------------------------------------------ reward
-def length_scorer(prompts, a, b):
+def length_scorer(prompts, responses):
     """A stub reward: the response's length."""
-    return np.array([len(x) for x in a], dtype=float), np.array([len(x) for x in b], dtype=float)
+    return np.array([len(x) for x in responses], dtype=float)
 
 
 def test_reward_win_rate_counts_ties_half():
@@ -43,29 +42,20 @@ def test_reward_win_rate_counts_ties_half():
     assert 0 <= lo <= out["metrics"]["reward_win_rate"] <= hi <= 1 and lo < hi
 
 
-def test_reward_model_run_scores_pairs(tmp_path):
-    """A reward-model run (no labels): its score_pairs rewards each prompt + response."""
-    (tmp_path / "run.json").write_text(json.dumps({"context": {"label_names": []}}))
+def test_reward_model_run_scores_responses(tmp_path):
+    """A reward-model run (no labels): its score_responses rewards each prompt + response."""
+    (tmp_path / "run.json").write_text(json.dumps({"context": {"label_names": []},
+                                                   "rung": {"method": "reward_model"}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "ok"}))
 
     class StubRewardModel:
-        def score_pairs(self, prompts, chosen, rejected):
-            return np.array([c.count("good") for c in chosen], float), np.array([r.count("good") for r in rejected],
-                                                                                 float)
+        def score_responses(self, prompts, responses):
+            return np.array([r.count("good") for r in responses], float)
 
     scorer = reward.build_scorer(RewardJudge(run=str(tmp_path)), lambda _: (None, StubRewardModel(), {}))
     out = reward.judge(scorer, ["q"] * 3, ["good good", "good", "bad"], ["good", "good", "good"], seed=0)
     assert out["metrics"]["reward_win_rate"] == pytest.approx((1 + 0.5 + 0) / 3)
     assert out["metrics"]["reward_mean"] == pytest.approx(1.0)
-
-
-@pytest.fixture(scope="module")
-def sentiment_run(tmp_path_factory, tiny_bert):
-    """A finished classification rung (linear probe on the tiny BERT) over pos/neg sentiment words (built once)."""
-    tmp = tmp_path_factory.mktemp("sentiment")
-    config = write_config(tmp, write_sentiment_csv(tmp / "s.csv", 120), tiny_bert, [{"method": "linear_probe"}])
-    board = compare(prepare(load_ladder(config)))
-    assert board["rungs"][0]["status"] == "ok", board["rungs"][0]["error"]
-    return tmp / "out" / "linear_probe"
 
 
 def test_reward_from_classification_run(sentiment_run, tmp_path):
@@ -79,12 +69,39 @@ def test_reward_from_classification_run(sentiment_run, tmp_path):
     assert reward.judge(scorer, ["p", "p"], positive, positive, seed=0)["metrics"]["reward_win_rate"] == 0.5
 
 
+def test_reward_from_an_exported_classifier_bundle(sentiment_run, tmp_path):
+    """A classifier bundle (adaptlab export) rewards as the run it came from; a bundle's labels are checked too."""
+    from adaptlab.export.exporter import export_run
+    from adaptlab.pipeline import load_scorer
+
+    bundle = tmp_path / "bundle"
+    export_run(sentiment_run, bundle)
+    texts = ["the great wonderful film story", "the awful boring film story", "the dull terrible plot cast"]
+    from_run = reward.build_scorer(RewardJudge(run=str(sentiment_run), target_label="pos"), load_scorer)
+    from_bundle = reward.build_scorer(RewardJudge(run=str(bundle), target_label="pos"), load_scorer)
+    assert np.allclose(from_bundle(["p"] * 3, texts), from_run(["p"] * 3, texts), atol=1e-5)
+    problems = reward.check(RewardJudge(run=str(bundle), target_label="positive"))
+    assert len(problems) == 1 and "'positive' is not a label" in problems[0] and "neg, pos" in problems[0]
+    assert reward.run_digest(bundle) != reward.run_digest(sentiment_run)
+
+
 def test_reward_target_label_not_in_run(sentiment_run, tmp_path):
     problems = reward.check(RewardJudge(run=str(sentiment_run), target_label="positive"))
     assert len(problems) == 1 and "'positive' is not a label" in problems[0] and "neg, pos" in problems[0]
     missing = reward.check(RewardJudge(run=str(sentiment_run)))
     assert "set target_label" in missing[0] and "neg, pos" in missing[0]
-    assert "not a finished run folder" in reward.check(RewardJudge(run=str(tmp_path / "nope")))[0]
+    assert "neither a finished run folder" in reward.check(RewardJudge(run=str(tmp_path / "nope")))[0]
+
+
+def test_reward_run_must_give_a_reward(tmp_path):
+    """A run with no labels that is not a reward model (e.g. an SFT rung) scores nothing: said before any rung runs."""
+    (tmp_path / "run.json").write_text(json.dumps({"context": {"label_names": []}, "rung": {"method": "lm_lora"}}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "ok"}))
+    problems = reward.check(RewardJudge(run=str(tmp_path)), "rungs[rl].params.reward")
+    assert len(problems) == 1 and problems[0].startswith("rungs[rl].params.reward:") and "'lm_lora'" in problems[0]
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed"}))  # a reward run that failed
+    failed = reward.check(RewardJudge(run=str(tmp_path)))
+    assert len(failed) == 1 and "did not finish (status: failed)" in failed[0]
 
 
 # ------------------------------------------------------------------------------------------------- LLM judge
@@ -211,7 +228,8 @@ def _gen_ladder(tmp_path, judges, rungs=None, primary=None):
     ({"mmlu": {"subjects": ["anatomy"]}}, "judge_win_rate", "judge_win_rate"),
     ({"mmlu": {}, "against": "zero_shot", "llm_judge": "tiny-random-llama"}, None, "no rung named 'zero_shot'"),
     ({"against": "lm_lora", "llm_judge": "tiny-random-llama"}, None, "'lm_lora' must run first"),
-    ({"reward": "no/such/run"}, None, "not a finished run folder"),
+    ({"reward": "no/such/run"}, None, "neither a finished run folder"),
+    ({"against": "best", "llm_judge": "tiny-random-llama"}, "judge_win_rate", "can't then be 'judge_win_rate'"),
 ])
 def test_bad_judges_settings_are_user_errors(tmp_path, judges, primary, expected):
     with pytest.raises(UserError, match=expected.replace("(", r"\(")):
@@ -322,3 +340,56 @@ def test_a_judge_primary_with_a_validation_split_keeps_checkpoints_by_rouge(tmp_
     assert [e["status"] for e in board["rungs"]] == ["ok", "ok"], [e["error"] for e in board["rungs"]]
     saved = json.loads((tmp_path / "out" / "lm_lora" / "metrics.json").read_text())
     assert saved["training"]["selection"]["metric"] == "rougeL"
+
+
+def test_judged_rungs_rehash_when_what_they_are_judged_with_changes(tmp_path):
+    """--resume keeps a judged rung only while the `against` rung's settings and the reward run's records are the
+    ones it was judged with; rungs of a ladder without judges hash as before."""
+    from adaptlab.pipeline import rung_hash
+
+    run = tmp_path / "reward"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"context": {"label_names": []}, "rung": {"method": "reward_model"}}))
+    (run / "metrics.json").write_text(json.dumps({"status": "ok", "finished": 1}))
+
+    def hashes(zero_params: dict, judges: dict | None = None, judged: bool = True) -> dict:
+        judges = judges or ({"reward": str(run), "against": "zero"} if judged else None)
+        rungs = [{"name": "zero", "method": "zero_shot_prompt", "params": zero_params},
+                 {"name": "lora", "method": "lm_lora", "params": {"max_steps": 1}}]
+        task = {"type": "generation", **({"judges": judges} if judges else {})}
+        config = write_ladder(tmp_path, write_generation_csv(tmp_path / "g.csv", 16), "tiny-random-llama", rungs,
+                              task=task)
+        ladder = prepare(load_ladder(config))
+        return {r.run_name: rung_hash(ladder, r) for r in ladder.spec.rungs}
+
+    first = hashes({})
+    assert hashes({}) == first  # stable
+    other_against = hashes({"length_normalize": True})
+    assert other_against["lora"] != first["lora"]  # judged against other outputs
+    (run / "metrics.json").write_text(json.dumps({"status": "ok", "finished": 2}))  # the reward run re-ran
+    rerun = hashes({})
+    assert rerun["lora"] != first["lora"] and rerun["zero"] != first["zero"]
+    plain = hashes({"length_normalize": True}, judged=False)
+    assert plain["lora"] == hashes({}, judged=False)["lora"]  # without judges other rungs don't matter
+
+
+def test_against_best_judges_every_rung_once_the_ladder_has_run(tmp_path, sentiment_run):
+    """`against: best`: the mean reward is measured as each rung runs; the win rates against the rung ranked best
+    (by ROUGE-L here) join every rung's metrics.json and the leaderboard after the last rung."""
+    judges = {"against": "best", "reward": {"run": str(sentiment_run), "target_label": "pos"}}
+    rungs = [{"method": "zero_shot_prompt"}, {"method": "lm_lora", "params": {"max_steps": 2, "learning_rate": 1e-2}}]
+    board = compare(prepare(load_ladder(_gen_ladder(tmp_path, judges, rungs=rungs))))
+    best = board["rungs"][0]["rung"]
+    assert all(e["status"] == "ok" for e in board["rungs"])
+    saved = {e["rung"]: json.loads((tmp_path / "out" / e["rung"] / "metrics.json").read_text())
+             for e in board["rungs"]}
+    for entry in board["rungs"]:
+        mine = saved[entry["rung"]]
+        assert mine["judges"]["reward"]["against"] == f"best ({best})"
+        assert entry["metrics"]["reward_win_rate"] == mine["metrics"]["reward_win_rate"]
+        assert len(mine["intervals"]["reward_win_rate"]) == 2 and "reward_mean" in mine["metrics"]
+        theirs = saved[best]["metrics"]["reward_mean"]
+        assert mine["judges"]["reward"]["against_reward_mean"] == pytest.approx(theirs)
+    assert saved[best]["metrics"]["reward_win_rate"] == 0.5  # against itself
+    on_disk = json.loads((tmp_path / "out" / "leaderboard.json").read_text())
+    assert all("reward_win_rate" in e["metrics"] for e in on_disk["rungs"])

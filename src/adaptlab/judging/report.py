@@ -28,6 +28,15 @@ def forgetting_ppl(metrics: dict) -> str:
     return fmt(f.get("adapted_ppl")) if isinstance(f, dict) else "-"
 
 
+def kl_to_base(metrics: dict) -> str:
+    """A rung's KL to the base (grpo: ``kl_to_base``, per sampled completion) with its interval, or "-"."""
+    kl = (metrics.get("metrics") or {}).get("kl_to_base")
+    if not isinstance(kl, dict):
+        return "-"
+    lo, hi = kl.get("interval") or (None, None)
+    return f"{fmt(kl.get('per_completion'))} [{fmt(lo)}, {fmt(hi)}]"
+
+
 def notes(runs: list[RunResults]) -> list[str]:
     """What the judges compared against and how far to trust them, from the first rung that records each."""
     found: dict[str, dict] = {}
@@ -44,6 +53,10 @@ def notes(runs: list[RunResults]) -> list[str]:
     if "mmlu" in found:
         out.append(f"MMLU: {found['mmlu'].get('n', '?')} questions through lm-eval (0-shot, chance 0.25), a "
                    "forgetting check beside the Hamlet perplexity: compare each rung with the base rung.")
+    if any(kl_to_base(r.metrics) != "-" for r in runs):
+        out.append("KL to base: KL(rung || base model) in nats per completion, a Monte-Carlo estimate over "
+                   "completions the rung samples (temperature 1) for test inputs; how far reinforcement learning "
+                   "moved the model to earn its reward.")
     return out + ["Intervals: 95% bootstrap over test examples (questions for MMLU)."]
 
 
@@ -53,9 +66,11 @@ def judges_sections(runs: list[RunResults]) -> list[Section]:
     if not judged:
         return []
     beside = [m for m in BESIDE if any(m in (r.metrics.get("metrics") or {}) for r in runs)]
-    header = ["rung", *beside, *judged, "forgetting ppl"]
+    kl = ["KL to base"] if any(kl_to_base(r.metrics) != "-" for r in runs) else []
+    header = ["rung", *beside, *judged, *kl, "forgetting ppl"]
     rows: list[list[Any]] = [[r.name, *[fmt((r.metrics.get("metrics") or {}).get(m)) for m in beside],
-                              *[with_interval(r.metrics, m) for m in judged], forgetting_ppl(r.metrics)]
+                              *[with_interval(r.metrics, m) for m in judged],
+                              *([kl_to_base(r.metrics)] if kl else []), forgetting_ppl(r.metrics)]
                              for r in runs]
     text = notes(runs)
     html_rows = ["<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows]

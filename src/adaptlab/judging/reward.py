@@ -8,6 +8,7 @@ each with a 95% bootstrap interval over test examples.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,62 +19,108 @@ import numpy as np
 from adaptlab.errors import UserError
 from adaptlab.evaluation.stats import bootstrap_mean
 
-#: (prompts, responses a, responses b) -> (reward of each a, reward of each b)
-Scorer = Callable[[Sequence[Any], Sequence[str], Sequence[str]], tuple[np.ndarray, np.ndarray]]
+#: (prompts, responses) -> the reward of each response to its prompt
+Scorer = Callable[[Sequence[Any], Sequence[str]], np.ndarray]
+
+#: The method of the runs that score prompt + response with no labels (the preference task's reward model).
+REWARD_MODEL = "reward_model"
 
 
-def run_labels(run: Path) -> list[str]:
-    """The labels a finished run predicts (empty for a reward model); UserError when it is not a run folder."""
+#: The file that makes a folder an exported bundle (adaptlab.bundle.MANIFEST).
+MANIFEST = "manifest.json"
+
+
+def run_digest(run: str | Path) -> str:
+    """A digest of a finished run's records (run.json and metrics.json, which change whenever it re-runs; a bundle's
+    manifest): part of the resume hash of whatever it rewards or judges. Unreadable files count as missing."""
+    digest = hashlib.sha256(str(Path(run).expanduser().resolve()).encode("utf-8"))
+    for name in ("run.json", "metrics.json", MANIFEST):
+        try:
+            digest.update((Path(run).expanduser() / name).read_bytes())
+        except OSError:
+            digest.update(b"missing")
+    return digest.hexdigest()
+
+
+def source(run: Path, field: str) -> tuple[list[str], str | None]:
+    """(labels, method) of what gives the reward: an exported classifier bundle (method None) or a finished run
+    folder; UserError naming ``field`` (the setting that gave the folder) when it is neither."""
+    if (run / MANIFEST).is_file():
+        try:
+            manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
+        except ValueError:
+            raise UserError(f"{field}: {run / MANIFEST} is not valid JSON; export the bundle again.") from None
+        kind = manifest.get("export_kind") or ("classifier" if manifest.get("task") == "classification" else None)
+        if kind != "classifier":
+            raise UserError(f"{field}: {run} is a {kind or manifest.get('task')} bundle; a reward bundle must be a "
+                            "classifier (export a classification rung), or give a reward_model run folder.")
+        return list(manifest.get("labels") or []), None
     try:
         info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+        status = json.loads((run / "metrics.json").read_text(encoding="utf-8")).get("status")
     except (OSError, ValueError):
-        raise UserError(f"task.judges.reward.run: {run} is not a finished run folder (no readable run.json); give "
-                        "<output>/<rung> of a reward_model or classification rung.") from None
-    return list(info.get("context", {}).get("label_names") or [])
+        raise UserError(f"{field}: {run} is neither a finished run folder nor an exported bundle; give "
+                        "<output>/<rung> of a reward_model or classification rung, or a classifier bundle.") from None
+    if status != "ok":
+        raise UserError(f"{field}: {run} did not finish (status: {status}); re-run that rung, then this ladder.")
+    return list(info.get("context", {}).get("label_names") or []), info.get("rung", {}).get("method")
 
 
-def check(spec: Any) -> list[str]:
-    """Problems with the reward judge's settings, found without loading the run's weights."""
+def check(spec: Any, field: str = "task.judges.reward") -> list[str]:
+    """Problems with reward settings ({run, target_label}, given as ``field``), found without loading weights."""
     run = Path(spec.run).expanduser()
     try:
-        labels = run_labels(run)
+        labels, method = source(run, field)
     except UserError as e:
         return [str(e)]
     if labels and spec.target_label is None:
-        return [f"task.judges.reward: {run} is a classification run (labels: {', '.join(labels)}); set target_label "
-                "to the label whose probability is the reward."]
+        return [f"{field}: {run} is a classifier (labels: {', '.join(labels)}); set target_label to the label whose "
+                "probability is the reward."]
     if spec.target_label is not None and spec.target_label not in labels:
-        which = f"its labels are: {', '.join(labels)}" if labels else "it has no labels (a reward model)"
-        return [f"task.judges.reward.target_label: '{spec.target_label}' is not a label of {run}; {which}."]
+        which = f"its labels are: {', '.join(labels)}" if labels else "it has no labels"
+        return [f"{field}.target_label: '{spec.target_label}' is not a label of {run}; {which}."]
+    if not labels and method != REWARD_MODEL:
+        return [f"{field}: {run} is a '{method}' rung, which gives no reward; give a {REWARD_MODEL} rung of a "
+                "preference ladder, or a classification rung (or its bundle) with target_label."]
     return []
 
 
-def build_scorer(spec: Any, load_run: Callable[[Path], tuple]) -> Scorer:
-    """The scorer of a finished run (loaded with the pipeline's ``load_run``)."""
+def build_scorer(spec: Any, load: Callable[[Path], tuple], field: str = "task.judges.reward") -> Scorer:
+    """The scorer of a finished run or bundle (loaded with the pipeline's ``load``: (task, scorer, record)): a
+    reward model's reward of prompt + response, or a classifier's probability of ``target_label`` for the response
+    alone."""
     run = Path(spec.run).expanduser()
-    problems = check(spec)
+    problems = check(spec, field)
     if problems:
         raise UserError(problems[0])
-    _, method, _ = load_run(run)
+    labels, _ = source(run, field)
+    _, method, _ = load(run)
     if spec.target_label is None:
-        def reward(prompts: Sequence[Any], a: Sequence[str], b: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-            ra, rb = method.score_pairs(list(prompts), list(a), list(b))
-            return np.asarray(ra, dtype=float), np.asarray(rb, dtype=float)
+        def reward(prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
+            return np.asarray(method.score_responses(list(prompts), list(responses)), dtype=float)
         return reward
-    column = method.label_names.index(spec.target_label)
+    column = labels.index(spec.target_label)
 
-    def probability(prompts: Sequence[Any], a: Sequence[str], b: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        texts = list(a) + list(b)
-        out = np.concatenate([method.predict_proba(texts[i:i + spec.batch_size])[:, column]
-                              for i in range(0, len(texts), spec.batch_size)]).astype(float)
-        return out[: len(a)], out[len(a):]
+    def probability(prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
+        texts = list(responses)
+        if not texts:
+            return np.zeros(0, dtype=float)
+        return np.concatenate([np.asarray(method.predict_proba(texts[i:i + spec.batch_size]))[:, column]
+                               for i in range(0, len(texts), spec.batch_size)]).astype(float)
     return probability
+
+
+def mean_reward(scorer: Scorer, prompts: Sequence[Any], outputs: Sequence[str], seed: int) -> dict:
+    """reward_mean alone, with its interval (no rung to compare with yet)."""
+    mine = scorer(prompts, outputs)
+    return {"metrics": {"reward_mean": float(mine.mean())},
+            "interval": {"reward_mean": list(bootstrap_mean(mine, seed=seed))}, "detail": {"n": len(outputs)}}
 
 
 def judge(scorer: Scorer, prompts: Sequence[Any], outputs: Sequence[str], against: Sequence[str],
           seed: int) -> dict:
     """reward_mean and reward_win_rate (against the other rung's outputs, ties half), with intervals."""
-    mine, theirs = scorer(prompts, outputs, against)
+    mine, theirs = scorer(prompts, outputs), scorer(prompts, against)
     wins = np.where(mine > theirs, 1.0, np.where(mine == theirs, 0.5, 0.0))
     return {"metrics": {"reward_mean": float(mine.mean()), "reward_win_rate": float(wins.mean())},
             "interval": {"reward_mean": list(bootstrap_mean(mine, seed=seed)),

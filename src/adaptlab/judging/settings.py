@@ -3,7 +3,7 @@
     task:
       type: generation
       judges:
-        against: zero_shot_prompt          # the rung every other rung's outputs are compared with
+        against: zero_shot_prompt          # the rung every other rung's outputs are compared with (or: best)
         reward: runs/chitchat_dpo/reward_model            # a reward-model run (or {run: ..., target_label: ...})
         llm_judge: {model: smollm2}        # pairwise judge, both orders
         mmlu: {subjects: [anatomy, astronomy], sample: 200}
@@ -33,9 +33,10 @@ class RewardJudge(Spec):
 
     run: str = Field(description="Folder of a finished rung (<output>/<rung>, relative to the working directory as "
                      "output_dir is): a preference task's reward_model rung (its scalar reward of prompt + "
-                     "response), or a classification rung with target_label.")
-    target_label: str | None = Field(None, description="Classification runs: the label whose probability (of the "
-                                     "response alone) is the reward. Must be one of the run's labels.")
+                     "response), or a classification rung with target_label; or a classifier bundle (adaptlab "
+                     "export) with target_label.")
+    target_label: str | None = Field(None, description="Classifiers: the label whose probability (of the response "
+                                     "alone) is the reward. Must be one of the run's labels.")
     batch_size: int = Field(16, gt=0, description="Responses scored per forward pass (classification runs).")
 
 
@@ -65,7 +66,9 @@ class JudgesSpec(Spec):
     """Judges of the generative rungs' outputs, each optional."""
 
     against: str = Field("zero_shot_prompt", description="The rung (its name in `rungs`) whose test outputs the "
-                         "reward and LLM judges compare every rung's with; it must run before the others.")
+                         "reward and LLM judges compare every rung's with; it must run before the others. `best`: "
+                         "the rung ranked best by the primary metric, once every rung has run (the primary metric "
+                         "must then not be a win rate).")
     reward: RewardJudge | None = Field(None, description="Reward scoring: a run folder, or {run, target_label}.")
     llm_judge: LLMJudge | None = Field(None, description="Pairwise LLM judge: {model, ...}.")
     mmlu: MMLUJudge | None = Field(None, description="MMLU accuracy through lm-eval: {subjects, sample, seed}.")

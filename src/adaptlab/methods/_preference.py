@@ -83,12 +83,13 @@ def check_grouping(params: Any, rung: str) -> None:
                         "false.")
 
 
-def causal_only(rung: str, ctx: RunContext, kind: str) -> list[str]:
-    """The trl preference trainers (DPO, ORPO on adaptlab's token ids) train causal LMs only."""
+def causal_only(rung: str, ctx: RunContext, kind: str, instead: str = "base_preference / lm_lora") -> list[str]:
+    """The trl trainers on adaptlab's token ids (DPO, ORPO, GRPO) train causal LMs only; ``instead``: the rungs to
+    suggest for this model."""
     if kind == "causal":
         return []
     return [f"{rung} trains causal LMs only (trl's trainer on prompt + response sequences); '{ctx.model_spec}' is a "
-            f"{kind} model. Use a causal LM such as smollm2, or base_preference / lm_lora on this model."]
+            f"{kind} model. Use a causal LM such as smollm2, or {instead} on this model."]
 
 
 class PairTrainingParams(BaseModel):

@@ -11,6 +11,7 @@ accuracy is the pairwise accuracy the task measures for every rung.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,11 +130,21 @@ class RewardModel(PreferenceRung, TorchModelAccounting, Method):
                                   "rejected_ids": [p.prompt_ids + p.rejected_ids for p in pairs]})
 
     # -- scores ---------------------------------------------------------------------------------------------------
-    @torch.inference_mode()
     def score_pairs(self, prompts: Any, chosen: Any, rejected: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The reward of each prompt + response."""
+        """The reward of each prompt + response, the pair encoded as it trains (one prompt, cut for both)."""
         pairs = encode_pairs(self.formatter, prompts, chosen, rejected)
-        rows = [p.prompt_ids + p.chosen_ids for p in pairs] + [p.prompt_ids + p.rejected_ids for p in pairs]
+        rewards = self.rewards([p.prompt_ids + p.chosen_ids for p in pairs] +
+                               [p.prompt_ids + p.rejected_ids for p in pairs])
+        return rewards[:len(pairs)], rewards[len(pairs):]
+
+    def score_responses(self, prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
+        """The reward of each response after its prompt (what a reward judge and grpo's reward ask)."""
+        return self.rewards([self.formatter.encode(p, None, r).input_ids
+                             for p, r in zip(prompts, responses, strict=True)])
+
+    @torch.inference_mode()
+    def rewards(self, rows: list[list[int]]) -> np.ndarray:
+        """The scalar head's output for each token sequence (prompt + response), batched by length."""
         self.model.eval()
         rewards = np.zeros(len(rows), dtype=np.float64)
         order = np.argsort([len(r) for r in rows], kind="stable")
@@ -144,8 +155,7 @@ class RewardModel(PreferenceRung, TorchModelAccounting, Method):
             ids = torch.tensor([rows[i] + [pad] * (width - len(rows[i])) for i in idx], device=device)
             mask = torch.tensor([[1] * len(rows[i]) + [0] * (width - len(rows[i])) for i in idx], device=device)
             rewards[idx] = self.model(input_ids=ids, attention_mask=mask).logits[:, 0].float().cpu().numpy()
-        n = len(pairs)
-        return rewards[:n], rewards[n:]
+        return rewards
 
     # -- shipping -------------------------------------------------------------------------------------------------
     def save(self, path: Path) -> None:

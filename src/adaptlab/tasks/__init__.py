@@ -80,6 +80,15 @@ class Task(Protocol):
         ``site`` a :class:`~adaptlab.judging.JudgeSite`). Returns ``{"metrics", "interval", "judges"}`` (the last a
         detail record for metrics.json), all empty when the task has no judges or none is configured."""
 
+    def judge_inputs(self) -> tuple[str | None, str | None]:
+        """What a judged rung's result depends on beyond the rung itself, for its resume hash: (the rung whose test
+        outputs the judges compare with, a digest of the finished runs the judges load), each None when none."""
+
+    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
+        """Judging that needs the whole ladder, run once every rung has (``task.judges.against: best``): {rung:
+        {"metrics", "interval", "judges"}} to add to each finished rung's results; ``ranked`` are the finished
+        rungs that wrote test outputs, best first. {} when the task has none."""
+
     # -- report (see the module docstring) --------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
         """The paired significance test of one rung's prediction records (``other``) against the best rung's

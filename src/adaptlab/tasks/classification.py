@@ -283,6 +283,14 @@ class ClassificationTask:
         """No judges: this task's outputs are labels, scored against the references by its own metrics."""
         return {"metrics": {}, "interval": {}, "judges": {}}
 
+    def judge_inputs(self) -> tuple[str | None, str | None]:
+        """No judges: nothing beyond the rung itself."""
+        return None, None
+
+    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
+        """No judges: nothing to add once the ladder has run."""
+        return {}
+
     # -- report ---------------------------------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
         """McNemar's test on per-example correctness, whatever the metric (macro-F1 has no per-example value)."""

@@ -151,7 +151,7 @@ def check_settings(spec: Any) -> str:
     judges = spec.task.judges
     metric = spec.task.primary_metric or "rougeL"
     allowed = [*METRICS, *(judges.metrics() if judges else [])]
-    problems = judging.check(judges, [r.run_name for r in spec.rungs], writes_text=True)
+    problems = judging.check(judges, [r.run_name for r in spec.rungs], writes_text=True, primary=metric)
     if metric not in allowed:
         hint = did_you_mean(metric, allowed)
         problems.insert(0, f"task.primary_metric: '{metric}' is not a generation metric.{hint} Choose one of: "
@@ -301,6 +301,19 @@ class GenerationTask:
         from adaptlab import judging
 
         return judging.judge(self.judges, site, records, method.language_model())
+
+    def judge_inputs(self) -> tuple[str | None, str | None]:
+        """The configured judges' inputs beyond the rung (see :func:`adaptlab.judging.dependencies`)."""
+        from adaptlab import judging
+
+        return judging.dependencies(self.judges)
+
+    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
+        """``task.judges.against: best``: every rung against the best one
+        (:func:`adaptlab.judging.judge_against_best`)."""
+        from adaptlab import judging
+
+        return judging.judge_against_best(self.judges, site, ranked)
 
     # -- report ---------------------------------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:

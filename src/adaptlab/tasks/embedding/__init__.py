@@ -171,6 +171,14 @@ class EmbeddingTask:
         """No judges: this task's outputs are embeddings, scored against the references by its own metrics."""
         return {"metrics": {}, "interval": {}, "judges": {}}
 
+    def judge_inputs(self) -> tuple[str | None, str | None]:
+        """No judges: nothing beyond the rung itself."""
+        return None, None
+
+    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
+        """No judges: nothing to add once the ladder has run."""
+        return {}
+
     # -- report ---------------------------------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
         """Per-query/per-triplet values paired directly; Spearman, Pearson and the labelled-pair scores by a paired

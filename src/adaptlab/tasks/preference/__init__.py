@@ -152,6 +152,19 @@ class PreferenceTask:
 
         return judging.judge(self.judges, site, None, method.language_model())
 
+    def judge_inputs(self) -> tuple[str | None, str | None]:
+        """The configured judges' inputs beyond the rung (see :func:`adaptlab.judging.dependencies`)."""
+        from adaptlab import judging
+
+        return judging.dependencies(self.judges)
+
+    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
+        """``task.judges.against: best``: every rung against the best one
+        (:func:`adaptlab.judging.judge_against_best`)."""
+        from adaptlab import judging
+
+        return judging.judge_against_best(self.judges, site, ranked)
+
     # -- report ---------------------------------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
         """McNemar's test on per-pair correctness (preference accuracy)."""

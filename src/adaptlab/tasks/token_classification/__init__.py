@@ -168,6 +168,14 @@ class TokenClassificationTask:
         """No judges: this task's outputs are tags, scored against the references by its own metrics."""
         return {"metrics": {}, "interval": {}, "judges": {}}
 
+    def judge_inputs(self) -> tuple[str | None, str | None]:
+        """No judges: nothing beyond the rung itself."""
+        return None, None
+
+    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
+        """No judges: nothing to add once the ladder has run."""
+        return {}
+
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
         """Paired bootstrap over sentences on the entity metric (it has no per-sentence value)."""
         from adaptlab.tasks.token_classification.report import paired_test
