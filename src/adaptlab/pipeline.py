@@ -41,7 +41,7 @@ from adaptlab.context import RunContext
 from adaptlab.cost import cost_summary, dir_size, latency_ms, measure
 from adaptlab.errors import UserError, did_you_mean
 from adaptlab.evaluation.metrics import higher_is_better
-from adaptlab.judging import JudgeSite
+from adaptlab.judging import BEST, PAIRWISE_METRICS, JudgeSite
 from adaptlab.methods import METHODS, Method
 from adaptlab.runs import registry
 from adaptlab.runs.files import (
@@ -496,11 +496,12 @@ def judge_ladder(ladder: Ladder, entries: dict[str, dict]) -> None:
                      load_run=load_scorer)
     for name, judged in ladder.task.judge_ladder(ranked, site).items():
         path = ladder.output / name / "metrics.json"
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        saved["metrics"] = {**saved["metrics"], **judged["metrics"]}
-        saved["intervals"] = {**(saved.get("intervals") or {}), **judged["interval"]}
-        saved["judges"] = {**(saved.get("judges") or {}), **judged["judges"]}
-        write_json_atomic(path, saved)
+        before = json.loads(path.read_text(encoding="utf-8"))
+        saved = {**before, "metrics": {**before["metrics"], **judged["metrics"]},
+                 "intervals": {**(before.get("intervals") or {}), **judged["interval"]},
+                 "judges": {**(before.get("judges") or {}), **judged["judges"]}}
+        if saved != before:
+            write_json_atomic(path, saved)
         entries[name] = {**entries[name], "metrics": {**entries[name]["metrics"], **judged["metrics"]}}
 
 
@@ -539,15 +540,20 @@ def check_repro(ladder: Ladder, rung_name: str, scratch: Path) -> dict:
     recorded = ladder.output / rung_name
     if not (recorded / "metrics.json").is_file():
         raise UserError(f"{recorded}: no finished run to check; run `adaptlab compare` first.")
-    again = Ladder(**{**ladder.__dict__, "output": scratch})
+    # judges find the recorded `against` rung's outputs through the root ladder (the recorded one)
+    again = Ladder(**{**ladder.__dict__, "output": scratch, "primary": ladder.root})
     # a scratch re-run is not a run to list; a rung with `from` starts from the recorded parent, as it did
     run_rung(again, rung, record=False, inputs=ladder.output)
     differences = []
     old_m = json.loads((recorded / "metrics.json").read_text(encoding="utf-8"))
     new_m = json.loads((scratch / rung_name / "metrics.json").read_text(encoding="utf-8"))
+    # what judging after the whole ladder added (against: best) a lone re-run doesn't measure
+    later = set(PAIRWISE_METRICS) if ladder.task.judge_inputs()[0] == BEST else set()
     for key in ("status", "metrics", "intervals", "per_class", "confusion_matrix"):
-        if old_m.get(key) != new_m.get(key):
-            differences.append(f"metrics.json `{key}`: recorded {old_m.get(key)} vs now {new_m.get(key)}")
+        old, new = (({k: v for k, v in m.items() if k not in later} if isinstance(m, dict) else m)
+                    for m in (old_m.get(key), new_m.get(key)))
+        if old != new:
+            differences.append(f"metrics.json `{key}`: recorded {old} vs now {new}")
     for label, (a, b) in {
         "provenance.data_sha256": (old_m["provenance"]["data_sha256"], new_m["provenance"]["data_sha256"]),
         "provenance.model_sha256": (old_m["provenance"]["model_sha256"], new_m["provenance"]["model_sha256"]),

@@ -202,8 +202,8 @@ VALIDATION_SCORER: contextvars.ContextVar[ValidationScorer | None] = contextvars
     "VALIDATION_SCORER", default=None
 )
 #: Set by the pipeline while a rung fits: loads a finished rung from its folder (``<output>/<rung>``) as
-#: (task, method ready to predict, run.json). Rungs that learn from another finished run (``grpo``'s reward) ask it;
-#: methods can't import the pipeline that imports them.
+#: (task, method ready to predict, run.json), or an exported classifier bundle as (None, its predictor, manifest).
+#: Rungs that learn from another finished run (``grpo``'s reward) ask it; methods can't import the pipeline.
 FINISHED_RUNS: contextvars.ContextVar[Callable[[Path], tuple] | None] = contextvars.ContextVar(
     "FINISHED_RUNS", default=None
 )

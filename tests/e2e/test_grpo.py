@@ -144,7 +144,7 @@ def test_bad_reward_settings_stop_the_ladder_first(sentiment_run, tmp_path, rewa
     config = rl_ladder(tmp_path, given, judge={"run": str(sentiment_run), "target_label": "pos"})
     with pytest.raises(UserError) as err:
         compare(prepare(load_ladder(config)))
-    assert message in str(err.value)
+    assert message in str(err.value) and "params.reward" in str(err.value)
     assert not (tmp_path / "out" / "base" / "metrics.json").exists()  # found before any rung ran
 
 

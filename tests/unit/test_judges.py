@@ -82,7 +82,10 @@ def test_reward_from_an_exported_classifier_bundle(sentiment_run, tmp_path):
     assert np.allclose(from_bundle(["p"] * 3, texts), from_run(["p"] * 3, texts), atol=1e-5)
     problems = reward.check(RewardJudge(run=str(bundle), target_label="positive"))
     assert len(problems) == 1 and "'positive' is not a label" in problems[0] and "neg, pos" in problems[0]
-    assert reward.run_digest(bundle) != reward.run_digest(sentiment_run)
+    before = reward.run_digest(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "exported_at": "again"}))  # exported again
+    assert reward.run_digest(bundle) != before
 
 
 def test_reward_target_label_not_in_run(sentiment_run, tmp_path):
@@ -99,6 +102,13 @@ def test_reward_run_must_give_a_reward(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "ok"}))
     problems = reward.check(RewardJudge(run=str(tmp_path)), "rungs[rl].params.reward")
     assert len(problems) == 1 and problems[0].startswith("rungs[rl].params.reward:") and "'lm_lora'" in problems[0]
+    tagger = tmp_path / "tagger"  # labels, but of tokens: no reward either
+    tagger.mkdir()
+    (tagger / "run.json").write_text(json.dumps({"context": {"task": "token_classification", "label_names": ["O"]},
+                                                 "rung": {"method": "lora"}}))
+    (tagger / "metrics.json").write_text(json.dumps({"status": "ok"}))
+    refused = reward.check(RewardJudge(run=str(tagger), target_label="O"))
+    assert len(refused) == 1 and "token_classification ladder, which gives no reward" in refused[0]
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "failed"}))  # a reward run that failed
     failed = reward.check(RewardJudge(run=str(tmp_path)))
     assert len(failed) == 1 and "did not finish (status: failed)" in failed[0]

@@ -38,7 +38,8 @@ class JudgeSite:
     rung: str  # the rung being judged
     seed: int
     device: str
-    load_run: Callable[[Path], tuple]  # the pipeline's load_run: (task, method, run.json) of a finished rung
+    #: the pipeline's load_scorer: (task, method, run.json) of a finished rung, (None, predictor, manifest) of a bundle
+    load_run: Callable[[Path], tuple]
 
 
 @dataclass
@@ -145,7 +146,7 @@ def judge_against_best(judges: JudgesSpec | None, site: JudgeSite, ranked: Seque
     """``against: best``, once every rung has run: each rung's reward and LLM-judge parts against the best rung's
     test outputs (``ranked``: the finished rungs that wrote outputs, best first), {rung: {"metrics", "interval",
     "judges"}}; {} when ``against`` names a rung or no rung finished."""
-    if judges is None or judges.against != BEST or not ranked:
+    if judges is None or judges.against != BEST or not ranked or not (judges.reward or judges.llm_judge):
         return {}
     best, out = ranked[0], {}
     for rung in ranked:

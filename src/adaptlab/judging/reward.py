@@ -43,34 +43,58 @@ def run_digest(run: str | Path) -> str:
 
 
 def source(run: Path, field: str) -> tuple[list[str], str | None]:
-    """(labels, method) of what gives the reward: an exported classifier bundle (method None) or a finished run
-    folder; UserError naming ``field`` (the setting that gave the folder) when it is neither."""
+    """(labels, method) of what gives the reward: an exported classifier bundle (method None) or a finished
+    classification or reward_model run; UserError naming ``field`` (the setting that gave the folder) otherwise."""
     if (run / MANIFEST).is_file():
-        try:
-            manifest = json.loads((run / MANIFEST).read_text(encoding="utf-8"))
-        except ValueError:
-            raise UserError(f"{field}: {run / MANIFEST} is not valid JSON; export the bundle again.") from None
+        manifest = read_object(run / MANIFEST, field, "export the bundle again")
         kind = manifest.get("export_kind") or ("classifier" if manifest.get("task") == "classification" else None)
-        if kind != "classifier":
+        if kind != "classifier" or not manifest.get("labels"):
             raise UserError(f"{field}: {run} is a {kind or manifest.get('task')} bundle; a reward bundle must be a "
                             "classifier (export a classification rung), or give a reward_model run folder.")
-        return list(manifest.get("labels") or []), None
-    try:
-        info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-        status = json.loads((run / "metrics.json").read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError):
+        return single_texts(list(manifest["labels"]), manifest, run, field), None
+    if not (run / "run.json").is_file():
         raise UserError(f"{field}: {run} is neither a finished run folder nor an exported bundle; give "
-                        "<output>/<rung> of a reward_model or classification rung, or a classifier bundle.") from None
+                        "<output>/<rung> of a reward_model or classification rung, or a classifier bundle.")
+    info = read_object(run / "run.json", field, "re-run that rung")
+    status = read_object(run / "metrics.json", field, "re-run that rung").get("status")
     if status != "ok":
         raise UserError(f"{field}: {run} did not finish (status: {status}); re-run that rung, then this ladder.")
-    return list(info.get("context", {}).get("label_names") or []), info.get("rung", {}).get("method")
+    task, method = info.get("context", {}).get("task"), info.get("rung", {}).get("method")
+    if task == "classification":
+        return single_texts(list(info["context"].get("label_names") or []), info, run, field), method
+    if method != REWARD_MODEL:
+        raise UserError(f"{field}: {run} is a '{method}' rung of a {task} ladder, which gives no reward; give a "
+                        f"{REWARD_MODEL} rung of a preference ladder, or a classification rung (or its bundle) "
+                        "with target_label.")
+    return [], method
+
+
+def read_object(path: Path, field: str, fix: str) -> dict:
+    """A JSON object from ``path``; UserError naming ``field`` and the fix when it is missing or not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        value = None
+    if not isinstance(value, dict):
+        raise UserError(f"{field}: {path} is missing or not a JSON object; {fix}.")
+    return value
+
+
+def single_texts(labels: list[str], record: dict, run: Path, field: str) -> list[str]:
+    """``labels``, once the classifier is known to read single texts: a reward scores one text, and a classifier
+    trained on text pairs would read it without its second text."""
+    data = record.get("data")
+    if record.get("text_pair") is True or (isinstance(data, dict) and data.get("text_pair_column")):
+        raise UserError(f"{field}: {run} was trained on text pairs; a reward scores one text. Give a classifier "
+                        "trained on single texts.")
+    return labels
 
 
 def check(spec: Any, field: str = "task.judges.reward") -> list[str]:
     """Problems with reward settings ({run, target_label}, given as ``field``), found without loading weights."""
     run = Path(spec.run).expanduser()
     try:
-        labels, method = source(run, field)
+        labels, _ = source(run, field)
     except UserError as e:
         return [str(e)]
     if labels and spec.target_label is None:
@@ -79,9 +103,6 @@ def check(spec: Any, field: str = "task.judges.reward") -> list[str]:
     if spec.target_label is not None and spec.target_label not in labels:
         which = f"its labels are: {', '.join(labels)}" if labels else "it has no labels"
         return [f"{field}.target_label: '{spec.target_label}' is not a label of {run}; {which}."]
-    if not labels and method != REWARD_MODEL:
-        return [f"{field}: {run} is a '{method}' rung, which gives no reward; give a {REWARD_MODEL} rung of a "
-                "preference ladder, or a classification rung (or its bundle) with target_label."]
     return []
 
 

@@ -9,7 +9,8 @@ toward the better ones with ``beta`` times the KL to the starting model (the ada
 
 Prompts are the task's inputs through the rung's template (the references are not used for training; the task
 still scores the test outputs against them). trl samples from adaptlab's own token ids of each prompt
-(:func:`grpo_trainer_class`), so training and evaluation see the same prompts.
+(:func:`grpo_trainer_class`), encoded as the task encodes them when it predicts: the same template and chat markup,
+long inputs cut to leave room for ``max_new_tokens`` (the task's generation setting at test time).
 
 Besides the task's metrics the rung reports ``kl_to_base``: KL(policy || base) of completions it samples (temperature
 1) for up to ``kl_prompts`` test prompts, a Monte-Carlo estimate per completion and per token, and the reward trl
