@@ -13,6 +13,7 @@ from adaptlab.errors import DataError
 from adaptlab.reporting.sections import RunResults, Section
 from adaptlab.tasks import TASKS, _classification_report
 from adaptlab.tasks._settings import TaskSpec
+from adaptlab.tasks._unjudged import Unjudged
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def _scored(records: list[dict], meta: dict) -> dict[str, Any]:
 
 
 @TASKS.register("classification")
-class ClassificationTask:
+class ClassificationTask(Unjudged):
     Settings = TaskSpec
     export_kind = "classifier"  # what `adaptlab export` ships for its runs
     primary_metric = "macro_f1"
@@ -278,18 +279,6 @@ class ClassificationTask:
             [r["prediction"] for r in records], [r["reference"] for r in records], train_counts=counts,
             losses=losses, class_weighted=fit.get("class_weights") is not None,
         )
-
-    def judge(self, method: Any, records: list[dict], site: Any) -> dict:
-        """No judges: this task's outputs are labels, scored against the references by its own metrics."""
-        return {"metrics": {}, "interval": {}, "judges": {}}
-
-    def judge_inputs(self) -> tuple[str | None, str | None]:
-        """No judges: nothing beyond the rung itself."""
-        return None, None
-
-    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
-        """No judges: nothing to add once the ladder has run."""
-        return {}
 
     # -- report ---------------------------------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:

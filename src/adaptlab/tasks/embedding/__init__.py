@@ -27,6 +27,7 @@ from adaptlab.data.split import drop_shared_groups
 from adaptlab.errors import DataError, UserError
 from adaptlab.reporting.sections import RunResults, Section
 from adaptlab.tasks import TASKS
+from adaptlab.tasks._unjudged import Unjudged
 from adaptlab.tasks.embedding import read
 from adaptlab.tasks.embedding.data import EmbeddingData, EmbeddingSplit
 from adaptlab.tasks.embedding.settings import DEFAULT_PRIMARY, EmbeddingSettings, primary_problem
@@ -35,7 +36,7 @@ SPLITS = ("train", "validation", "test")
 
 
 @TASKS.register("embedding")
-class EmbeddingTask:
+class EmbeddingTask(Unjudged):
     Settings = EmbeddingSettings
     export_kind = "embedder"  # what `adaptlab export` ships for its runs
     primary_metric = "mrr_at_10"  # set from the data's format (or task.primary_metric) by prepare
@@ -166,18 +167,6 @@ class EmbeddingTask:
                             "have (nearly) collapsed to one direction")
         return {"degenerate": spread < 1e-6, "doubted": bool(findings), "findings": findings,
                 "advice": "lower the learning rate or train on more varied pairs" if findings else ""}
-
-    def judge(self, method: Any, records: list[dict], site: Any) -> dict:
-        """No judges: this task's outputs are embeddings, scored against the references by its own metrics."""
-        return {"metrics": {}, "interval": {}, "judges": {}}
-
-    def judge_inputs(self) -> tuple[str | None, str | None]:
-        """No judges: nothing beyond the rung itself."""
-        return None, None
-
-    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
-        """No judges: nothing to add once the ladder has run."""
-        return {}
 
     # -- report ---------------------------------------------------------------------------------------------------
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adaptlab.errors import DataError
 from adaptlab.tasks import TASKS
+from adaptlab.tasks._unjudged import Unjudged
 from adaptlab.tasks.token_classification.data import (
     TokenData,
     TokenSplit,
@@ -50,7 +51,7 @@ class TokenClassificationSettings(BaseModel):
 
 
 @TASKS.register("token_classification")
-class TokenClassificationTask:
+class TokenClassificationTask(Unjudged):
     Settings = TokenClassificationSettings
     export_kind = "tagger"  # what `adaptlab export` ships for its runs
     primary_metric = "entity_micro_f1"
@@ -163,18 +164,6 @@ class TokenClassificationTask:
             findings.append(f"predicts {found} entities where the test split has {gold}")
         return {"degenerate": found == 0 and gold > 0, "doubted": bool(findings), "findings": findings,
                 "advice": "train longer (more epochs or a higher learning rate) or check the tags" if findings else ""}
-
-    def judge(self, method: Any, records: list[dict], site: Any) -> dict:
-        """No judges: this task's outputs are tags, scored against the references by its own metrics."""
-        return {"metrics": {}, "interval": {}, "judges": {}}
-
-    def judge_inputs(self) -> tuple[str | None, str | None]:
-        """No judges: nothing beyond the rung itself."""
-        return None, None
-
-    def judge_ladder(self, ranked: list[str], site: Any) -> dict[str, dict]:
-        """No judges: nothing to add once the ladder has run."""
-        return {}
 
     def paired_test(self, best: list[dict], other: list[dict], metric: str) -> dict:
         """Paired bootstrap over sentences on the entity metric (it has no per-sentence value)."""
