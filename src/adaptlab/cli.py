@@ -327,7 +327,7 @@ def runs_show(run_dir: Path = typer.Argument(..., help="A rung folder.")) -> Non
 
 #: Modules that add their own commands to ``app`` (each imports ``app`` from here and decorates functions).
 COMMAND_MODULES = ("adaptlab.generation.commands", "adaptlab.export.commands", "adaptlab.serving.commands",
-                   "adaptlab.topics.commands")
+                   "adaptlab.topics.commands", "adaptlab.planning_commands")
 
 
 def _load_command_modules() -> None:

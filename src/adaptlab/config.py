@@ -34,6 +34,7 @@ from pydantic import (
 
 from adaptlab.distributed import DistributedSpec
 from adaptlab.errors import ConfigError, UserError, did_you_mean
+from adaptlab.runtime import RuntimeSpec
 from adaptlab.specs import MAX_SEED, Spec, check_seed
 from adaptlab.tasks._settings import TEMPLATE_FIELDS, GenerationSpec, TaskSpec
 
@@ -114,6 +115,10 @@ class RungSpec(Spec):
         "top_layers, lora, full, linear_probe, setfit and the embedding rungs (from a domain_mlm rung: its "
         "pre-trained encoder). The rung's cost includes its parent's training time.")
 
+    runtime: RuntimeSpec | None = Field(
+        None, description="How this rung trains here (precision, kernels, packing, compile, checkpointing, "
+        "optimiser): its fields override the ladder's runtime section.")
+
     model_config = ConfigDict(populate_by_name=True)  # RungSpec(from_=...) in Python, `from:` in YAML
 
     @property
@@ -126,6 +131,10 @@ class RungSpec(Spec):
         data = handler(self)
         data.pop("from_", None)
         data.pop("from", None)
+        if self.runtime is None:
+            data.pop("runtime", None)
+        else:  # only what the rung sets: the rest comes from the ladder's section (a rung rebuilt from this dump too)
+            data["runtime"] = self.runtime.model_dump(mode="json", exclude_unset=True)
         return {**data, "from": self.from_} if self.from_ is not None else data
 
     @field_validator("name")
@@ -232,6 +241,10 @@ class LadderSpec(Spec):
         "accelerate launch): strategy ddp (default) or deepspeed. Ignored on one process.")
     output_dir: str | None = Field(None, description="Where runs are written (default: runs/<name>).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    runtime: RuntimeSpec = Field(
+        default_factory=RuntimeSpec, description="How trained rungs train here (each rung may override it): "
+        "precision, Liger kernels, padding-free packing, torch.compile, gradient checkpointing, optimiser. auto: the "
+        "fast path on a GPU, plain settings on CPU.")
     trust_remote_code: bool = Field(False, description="Run code shipped with a hub model. Off unless you trust it.")
     allow_pickle: bool = Field(False, description="Allow pickle checkpoints (.bin). Off: unpickling runs code.")
     base_dir: Path = Field(Path("."), exclude=True, description="Folder relative paths are resolved against.")
@@ -391,8 +404,12 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
                 f"rungs[{i}].method: '{method_name}' does not support task '{task_name}' "
                 f"(it supports: {', '.join(sorted(method.tasks))})."
             )
+        params = rung.get("params") or {}
+        if isinstance(params, dict) and "precision" in params:
+            problems.append(f"rungs[{i}].params.precision: precision moved to the runtime section; give the rung "
+                            f"`runtime: {{precision: {params['precision']}}}` (or set it in the ladder's runtime:).")
         try:
-            method.Params.model_validate(rung.get("params") or {})
+            method.Params.model_validate(params)
         except ValidationError as err:
             problems += format_validation_error(err, prefix=f"rungs[{i}].params")
     problems += from_problems(rungs)

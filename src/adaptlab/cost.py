@@ -61,6 +61,21 @@ def measure(interval: float = 0.01) -> Iterator[Meter]:
             meter.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
 
 
+def release_memory() -> None:
+    """Free what earlier rungs left: collect garbage, then (glibc) hand freed heap pages back to the system, so a
+    rung's peak memory is its own, not raised by what the rungs before it fragmented."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl): nothing to trim
+        pass
+
+
 def latency_ms(predict_one: Callable[[int], object], n: int, warmup: int = 3) -> dict[str, float]:
     """p50/p95 wall time of ``predict_one(i)`` for i in range(n), one example at a time, after warm-up calls."""
     for i in range(min(warmup, n)):

@@ -23,14 +23,16 @@ references.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +40,10 @@ from typing import Any
 from adaptlab import bundle, distributed
 from adaptlab.config import LadderSpec, RungSpec, rung_params
 from adaptlab.context import RunContext
-from adaptlab.cost import cost_summary, dir_size, latency_ms, measure
+from adaptlab.cost import cost_summary, dir_size, latency_ms, measure, release_memory
 from adaptlab.errors import UserError, did_you_mean
 from adaptlab.evaluation.metrics import higher_is_better
+from adaptlab.generation import lm
 from adaptlab.judging import BEST, PAIRWISE_METRICS, JudgeSite
 from adaptlab.methods import METHODS, Method
 from adaptlab.runs import registry
@@ -56,8 +59,11 @@ from adaptlab.runs.files import (
 from adaptlab.runs.loading import load_run
 from adaptlab.runs.provenance import provenance
 from adaptlab.runs.result import RungResult
+from adaptlab.runtime import RUNTIME, Machine, Runtime, resolve
 from adaptlab.tasks import get_task
-from adaptlab.training import FINISHED_RUNS, STEP_REPORTER, VALIDATION_SCORER, ValidationScorer
+from adaptlab.training import FINISHED_RUNS, STEP_REPORTER, VALIDATION_SCORER, TrainParams, ValidationScorer
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[str, str], None]
 
@@ -83,13 +89,19 @@ class Ladder:
 
 
 def config_hash(spec: LadderSpec) -> str:
-    return hashlib.sha256(spec.model_dump_json(exclude={"base_dir", "output_dir"}).encode()).hexdigest()
+    """The config's digest; a ladder without a runtime section hashes as before the section existed."""
+    exclude = {"base_dir", "output_dir"} | ({"runtime"} if not spec.runtime.model_fields_set else set())
+    return hashlib.sha256(spec.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
 def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> str:
     """What a finished rung's result depends on: data, model, task, seed and its own (validated) params, and for a
     rung with ``from`` the hash of the rung it starts from (so other settings there invalidate this one too)."""
-    params = rung_params(rung).model_dump(mode="json")
+    validated = rung_params(rung)
+    params = validated.model_dump(mode="json")
+    runtime = rung_runtime(ladder, rung).changed()
+    if isinstance(validated, TrainParams):  # where precision was before the runtime section: hashes stay as they were
+        params["precision"] = runtime.pop("precision", "fp32")
     key: dict[str, Any] = {
         "data": ladder.data_hash, "model": ladder.ctx.model.sha256, "method": rung.method, "params": params,
         "task": ladder.spec.task.model_dump(mode="json"), "seed": ladder.spec.seed,
@@ -107,12 +119,25 @@ def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> s
                                           (*_below, rung.run_name))
     if judged is not None:
         key["judge_runs"] = judged
+    if runtime:  # only when not plain training: other hashes stay as they were
+        key["runtime"] = runtime
     if rung.from_ is not None:  # only then: the hashes of rungs without `from` stay what they always were
         if rung.from_ in (*_below, rung.run_name):  # parse_ladder reports cycles; a spec built in code may have one
             raise UserError(f"rung '{rung.run_name}' starts from '{rung.from_}', which starts from it: a cycle.")
         parent = chosen_rung(ladder, ladder.spec.rung(rung.from_))
         key["from"] = rung_hash(ladder, parent, (*_below, rung.run_name))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def rung_runtime(ladder: Ladder, rung: RungSpec, device: str | None = None) -> Runtime:
+    """How the rung trains on the ladder's device (or ``device``): the ladder's and the rung's ``runtime:`` against
+    what the rung's training honours and the machine (see :mod:`adaptlab.runtime`)."""
+    requested = rung.runtime.over(ladder.spec.runtime) if rung.runtime else ladder.spec.runtime
+    method = METHODS.get(rung.method)
+    causal = lm.model_kind(lm.load_config(ladder.ctx.model, ladder.ctx.trust_remote_code)) == "causal" \
+        if "packing" in method.runtime_options else False  # only then does it matter (and is the model an LM)
+    return resolve(requested, Machine.of(device or ladder.ctx.torch_device), method.runtime_options, causal,
+                   rung.run_name)
 
 
 def parent_record(ladder: Ladder, rung: RungSpec, inputs: Path) -> dict[str, str] | None:
@@ -325,23 +350,35 @@ def validation_scorer(ladder: Ladder, method: Method) -> ValidationScorer | None
                             lambda: validation_score(ladder, method, primary, meta))
 
 
+@contextlib.contextmanager
+def _during_fit(run: RungRun, method: Method, runtime: Runtime, scorer: ValidationScorer | None) -> Iterator[None]:
+    """What a rung's set-up and fit see: its runtime, progress reports, the validation scorer, finished runs."""
+    tokens = [(RUNTIME, RUNTIME.set(runtime)),
+              (STEP_REPORTER, STEP_REPORTER.set(lambda step, total, loss: run.say(_step_text(step, total, loss)))),
+              (VALIDATION_SCORER, VALIDATION_SCORER.set(scorer or validation_scorer(run.ladder, method))),
+              (FINISHED_RUNS, FINISHED_RUNS.set(load_scorer))]  # a rung learning from another run's output (grpo)
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
+
+
 def _fit(run: RungRun, method: Method, resume: bool,
          scorer: ValidationScorer | None = None) -> tuple[dict, Any]:
     """Load the base and fit, metered (time, peak memory); run.json records what training actually did.
     ``scorer`` replaces the validation scorer training keeps the best weights by (a tuning trial's reports)."""
+    runtime = rung_runtime(run.ladder, run.rung)
+    for note in runtime.notes:
+        log.warning("%s: runtime %s.", run.rung.run_name, note)
     run.say("loading")
-    with measure() as meter:
+    release_memory()
+    with _during_fit(run, method, runtime, scorer), measure() as meter:
         method.setup()
         run.say("training")
-        token = STEP_REPORTER.set(lambda step, total, loss: run.say(_step_text(step, total, loss)))
-        scorer_token = VALIDATION_SCORER.set(scorer or validation_scorer(run.ladder, method))
-        runs_token = FINISHED_RUNS.set(load_scorer)  # a rung learning from another run's output (grpo)
-        try:
-            fit = method.fit(run.ladder.data, run.staging, resume=resume)
-        finally:
-            FINISHED_RUNS.reset(runs_token)
-            VALIDATION_SCORER.reset(scorer_token)
-            STEP_REPORTER.reset(token)
+        fit = method.fit(run.ladder.data, run.staging, resume=resume)
+    if method.trains:
+        fit["runtime"] = runtime.record()
     training = training_record(fit)
     if training:  # epochs derived from the data size, class weights
         run.write_info(training=training)
@@ -432,7 +469,7 @@ def with_parent_cost(cost: dict, parent: dict[str, str] | None) -> dict:
 def training_record(fit: dict) -> dict:
     """The resolved training settings a fit reports (schedule, class weights, which weights were kept: selection);
     empty for rungs that don't train."""
-    return {k: fit[k] for k in ("schedule", "class_weights", "selection") if fit.get(k) is not None}
+    return {k: fit[k] for k in ("schedule", "class_weights", "selection", "runtime") if fit.get(k) is not None}
 
 
 def _staged_hash(staging: Path) -> str | None:

@@ -27,6 +27,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from adaptlab.distributed import agree_on_main, rank, trainer_fields
 from adaptlab.errors import TrainingError
+from adaptlab.runtime import RUNTIME
 
 CHECKPOINTS = "checkpoints"
 #: ``group_by_length: null`` groups batches by length from this many training examples on.
@@ -66,9 +67,6 @@ class TrainParams(BaseModel):
         f"the training split has at least {GROUP_BY_LENGTH_FROM} examples; on small data length-sorted batches mix "
         "classes less (texts of one class are often of similar length) and learn worse.",
     )
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="Mixed precision on GPU (bf16 on Ampere or newer); CPU training stays fp32."
-    )
     select_best: Literal["metric", "loss", "last"] = Field(
         "metric", description="Which weights the rung keeps, judged at the validation evaluations "
         "(evals_per_epoch): metric: those of the evaluation with the best task primary metric on the validation "
@@ -79,6 +77,15 @@ class TrainParams(BaseModel):
         None, gt=0, description="Stop training after this many validation evaluations in a row that do not beat "
         "the best score so far (the select_best score; with last, the metric). Default (null): never stop early.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        """Runs and bundles recorded before the runtime section hold ``precision`` in their params: still readable
+        (a ladder config that sets it is told where it went, see config.parse_ladder)."""
+        if isinstance(data, dict) and "precision" in data:
+            data = {k: v for k, v in data.items() if k != "precision"}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainParams:
@@ -540,8 +547,7 @@ def training_arguments(params: TrainParams, schedule: Schedule, workdir: Path, e
         use_cpu=use_cpu,
         disable_tqdm=True,
         remove_unused_columns=False,
-        bf16=params.precision == "bf16" and not use_cpu,
-        fp16=params.precision == "fp16" and not use_cpu,
+        **RUNTIME.get().trainer_args(),
     )
     return args_cls(**{**fields, **extra})
 

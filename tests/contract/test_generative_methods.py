@@ -57,7 +57,7 @@ def ladders(tmp_path_factory):
 
 def test_every_generative_method_is_covered():
     expected = {"zero_shot_prompt", "free_text_prompt", "few_shot_prompt", "prompt_tuning", "lm_lora", "lm_ia3",
-                "lm_full"}
+                "lm_full", "qlora"}
     assert expected <= set(GENERATIVE)
     assert all({"classification", "generation"} <= METHODS.get(n).tasks for n in expected - {"free_text_prompt"})
 

@@ -55,6 +55,7 @@ CANNOT_LEARN: dict[tuple[str, str], str] = {
     ("classification", "lm_lora"): _FROZEN_RANDOM_LM,
     ("classification", "lm_ia3"): _FROZEN_RANDOM_LM,
     ("classification", "prompt_tuning"): _FROZEN_RANDOM_LM,
+    ("classification", "qlora"): _FROZEN_RANDOM_LM,  # lm_lora over the same frozen base, held in 4 bits
 }
 
 

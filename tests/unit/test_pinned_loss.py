@@ -41,8 +41,7 @@ def train_losses(workdir: Path, threads: int = 1) -> list[float]:
     ctx = RunContext(model_spec="tiny-random-bert", task="classification", label_names=["neg", "pos"],
                      max_length=16, seed=0, device="cpu")
     cls = METHODS.get("full")
-    params = cls.Params(max_steps=STEPS, batch_size=8, learning_rate=1e-3, logging_steps=1, evals_per_epoch=0,
-                        precision="fp32")
+    params = cls.Params(max_steps=STEPS, batch_size=8, learning_rate=1e-3, logging_steps=1, evals_per_epoch=0)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -69,7 +69,7 @@ def test_methods_that_cannot_start_from_that_rung_are_reported():
 def test_a_misspelt_from_key_suggests_from():
     with pytest.raises(ConfigError) as err:
         parse_ladder(raw(SFT, {"method": "lm_full", "form": "sft"}))
-    assert "rungs[1].form: unknown key. Did you mean 'from'? Allowed keys: method, name, params, from." in \
+    assert "rungs[1].form: unknown key. Did you mean 'from'? Allowed keys: method, name, params, from, runtime." in \
         err.value.problems
 
 

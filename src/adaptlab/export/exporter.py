@@ -176,6 +176,7 @@ def _build(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool
     if merge or onnx:
         from adaptlab.export.merge import merged_model, save_merged
 
+        tolerance = parity.export_tolerance(method, tolerance)
         model = merged_model(method)
         if merge:
             say("merging and saving merged/")
@@ -231,6 +232,7 @@ def _build_generation(run_dir: Path, staging: Path, manifest: dict, merge: bool,
 
         from adaptlab.export.merge import merged_model, save_merged
 
+        tolerance = parity.export_tolerance(method, tolerance)
         model = merged_model(method)
         if merge:
             say("merging and saving merged/")

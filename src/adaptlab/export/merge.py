@@ -28,16 +28,24 @@ def merged_model(method: Any) -> Any:
         )
     from peft import PeftModel
 
-    from adaptlab.methods._peft import is_prompt_learning
+    from adaptlab.methods._peft import is_4bit, is_prompt_learning, merged_dequantized
 
     model = method.model
     if isinstance(model, PeftModel):
         if is_prompt_learning(model):
             raise UserError(f"rung '{method.name}': prompt-learning adapters can't be merged into the weights; ship "
                             "the adapter bundle instead.")
-        model = model.merge_and_unload()
+        model = merged_dequantized(model) if is_4bit(model) else model.merge_and_unload()
         method.model = model
     return model.eval()
+
+
+def quantized(method: Any) -> bool:
+    """Whether the rung's model holds 4-bit weights (a generative rung over a 4-bit base: qlora)."""
+    from adaptlab.methods._causal import GenerativeMethod
+    from adaptlab.methods._peft import is_4bit
+
+    return isinstance(method, GenerativeMethod) and is_4bit(method.model)
 
 
 def save_merged(model: Any, tokenizer: Any, dest: Path) -> None:

@@ -85,8 +85,10 @@ def load_tokenizer(location: str, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def load_model(resolved: Any, kind: str, dtype: str = "auto", trust_remote_code: bool = False) -> torch.nn.Module:
-    """The causal-LM or seq2seq model of ``resolved`` in ``dtype`` (auto: as stored, e.g. bf16 for smollm2)."""
+def load_model(resolved: Any, kind: str, dtype: str = "auto", trust_remote_code: bool = False,
+               **extra: Any) -> torch.nn.Module:
+    """The causal-LM or seq2seq model of ``resolved`` in ``dtype`` (auto: as stored, e.g. bf16 for smollm2);
+    ``extra`` goes to ``from_pretrained`` (e.g. a 4-bit ``quantization_config`` and its ``device_map``)."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     from adaptlab.models import load_kwargs
@@ -94,7 +96,7 @@ def load_model(resolved: Any, kind: str, dtype: str = "auto", trust_remote_code:
     cls = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
     return cls.from_pretrained(resolved.location, dtype=torch_dtype,
-                               **load_kwargs(resolved, trust_remote_code=trust_remote_code))
+                               **load_kwargs(resolved, trust_remote_code=trust_remote_code), **extra)
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:

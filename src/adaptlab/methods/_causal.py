@@ -142,7 +142,7 @@ class GenerativeMethod(TorchModelAccounting, Method):
     # -- model -----------------------------------------------------------------------------------------------------
     def setup(self) -> None:
         self.setup_formatting()
-        self.model = self.adapt(self.base_model()).to(self.ctx.torch_device)
+        self.model = self.place(self.adapt(self.base_model()))
         self.model.eval()
 
     def setup_formatting(self) -> None:
@@ -163,6 +163,14 @@ class GenerativeMethod(TorchModelAccounting, Method):
         set_seed(self.ctx.seed)
         return lm.load_model(self.ctx.model, self.kind, self.params.dtype, self.ctx.trust_remote_code)
 
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model on the run's device (a rung whose base is loaded in place, e.g. 4-bit, returns it as it is)."""
+        return model.to(self.ctx.torch_device)
+
+    def weights_format(self) -> str:
+        """How the base's weights are held (its dtype setting; qlora: 4-bit), keying the base's forgetting score."""
+        return str(self.params.dtype)
+
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         """Decide what trains. Prompting rungs freeze everything."""
         for p in model.parameters():
@@ -177,6 +185,21 @@ class GenerativeMethod(TorchModelAccounting, Method):
     @property
     def score_batch_size(self) -> int:
         return int(getattr(self.params, "eval_batch_size", None) or self.params.batch_size)
+
+    makes_vocab_logits = True
+
+    def scoring_batch(self) -> int:
+        return self.score_batch_size
+
+    def longest_tokens(self, data: Any) -> int:
+        """The longest formatted training or test example (prompt, in-context examples and answer), as encoded."""
+        longest = 0
+        for split in (data.train, data.test):
+            examples = split_examples(split, self.words)
+            demos = self.demos_for([x for x, _, _ in examples], [p for _, p, _ in examples])
+            for (x, pair, answer), shots in zip(examples, demos):
+                longest = max(longest, len(self.formatter.encode(x, pair, answer, shots).input_ids))
+        return longest or self.ctx.max_length
 
     # -- prompts -----------------------------------------------------------------------------------------------------
     def demos_for(self, inputs: Sequence[Input], pairs: Sequence[str | None] | None) -> list[list[Demo]]:
@@ -323,7 +346,7 @@ class GenerativeMethod(TorchModelAccounting, Method):
         window = min(lm.FORGETTING_WINDOW, (self.window or 2 * lm.FORGETTING_WINDOW) // 2)
         if self.window and window + self.virtual_tokens > self.window:
             window = self.window - self.virtual_tokens
-        key = (self.ctx.model.sha256 or self.ctx.model_spec, self.kind, str(self.params.dtype), name,
+        key = (self.ctx.model.sha256 or self.ctx.model_spec, self.kind, self.weights_format(), name,
                spec.forgetting_tokens, window, self.ctx.torch_device)
 
         def ppl(model: torch.nn.Module, virtual: int) -> float:

@@ -24,6 +24,7 @@ from adaptlab.errors import UserError
 from adaptlab.methods._encoder_start import ENCODER_PARENTS, StartsFromEncoder, encoder_body, load_encoder
 from adaptlab.methods._heads import Head
 from adaptlab.methods.base import Method, TorchModelAccounting
+from adaptlab.runtime import TRAINER_OPTIONS
 from adaptlab.training import ClassifierTrainParams, WeightedCrossEntropy, balanced_class_weights, train
 
 DELTA = "delta.safetensors"
@@ -49,6 +50,7 @@ class FineTuneMethod(StartsFromEncoder, TorchModelAccounting, Method):
     Params = EncoderParams
     tasks = frozenset({"classification", "token_classification"})
     data_parallel = True
+    runtime_options = TRAINER_OPTIONS
     starts_from = ENCODER_PARENTS
 
     def __init__(self, params: Any, ctx: RunContext):

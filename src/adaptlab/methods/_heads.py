@@ -79,6 +79,14 @@ class PooledClassifier(torch.nn.Module):
     def body(self) -> torch.nn.Module:
         return getattr(self, self.base_model_prefix)
 
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        """Checkpointing (runtime: gradient_checkpointing) is the body's; pooling and the linear layer keep little."""
+        self.body.activation_checkpointing_enable(**kwargs)
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        """The same, under the name transformers used before 5.20."""
+        self.body.gradient_checkpointing_enable(**kwargs)
+
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs: Any):
         from transformers.modeling_outputs import SequenceClassifierOutput
 

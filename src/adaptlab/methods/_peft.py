@@ -7,6 +7,8 @@ peft is imported inside the functions: importing this module costs nothing.
 
 from __future__ import annotations
 
+import copy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +128,92 @@ def save_adapter(model: Any, tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(str(folder))
 
 
-def load_adapter(base: torch.nn.Module, folder: Path, device: str) -> Any:
-    """``base`` with the adapter saved in ``folder``, on ``device``, in eval mode."""
+def load_adapter(base: torch.nn.Module, folder: Path, device: str | None = None) -> Any:
+    """``base`` with the adapter saved in ``folder``, on ``device`` (None: where the base is), in eval mode."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, str(folder)).to(device).eval()
+    model = PeftModel.from_pretrained(base, str(folder))
+    return (model.to(device) if device else model).eval()
+
+
+# -- 4-bit bases (qlora) -----------------------------------------------------------------------------------------
+
+
+def _params4bit() -> type | None:
+    """bitsandbytes' packed 4-bit parameter class, if bitsandbytes is loaded (no 4-bit weights exist otherwise)."""
+    bnb = sys.modules.get("bitsandbytes")
+    return bnb.nn.Params4bit if bnb is not None else None
+
+
+def unpacked_numel(param: torch.Tensor) -> int:
+    """The number of values a parameter holds: a 4-bit parameter packs two per byte, so ``numel()`` counts half."""
+    packed = _params4bit()
+    if packed is not None and isinstance(param, packed) and param.quant_state is not None:
+        return int(param.quant_state.shape.numel())
+    return param.numel()
+
+
+def is_4bit(model: torch.nn.Module) -> bool:
+    packed = _params4bit()
+    return packed is not None and any(isinstance(p, packed) for p in model.parameters())
+
+
+def _dequantize(weight: Any) -> torch.Tensor:
+    """The values a 4-bit parameter holds. On CPUs with AVX512-BF16, bitsandbytes repacks a layer's weight for its
+    own kernel at the first forward pass in eval mode; that layout is undone (into a copy) before dequantising."""
+    import bitsandbytes.functional as F
+
+    data, state = weight.data, weight.quant_state
+    if getattr(state, "packing_format_for_cpu", False):  # a bitsandbytes QuantState flag
+        # the inverse reassigns the state's fields: a shallow copy leaves the layer's own state as it is
+        data, state = F._convert_weight_packed_for_cpu_inverse(data, copy.copy(state))
+    return F.dequantize_4bit(data, state)
+
+
+def dequantized_base(peft_model: Any) -> torch.nn.Module:
+    """A plain copy of a peft model's 4-bit base in the dtype it was loaded in (as stored, or the rung's ``dtype``),
+    its linear weights dequantised (the values the 4-bit matmuls use); no adapter."""
+    import bitsandbytes as bnb
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    base = peft_model.get_base_model()
+    quantized = {name.replace(".base_layer", ""): m for name, m in base.named_modules()
+                 if isinstance(m, bnb.nn.Linear4bit)}
+    dtype = base.get_input_embeddings().weight.dtype  # the dtype the base was loaded in (its unquantised weights)
+    config = base.config.__class__.from_dict(base.config.to_dict())
+    del config.quantization_config
+    auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    plain = auto.from_config(config, dtype=dtype)
+    state = {f"{name}.weight": _dequantize(m.weight).to(dtype) for name, m in quantized.items()}
+    for name, param in base.named_parameters():
+        if "lora_" not in name and not isinstance(param, bnb.nn.Params4bit):
+            state[name.replace(".base_layer", "")] = param.detach().to(dtype)
+    missing, unexpected = plain.load_state_dict(state, strict=False)
+    untied = set(missing) - tied_keys(plain)
+    if unexpected or untied:
+        raise RuntimeError(f"dequantising the 4-bit base left weights unmatched: missing {sorted(untied)}, "
+                           f"unexpected {sorted(unexpected)}")
+    plain.tie_weights()
+    return plain.to(base.device).eval()
+
+
+def tied_keys(model: torch.nn.Module) -> set[str]:
+    """Names of the parameters that share another's storage (e.g. an output head tied to the input embeddings)."""
+    seen: dict[int, str] = {}
+    tied = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in seen:
+            tied.add(name)
+        seen.setdefault(id(param), name)
+    return tied
+
+
+def merged_dequantized(peft_model: Any) -> torch.nn.Module:
+    """A LoRA model over a 4-bit base, merged into the dequantised base: the adapter's deltas added to the weights
+    its training saw (peft's own merge would quantise the sum back to 4 bits)."""
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    name = peft_model.active_adapter
+    plain = get_peft_model(dequantized_base(peft_model), peft_model.peft_config[name])
+    set_peft_model_state_dict(plain, get_peft_model_state_dict(peft_model, adapter_name=name))
+    return plain.merge_and_unload().eval()

@@ -20,6 +20,7 @@ from adaptlab.errors import UserError
 from adaptlab.generation import lm
 from adaptlab.generation.formatting import Formatter, resolve_style
 from adaptlab.methods._causal import task_spec
+from adaptlab.runtime import TRAINER_OPTIONS
 
 #: Rows named in one problem before "and N more".
 MAX_LISTED = 5
@@ -70,6 +71,9 @@ class PreferenceRung:
     """Mixin of the rungs written for the preference task: its pre-flight check adds the prompt lengths."""
 
     tasks: ClassVar[frozenset[str]] = frozenset({"preference"})
+    #: trl's pair trainers: no padding-free batches (a pair is two sequences)
+    runtime_options: ClassVar[frozenset[str]] = TRAINER_OPTIONS
+    four_bit_variant: ClassVar[str | None] = None  # no 4-bit preference rung (yet)
 
     @classmethod
     def check(cls, params: BaseModel, ctx: RunContext, data: Any) -> list[str]:
@@ -145,4 +149,5 @@ def orpo_trainer_class() -> tuple[type, type]:
 def trl_args(ctx: RunContext, **extra: Any) -> dict[str, Any]:
     """The trl config fields every preference trainer gets: no gradient checkpointing (trl turns it on by
     default; small models on CPU only slow down) and adaptlab's length budget (data.max_length)."""
-    return {"activation_checkpointing": False, "max_length": ctx.max_length, **extra}
+    # activation checkpointing (trl turns it on by default) comes from the rung's runtime, like every Trainer field
+    return {"max_length": ctx.max_length, **extra}

@@ -66,6 +66,7 @@ class SentenceMethod(StartsFromEncoder, TorchModelAccounting, Method):
 
     Params = SentenceParams
     tasks = frozenset({"embedding"})
+    runtime_options = frozenset({"precision", "optimizer"})  # sentence-transformers' Trainer
     starts_from = ENCODER_PARENTS
     #: Data formats the rung learns from.
     formats: ClassVar[tuple[str, ...]] = ()

@@ -22,6 +22,7 @@ from adaptlab.context import RunContext
 from adaptlab.methods._causal import Dtype, GenerativeMethod, split_examples
 from adaptlab.methods._peft import load_adapter, save_adapter
 from adaptlab.methods.base import Method
+from adaptlab.runtime import CAUSAL_SFT_OPTIONS, RUNTIME
 from adaptlab.training import TrainParams, train
 
 ADAPTER = "adapter"
@@ -42,6 +43,23 @@ class SFTParams(TrainParams):
                                    "token log-probabilities.")
 
 
+@contextlib.contextmanager
+def _without_cache(model: torch.nn.Module) -> Iterator[None]:
+    """No key/value cache while training: a forward pass that builds one sees no packed sequences (transformers
+    keeps padding-free examples apart only without a cache), and training never reuses it."""
+    config = model.config
+    declared = "use_cache" in config.to_dict()  # a transformers config; not every model declares it
+    before = config.use_cache if declared else None
+    config.use_cache = False
+    try:
+        yield
+    finally:
+        if declared:
+            config.use_cache = before
+        else:
+            del config.use_cache
+
+
 class SFTMethod(GenerativeMethod):
     """A generative rung whose weights (or adapters, or soft prompt) train on prompt -> answer pairs."""
 
@@ -50,6 +68,7 @@ class SFTMethod(GenerativeMethod):
     tasks: ClassVar[frozenset[str]] = frozenset({"classification", "generation", "preference"})
     trains: ClassVar[bool] = True
     data_parallel: ClassVar[bool] = True
+    runtime_options: ClassVar[frozenset[str]] = CAUSAL_SFT_OPTIONS
 
     # -- data ----------------------------------------------------------------------------------------------------
     def encode_split(self, split: Any) -> Any:
@@ -71,17 +90,21 @@ class SFTMethod(GenerativeMethod):
             return DataCollatorForSeq2Seq(self.tokenizer, label_pad_token_id=-100)
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-        return DataCollatorForLanguageModeling(pad_token_id=self.tokenizer.pad_token_id)
+        # runtime packing: a batch's examples end to end with their own position ids (SDPA keeps them apart)
+        return DataCollatorForLanguageModeling(pad_token_id=self.tokenizer.pad_token_id,
+                                               padding_free=RUNTIME.get().packing)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
         train_ds = self.encode_split(data.train)
         eval_ds = self.encode_split(data.validation) if len(data.validation) else None
         self.model.train()
-        result = train(
-            self.model, params=self.params, train_dataset=train_ds, eval_dataset=eval_ds, collator=self.collator(),
-            workdir=workdir, seed=self.ctx.seed, use_cpu=self.ctx.torch_device == "cpu", resume=resume,
-        )
+        with _without_cache(self.model):
+            result = train(
+                self.model, params=self.params, train_dataset=train_ds, eval_dataset=eval_ds,
+                collator=self.collator(), workdir=workdir, seed=self.ctx.seed,
+                use_cpu=self.ctx.torch_device == "cpu", resume=resume,
+            )
         lengths = [len(x) + (len(y) if self.kind == "seq2seq" else 0)
                    for x, y in zip(train_ds["input_ids"], train_ds["labels"])]
         result["tokens"] = int(sum(lengths) * result["epochs"])
@@ -103,7 +126,7 @@ class SFTMethod(GenerativeMethod):
     def load(cls, path: Path, params: Any, ctx: RunContext) -> Method:
         method = cls(params, ctx)
         method.setup_formatting()
-        method.model = load_adapter(method.base_model(), path / ADAPTER, ctx.torch_device)
+        method.model = method.place(load_adapter(method.base_model(), path / ADAPTER))
         method.on_loaded()
         return method
 

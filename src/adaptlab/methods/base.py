@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +18,42 @@ from adaptlab.registry import Registry
 from adaptlab.search_space import Dim
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What a set-up rung holds and processes, for the memory planner (:mod:`adaptlab.planning`)."""
+
+    #: bytes its loaded weights occupy (a 4-bit matrix as stored: half a byte per value plus its scales)
+    weight_bytes: int
+    #: examples per gradient step's micro-batch (0: nothing trains by gradient descent)
+    train_batch: int = 0
+    #: share of the model's layers the backward pass goes through (0: only a head after the body trains)
+    backprop_layers: float = 0.0
+    #: examples per scoring (inference) batch
+    eval_batch: int = 64
+    #: tokens the longest batch pads to
+    tokens: int = 512
+    #: whether a forward pass makes vocabulary-sized logits at every position (language models)
+    vocab_logits: bool = False
+
+
+#: A layer index in a parameter's name (BERT ``layer.3.``, Llama ``layers.3.``, GPT-2 ``h.3.``, T5 ``block.3.``).
+_LAYER = re.compile(r"\.(?:layers?|h|block)\.(\d+)\.")
+#: Parameters after the body (a task head), which a backward pass reaches without going through the layers.
+_HEAD = re.compile(r"(^|\.)(classifier|score|pooler|head|lm_head|qa_outputs)(\.|$)")
+
+
+def backprop_share(trainable: list[str], layers: int) -> float:
+    """Share of ``layers`` the backward pass goes through when the parameters named ``trainable`` train: from the
+    lowest layer that has one; all of them when something before the layers trains (embeddings, a soft prompt);
+    none when only a head does."""
+    indices = [int(m.group(1)) for n in trainable if (m := _LAYER.search(n))]
+    if any(not _LAYER.search(n) and not _HEAD.search(n) for n in trainable):
+        return 1.0
+    if not indices or layers <= 0:
+        return 0.0
+    return min(1.0, (layers - min(indices)) / layers)
 
 
 class NoParams(BaseModel):
@@ -46,6 +84,9 @@ class Method:
     #: True for rungs whose fit trains through :func:`adaptlab.training.train` (the Trainer): launched on several
     #: processes, every process fits them together (DDP, DeepSpeed); the other rungs run on the main process alone.
     data_parallel: ClassVar[bool] = False
+    #: The ``runtime:`` options this rung's training honours (see :mod:`adaptlab.runtime`); the others are reported
+    #: as not applied when asked for. Empty: nothing it does is affected (prompting rungs, SetFit's own loop).
+    runtime_options: ClassVar[frozenset[str]] = frozenset()
     #: Methods whose finished rungs this one can start from (a rung's ``from:``, see :meth:`start_from`); empty:
     #: it always starts from the base model. Config validation checks a rung's ``from`` against it.
     starts_from: ClassVar[frozenset[str]] = frozenset()
@@ -156,6 +197,28 @@ class Method:
     def frozen_state(self) -> dict[str, Any]:
         return {}
 
+    #: Whether its forward pass makes vocabulary-sized logits at every position (language models).
+    makes_vocab_logits: ClassVar[bool] = False
+    #: A registered method that trains the same way over a 4-bit base (``adaptlab plan``'s advice when memory is
+    #: short); None when there is none.
+    four_bit_variant: ClassVar[str | None] = None
+
+    def footprint(self, data: Any, layers: int) -> Footprint:
+        """What the set-up rung holds and processes (for ``adaptlab plan``); ``layers``: the base's layer count.
+        Default: fp32 weights, nothing trained by gradient descent, batches of data.max_length tokens."""
+        return Footprint(weight_bytes=4 * self.parameter_counts()[1], eval_batch=self.scoring_batch(),
+                         tokens=self.longest_tokens(data))
+
+    def scoring_batch(self) -> int:
+        """Examples per inference batch when it scores or predicts."""
+        from adaptlab.training import TrainParams
+
+        return self.params.eval_batch_size if isinstance(self.params, TrainParams) else 64
+
+    def longest_tokens(self, data: Any) -> int:
+        """Tokens the longest batch pads to (default: data.max_length, the most any example may have)."""
+        return self.ctx.max_length
+
 
 class TorchModelAccounting:
     """Accounting for rungs that hold a torch ``self.model`` whose ``requires_grad`` flags say what trains."""
@@ -163,14 +226,32 @@ class TorchModelAccounting:
     model: Any
 
     def parameter_counts(self) -> tuple[int, int]:
+        from adaptlab.methods._peft import unpacked_numel
+
         params = list(self.model.parameters())
-        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+        return sum(p.numel() for p in params if p.requires_grad), sum(unpacked_numel(p) for p in params)
 
     def trainable_state(self) -> dict[str, Any]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
     def frozen_state(self) -> dict[str, Any]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if not p.requires_grad}
+
+    def footprint(self, data: Any, layers: int) -> Footprint:
+        """The weights as loaded; batches from the rung's training settings (:class:`TrainParams` fields)."""
+        from adaptlab.training import TrainParams
+
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        trainable = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        params = self.params  # type: ignore[attr-defined]
+        trains = isinstance(params, TrainParams) and bool(trainable)
+        return Footprint(
+            weight_bytes=sum(t.numel() * t.element_size() for t in tensors),
+            train_batch=params.batch_size if trains else 0,
+            backprop_layers=backprop_share(trainable, layers) if trains else 0.0,
+            eval_batch=self.scoring_batch(),  # type: ignore[attr-defined]
+            tokens=self.longest_tokens(data),  # type: ignore[attr-defined]
+            vocab_logits=self.makes_vocab_logits)  # type: ignore[attr-defined]
 
 
 METHODS: Registry[type[Method]] = Registry("method")

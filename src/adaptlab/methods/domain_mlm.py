@@ -34,6 +34,7 @@ from adaptlab.context import RunContext
 from adaptlab.errors import UserError
 from adaptlab.methods._encoder_start import ENCODER_INFO, MLM_DIR
 from adaptlab.methods.base import METHODS, Method, TorchModelAccounting
+from adaptlab.runtime import TRAINER_OPTIONS
 from adaptlab.training import VALIDATION_SCORER, TrainParams, train
 
 
@@ -106,6 +107,7 @@ class DomainMLM(TorchModelAccounting, Method):
     tasks = frozenset({"classification", "embedding"})
     predicts = False
     data_parallel = True
+    runtime_options = TRAINER_OPTIONS
 
     @classmethod
     def input_digest(cls, params: Any, ctx: RunContext) -> str | None:

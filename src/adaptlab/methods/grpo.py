@@ -80,6 +80,8 @@ class GRPO(LMLoRA):
     tasks: ClassVar[frozenset[str]] = frozenset({"generation"})
     #: trl's sampling loop runs on the main process (no data-parallel wiring here)
     data_parallel: ClassVar[bool] = False
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"precision", "optimizer"})  # trl's generate-then-train
+    four_bit_variant: ClassVar[str | None] = None
     search_space = {"learning_rate": Range(low=1e-5, high=3e-4, log=True), "beta": Choice(values=(0.0, 0.05, 0.2))}
 
     @classmethod
@@ -144,7 +146,7 @@ class GRPO(LMLoRA):
             args_kwargs={"max_steps": Schedule.resolve(p, len(texts)).steps,
                          "per_device_train_batch_size": p.batch_size * p.num_generations,
                          "num_generations": p.num_generations, "max_completion_length": p.max_new_tokens,
-                         "temperature": p.temperature, "beta": p.beta, "activation_checkpointing": False,
+                         "temperature": p.temperature, "beta": p.beta,
                          "top_p": 1.0, "top_k": 0, "log_completions": False},
             args_cls=config_cls,
         )

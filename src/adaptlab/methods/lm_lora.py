@@ -33,6 +33,7 @@ class LMLoRA(SFTMethod):
     """LoRA adapters trained on prompt -> answer pairs."""
 
     Params = LMLoRAParams
+    four_bit_variant = "qlora"
     search_space = {"learning_rate": Range(low=5e-5, high=1e-3, log=True), "r": Choice(values=(4, 8, 16))}
 
     @classmethod

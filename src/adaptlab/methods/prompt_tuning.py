@@ -20,6 +20,7 @@ from adaptlab.errors import UserError
 from adaptlab.methods._peft import PEFT_WEIGHTS, peft_task_type
 from adaptlab.methods._sft import ADAPTER, SFTMethod, SFTParams
 from adaptlab.methods.base import METHODS, Method
+from adaptlab.runtime import CAUSAL_SFT_OPTIONS
 from adaptlab.search_space import Choice, Range
 
 SOFT_PROMPT_FILE = "soft_prompt.json"
@@ -52,6 +53,9 @@ class PromptTuning(SFTMethod):
     """A trained soft prompt in front of every input; the model is frozen."""
 
     Params = PromptTuningParams
+    #: no padding-free batches: peft puts the soft prompt in front of a whole row and drops position ids, so packed
+    #: examples would see each other and only the first its prompt
+    runtime_options = CAUSAL_SFT_OPTIONS - {"packing"}
     search_space = {"learning_rate": Range(low=3e-3, high=1e-1, log=True),
                     "num_virtual_tokens": Choice(values=(8, 16, 32))}
 
