@@ -99,9 +99,12 @@ def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> s
     rung with ``from`` the hash of the rung it starts from (so other settings there invalidate this one too)."""
     validated = rung_params(rung)
     params = validated.model_dump(mode="json")
-    runtime = rung_runtime(ladder, rung).changed()
+    resolved = rung_runtime(ladder, rung)
+    runtime = resolved.changed()
     if isinstance(validated, TrainParams):  # where precision was before the runtime section: hashes stay as they were
-        params["precision"] = runtime.pop("precision", "fp32")
+        # (it only ever took effect on a GPU: mixed precision on CPU is new and hashes as a runtime setting)
+        on_gpu = resolved.device.startswith("cuda")
+        params["precision"] = runtime.pop("precision", "fp32") if on_gpu else "fp32"
     key: dict[str, Any] = {
         "data": ladder.data_hash, "model": ladder.ctx.model.sha256, "method": rung.method, "params": params,
         "task": ladder.spec.task.model_dump(mode="json"), "seed": ladder.spec.seed,
@@ -134,10 +137,10 @@ def rung_runtime(ladder: Ladder, rung: RungSpec, device: str | None = None) -> R
     what the rung's training honours and the machine (see :mod:`adaptlab.runtime`)."""
     requested = rung.runtime.over(ladder.spec.runtime) if rung.runtime else ladder.spec.runtime
     method = METHODS.get(rung.method)
+    options = method.runtime_options if method.trains else frozenset()  # a rung that trains nothing uses none
     causal = lm.model_kind(lm.load_config(ladder.ctx.model, ladder.ctx.trust_remote_code)) == "causal" \
-        if "packing" in method.runtime_options else False  # only then does it matter (and is the model an LM)
-    return resolve(requested, Machine.of(device or ladder.ctx.torch_device), method.runtime_options, causal,
-                   rung.run_name)
+        if "packing" in options else False  # only then does it matter (and is the model an LM)
+    return resolve(requested, Machine.of(device or ladder.ctx.torch_device), options, causal, rung.run_name)
 
 
 def parent_record(ladder: Ladder, rung: RungSpec, inputs: Path) -> dict[str, str] | None:
@@ -377,7 +380,7 @@ def _fit(run: RungRun, method: Method, resume: bool,
         method.setup()
         run.say("training")
         fit = method.fit(run.ladder.data, run.staging, resume=resume)
-    if method.trains:
+    if method.trains or runtime.notes:
         fit["runtime"] = runtime.record()
     training = training_record(fit)
     if training:  # epochs derived from the data size, class weights

@@ -101,8 +101,10 @@ class RungPlan:
         return asdict(self)
 
 
-def activations_mb(fp: Footprint, shape: Shape, element_bytes: int, checkpointing: bool) -> tuple[float, float]:
-    """(training, scoring) activation MiB of one micro-batch and one scoring batch at the longest sequence."""
+def activations_mb(fp: Footprint, shape: Shape, element_bytes: int, checkpointing: bool,
+                   fused_loss: bool = False) -> tuple[float, float]:
+    """(training, scoring) activation MiB of one micro-batch and one scoring batch at the longest sequence;
+    ``fused_loss``: Liger's fused linear cross-entropy, which never holds a training batch's vocabulary logits."""
     per_token = HIDDEN_TERMS * shape.hidden + FFN_TERMS * shape.intermediate
     if shape.attention_dropout:
         per_token += 2 * shape.heads * fp.tokens
@@ -112,7 +114,7 @@ def activations_mb(fp: Footprint, shape: Shape, element_bytes: int, checkpointin
         train = train_tokens * (shape.hidden * kept_layers + per_token)
     else:
         train = train_tokens * per_token * kept_layers
-    if fp.vocab_logits and fp.train_batch:
+    if fp.vocab_logits and fp.train_batch and not fused_loss:
         train += 3 * train_tokens * shape.vocab * 4 / element_bytes  # the loss is computed in fp32
     # scoring keeps nothing for a backward pass: one layer's q, k, v, output, attention scores and feed-forward
     # width are alive at a time
@@ -130,7 +132,7 @@ def memory(fp: Footprint, shape: Shape, trainable: int, baseline_mb: float, runt
     a calibration measured here (training, scoring); the formula (:func:`activations_mb`) stands in for what
     wasn't measured."""
     element = 2 if runtime.precision in ("bf16", "fp16") else 4
-    train_act, score_act = activations_mb(fp, shape, element, runtime.gradient_checkpointing)
+    train_act, score_act = activations_mb(fp, shape, element, runtime.gradient_checkpointing, runtime.liger)
     if per_token[0] is not None:
         train_act = per_token[0] * fp.train_batch * fp.tokens / MB
     if per_token[1] is not None:
@@ -139,8 +141,8 @@ def memory(fp: Footprint, shape: Shape, trainable: int, baseline_mb: float, runt
     grads = 4 * trainable / MB if trains else 0.0
     optim = (2 if runtime.optimizer == "adamw_8bit" else 8) * trainable / MB if trains else 0.0
     weights = fp.weight_bytes / MB
-    if runtime.precision in ("bf16", "fp16") and trains and runtime.device.startswith("cuda"):
-        weights *= 1.5  # autocast's half-precision copies of fp32 weights
+    if runtime.precision in ("bf16", "fp16") and trains:
+        weights += 2 * trainable / MB  # autocast's half-precision copies of the (fp32) weights that train
     state = grads + optim + (4 * trainable / MB if trains and validates else 0.0)
     if trains and validates:
         peak, activations = state + max(train_act, score_act), max(train_act, score_act)
@@ -274,10 +276,19 @@ def suggest(fp: Footprint, shape: Shape, trainable: int, baseline: float, runtim
             return (f"params: {{batch_size: {smaller.train_batch}, gradient_accumulation_steps: "
                     f"{k * advice.accumulation}}} (and eval_batch_size {smaller.eval_batch})")
         k *= 2
-    if advice.four_bit and fp.train_batch:  # NF4 and its scales: about 4.5 bits for each 16 of a 16-bit base
-        if peak(replace(fp, weight_bytes=int(fp.weight_bytes * 4.5 / 16))) <= budget:
+    if advice.four_bit and fp.train_batch:
+        if peak(replace(fp, weight_bytes=four_bit_bytes(fp, shape))) <= budget:
             return f"method: {advice.four_bit} (a 4-bit base)"
     return None
+
+
+def four_bit_bytes(fp: Footprint, shape: Shape) -> int:
+    """The weights with the layers' linear matrices in NF4 (about 4.5 bits a value with their scales) and the rest
+    (embeddings, norms: peft's k-bit preparation holds them in fp32) at 4 bytes a value."""
+    embeddings = shape.vocab * shape.hidden
+    per_layer = 4 * shape.hidden * shape.hidden + 3 * shape.hidden * shape.intermediate  # attention + gated MLP
+    linear = min(shape.layers * per_layer, max(0, fp.weight_bytes // 2 - embeddings))  # of a 16-bit base at most
+    return int(linear * 4.5 / 8 + embeddings * 4)
 
 
 @dataclass(frozen=True)

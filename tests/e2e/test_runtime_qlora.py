@@ -42,6 +42,8 @@ def test_runtime_options_apply_on_cpu_or_are_reported(tmp_path, caplog):
     assert (default["packing"], default["precision"], default["not_applied"]) == (False, "fp32", [])
     assert "fast: runtime liger=true not applied" in caplog.text
     assert "zero_shot_prompt: runtime compile=true not applied: rung 'zero_shot_prompt' does not train" in caplog.text
+    untrained = json.loads((ladder.output / "zero_shot_prompt" / "metrics.json").read_text())["training"]["runtime"]
+    assert untrained["compile"] is False and len(untrained["not_applied"]) == 1
     losses = {n: [h["loss"] for h in json.loads((ladder.output / n / "metrics.json").read_text())["history"]
                   if "loss" in h] for n in ("plain", "fast")}
     assert abs(losses["plain"][0] - losses["fast"][0]) < 0.05 * losses["plain"][0]  # bf16 autocast, same batches
@@ -72,6 +74,15 @@ def test_qlora_trains_over_a_4bit_base_counted_unpacked(qlora_ladder):
     assert layers and layers[0].weight.quant_state.quant_type == "nf4"
     packed = sum(p.numel() for p in method.model.parameters())
     assert packed < costs["qlora"]["total_params"]  # what numel() alone would have reported
+
+
+def test_a_qlora_adapter_is_not_served_on_the_full_precision_base(qlora_ladder):
+    from adaptlab.errors import UserError
+    from adaptlab.serving.adapters import resolve_adapter
+
+    assert resolve_adapter("plain", qlora_ladder.output / "lm_lora").kind == "peft"
+    with pytest.raises(UserError, match="serve it merged as the base"):
+        resolve_adapter("four_bit", qlora_ladder.output / "qlora")
 
 
 def test_qlora_merged_export_is_a_plain_dequantised_model_with_parity(qlora_ladder, tmp_path, monkeypatch, capsys):

@@ -171,15 +171,16 @@ def _dequantize(weight: Any) -> torch.Tensor:
 
 
 def dequantized_base(peft_model: Any) -> torch.nn.Module:
-    """A plain copy of a peft model's 4-bit base in the dtype it was loaded in (as stored, or the rung's ``dtype``),
-    its linear weights dequantised (the values the 4-bit matmuls use); no adapter."""
+    """A plain copy of a peft model's 4-bit base, its linear weights dequantised (the values the 4-bit matmuls use),
+    in the dtype of its unquantised weights: fp32 after peft's k-bit preparation (so a bf16 base's merged export is
+    twice its stored size; the parity check compares it with the 4-bit rung); no adapter."""
     import bitsandbytes as bnb
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     base = peft_model.get_base_model()
     quantized = {name.replace(".base_layer", ""): m for name, m in base.named_modules()
                  if isinstance(m, bnb.nn.Linear4bit)}
-    dtype = base.get_input_embeddings().weight.dtype  # the dtype the base was loaded in (its unquantised weights)
+    dtype = base.get_input_embeddings().weight.dtype  # the unquantised weights' (fp32 once prepared)
     config = base.config.__class__.from_dict(base.config.to_dict())
     del config.quantization_config
     auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM

@@ -147,7 +147,6 @@ def orpo_trainer_class() -> tuple[type, type]:
 
 
 def trl_args(ctx: RunContext, **extra: Any) -> dict[str, Any]:
-    """The trl config fields every preference trainer gets: no gradient checkpointing (trl turns it on by
-    default; small models on CPU only slow down) and adaptlab's length budget (data.max_length)."""
-    # activation checkpointing (trl turns it on by default) comes from the rung's runtime, like every Trainer field
+    """The trl config fields every preference trainer gets: adaptlab's length budget (data.max_length). Activation
+    checkpointing (trl turns it on by default) comes from the rung's runtime, like every Trainer field."""
     return {"max_length": ctx.max_length, **extra}

@@ -202,6 +202,9 @@ class Method:
     #: A registered method that trains the same way over a 4-bit base (``adaptlab plan``'s advice when memory is
     #: short); None when there is none.
     four_bit_variant: ClassVar[str | None] = None
+    #: False for rungs whose adapter was trained over a base held differently from the shared one (qlora: 4-bit):
+    #: the server refuses to put it on the shared full-precision base, where it would be another model.
+    shared_base: ClassVar[bool] = True
 
     def footprint(self, data: Any, layers: int) -> Footprint:
         """What the set-up rung holds and processes (for ``adaptlab plan``); ``layers``: the base's layer count.

@@ -35,6 +35,7 @@ class QLoRA(LMLoRA):
 
     Params = QLoRAParams
     four_bit_variant = None  # already
+    shared_base = False
 
     def base_model(self) -> torch.nn.Module:
         from transformers import BitsAndBytesConfig, set_seed

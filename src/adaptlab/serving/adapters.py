@@ -171,6 +171,12 @@ def _from_rung(name: str, folder: Path, weights: Path, method: str, params: dict
         raise UserError(f"adapter '{name}': rung '{method}' ({folder}) started from a domain_mlm rung's pre-trained "
                         "encoder, not the shared base, so it can't be served next to other adapters; serve it as the "
                         f"base: adaptlab export {folder} --to DIR --merge && adaptlab serve --base DIR/merged")
+    from adaptlab.methods import METHODS
+
+    if method in METHODS and not METHODS.get(method).shared_base:
+        raise UserError(f"adapter '{name}': rung '{method}' ({folder}) was trained over a base held differently "
+                        "(4-bit) from the shared one, so on it it would be another model; serve it merged as the "
+                        f"base: adaptlab export {folder} --to DIR --merge && adaptlab serve --base DIR/merged")
     peft_dirs = sorted(p.parent for p in weights.rglob(PEFT_CONFIG)) if weights.is_dir() else []
     if peft_dirs:
         return AdapterSpec(kind="peft", weights=peft_dirs[0], **common)
