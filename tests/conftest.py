@@ -30,6 +30,22 @@ def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
     return rows
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _frozen_imports():
+    """The pipeline collects garbage before each rung (adaptlab.cost.release_memory); a full collection walks every
+    tracked object, and a test process holds the libraries' half a million: set them aside once (gc.freeze), so the
+    hundreds of rungs the suite runs don't each walk them."""
+    import gc
+
+    import adaptlab.methods  # noqa: F401  (the libraries every rung imports)
+    import adaptlab.pipeline  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
+
+
 @pytest.fixture(scope="session")
 def session_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("adaptlab_home")
