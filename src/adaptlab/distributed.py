@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import hashlib
 import json
 import os
@@ -46,9 +47,10 @@ class DistributedSpec(Spec):
     strategy: Literal["ddp", "deepspeed"] = Field(
         "ddp", description="ddp: every process holds the whole model, gradients are averaged "
         "(DistributedDataParallel). deepspeed: DeepSpeed ZeRO (stage 1 or 2: optimizer state and gradients "
-        "sharded across processes; needs `pip install --no-build-isolation deepspeed`). FSDP and ZeRO-3 (sharded "
-        "weights) are not offered yet: they can't be tested without GPUs (docs/distributed.md).")
-    zero_stage: Literal[1, 2] = Field(
+        "sharded across processes; stage 3: the weights too, gathered into every process after the fit; needs "
+        "`pip install --no-build-isolation deepspeed`). FSDP is not offered: accelerate runs it only on GPUs, so it "
+        "can't be tested here (docs/distributed.md).")
+    zero_stage: Literal[1, 2, 3] = Field(
         2, description="With strategy deepspeed and no deepspeed_config: the ZeRO stage.")
     deepspeed_config: str | None = Field(
         None, description="With strategy deepspeed: a DeepSpeed JSON config file (relative to the ladder's folder); "
@@ -354,10 +356,11 @@ def trainer_fields(batch_size: int, own_loss: bool, use_cpu: bool = False) -> di
 def _deepspeed_on_cpu(spec: DistributedSpec) -> None:
     """Set up accelerate's process state for DeepSpeed over gloo on CPU before the Trainer's arguments do: they
     would ask for DeepSpeed without a backend, which accelerate takes, on a machine without GPUs, for one process."""
-    from accelerate import PartialState
+    from accelerate.state import AcceleratorState, PartialState
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if PartialState._shared_state:  # set up already (an earlier rung)
+    if PartialState._shared_state:  # set up by an earlier rung: keep the processes, drop that rung's DeepSpeed state
+        AcceleratorState._reset_state()  # (as the Trainer does off CPU) else its next Accelerator refuses to start
         return
     os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
     try:
@@ -368,13 +371,17 @@ def _deepspeed_on_cpu(spec: DistributedSpec) -> None:
 
 def deepspeed_config(spec: DistributedSpec) -> dict[str, Any] | str:
     """The DeepSpeed config: the file the ladder names, or ZeRO ``zero_stage`` with the batch, accumulation and
-    clipping left 'auto' (the Trainer fills them from the rung's params)."""
+    clipping left 'auto' (the Trainer fills them from the rung's params). Any stage works with the pipeline:
+    weights sharded by stage 3 are gathered after the fit (:class:`ShardedFit`)."""
     if spec.deepspeed_config:
         path = Path(spec.deepspeed_config)
         if not path.is_file():
             raise UserError(f"distributed.deepspeed_config: '{path}' is not a file.")
         return str(path)
-    return {"zero_optimization": {"stage": spec.zero_stage}, "train_micro_batch_size_per_gpu": "auto",
+    zero: dict[str, Any] = {"stage": spec.zero_stage}
+    if spec.zero_stage == 3:  # checkpoints hold the whole model too (gathered), not only DeepSpeed's shards
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    return {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto",
             "train_batch_size": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
             "zero_allow_untested_optimizer": True, "zero_force_ds_cpu_optimizer": False}
 
@@ -389,3 +396,106 @@ def agree_on_main(flag: bool) -> bool:
     box = [flag]
     dist.broadcast_object_list(box, src=0)
     return bool(box[0])
+
+
+# -- sharded weights (DeepSpeed ZeRO-3) ------------------------------------------------------------------------------
+def weights_sharded() -> bool:
+    """Whether the fit running now shards the weights across processes (DeepSpeed ZeRO stage 3, from a
+    ``zero_stage`` of 3 or the user's DeepSpeed file): each process then holds a slice of every large weight."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return is_deepspeed_zero3_enabled()
+
+
+@contextlib.contextmanager
+def whole(params: list[Any], modify: bool = False) -> Iterator[None]:
+    """Inside a fit with sharded weights, ``params`` whole in every process for the block (every process must
+    enter it: it gathers across them); changes made to them in the block are kept when ``modify`` (the main
+    process's copy). Without sharding it does nothing."""
+    if not weights_sharded():
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None):
+        yield
+
+
+def predicting(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a prediction function under ``torch.inference_mode``, or under ``torch.no_grad`` while a fit with sharded
+    weights runs (validation scoring during ZeRO-3 training): weights gathered in inference mode would be inference
+    tensors, which the training steps after it can't use."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad() if weights_sharded() else torch.inference_mode():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+#: The hook tables of a module (``torch.nn.Module``'s own attributes) a sharded fit may add to.
+_HOOK_TABLES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
+                "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks")
+
+
+class ShardedFit:
+    """One Trainer fit that may shard the weights (DeepSpeed ZeRO-3), set up after the Trainer's arguments (which
+    say whether it does) and before the fit. Without sharding both methods do nothing.
+
+    :meth:`gather` (every process, after a fit that finished): ``model`` becomes an ordinary model holding all of its
+    trained weights, gathered from every process weight by weight, so the main process can evaluate and save it
+    alone. :meth:`detach` (every process, always, also after a failed fit; no collective operation): what DeepSpeed
+    put on the model and in the process is removed (the hooks added since set-up, DeepSpeed's record of the module,
+    its parameter tables, its replacement of torch's linear function, transformers' ZeRO-3 switch that would make
+    later model loading and ``generate`` wait for the other processes), so the engine and its optimizer shards are
+    freed with the Trainer."""
+
+    def __init__(self, model: Any):
+        self.model, self.on = model, weights_sharded()
+        self.hooks = {id(m): {t: set(getattr(m, t)) for t in _HOOK_TABLES} for m in model.modules()} if self.on \
+            else {}
+
+    def gather(self) -> None:
+        if not self.on:
+            return
+        import torch
+
+        replaced: dict[int, Any] = {}  # tied weights stay one parameter
+        for p in self.model.parameters():  # one at a time: the whole model is held once, not twice
+            with whole([p]):
+                replaced[id(p)] = torch.nn.Parameter(p.data.detach().clone(), requires_grad=p.requires_grad)
+        for module in self.model.modules():  # (DeepSpeed's parameter table gathers on lookup: read it as a dict)
+            for name, p in list(dict.items(module._parameters)):
+                if p is not None and id(p) in replaced:
+                    dict.__setitem__(module._parameters, name, replaced[id(p)])
+
+    def detach(self, engine: Any) -> None:
+        if not self.on:
+            return
+        import torch
+        from deepspeed import DeepSpeedEngine
+        from deepspeed.runtime.zero import parameter_offload
+        from deepspeed.runtime.zero.linear import zero3_linear_wrap
+        from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        self.on = False
+        if isinstance(engine, DeepSpeedEngine):
+            engine.destroy()
+        for module in self.model.modules():
+            before = self.hooks.get(id(module), {})
+            for table in _HOOK_TABLES:
+                hooks = getattr(module, table)
+                for key in set(hooks) - before.get(table, set()):
+                    del hooks[key]
+            if "_original_parameters" in vars(module):
+                del module._original_parameters
+            module._parameters = dict(dict.items(module._parameters))  # a plain table again
+        ours = {id(m) for m in self.model.modules()}
+        parameter_offload.FWD_MODULE_STACK[:] = [m for m in parameter_offload.FWD_MODULE_STACK if id(m) not in ours]
+        if torch.nn.functional.linear is zero3_linear_wrap:
+            torch.nn.functional.linear = InsertPostInitMethodToModuleSubClasses.linear_bk
+        unset_hf_deepspeed_config()

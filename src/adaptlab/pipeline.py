@@ -94,13 +94,15 @@ def config_hash(spec: LadderSpec) -> str:
     return hashlib.sha256(spec.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
-def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = ()) -> str:
+def rung_hash(ladder: Ladder, rung: RungSpec, _below: tuple[str, ...] = (), checkpoint: bool = False) -> str:
     """What a finished rung's result depends on: data, model, task, seed and its own (validated) params, and for a
-    rung with ``from`` the hash of the rung it starts from (so other settings there invalidate this one too)."""
+    rung with ``from`` the hash of the rung it starts from (so other settings there invalidate this one too).
+    ``checkpoint``: what its training checkpoints depend on (runtime settings such as gradient checkpointing left
+    out: a staged rung resumes under another value of them)."""
     validated = rung_params(rung)
     params = validated.model_dump(mode="json")
     resolved = rung_runtime(ladder, rung)
-    runtime = resolved.changed()
+    runtime = resolved.changed(checkpoint)
     if isinstance(validated, TrainParams):  # where precision was before the runtime section: hashes stay as they were
         # (it only ever took effect on a GPU: mixed precision on CPU is new and hashes as a runtime setting)
         on_gpu = resolved.device.startswith("cuda")
@@ -286,8 +288,8 @@ def _stage(ladder: Ladder, rung: RungSpec, resume: bool, progress: Progress | No
     run.json (with the rung it starts from, if any)."""
     name = rung.run_name
     staging = partial_dir(ladder.output, name)
-    digest = rung_hash(ladder, rung)
-    if not resume or _staged_hash(staging) != digest:  # never resume from a checkpoint of other settings
+    digest, resumable = rung_hash(ladder, rung), rung_hash(ladder, rung, checkpoint=True)
+    if not resume or _staged_hash(staging) != resumable:  # never resume from a checkpoint of other settings
         shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True, exist_ok=True)
     ladder.ctx.reset_caches()
@@ -295,6 +297,7 @@ def _stage(ladder: Ladder, rung: RungSpec, resume: bool, progress: Progress | No
         "ladder": ladder.spec.name, "rung": rung.model_dump(mode="json"),
         "params": rung_params(rung).model_dump(mode="json"), "task": ladder.spec.task.model_dump(mode="json"),
         "data": ladder.spec.data.model_dump(mode="json"), "context": ladder.ctx.to_dict(), "rung_sha256": digest,
+        "checkpoint_sha256": resumable,
     }
     if parent is not None:
         info["from"] = parent
@@ -476,10 +479,12 @@ def training_record(fit: dict) -> dict:
 
 
 def _staged_hash(staging: Path) -> str | None:
+    """The checkpoint hash a staged rung was started with (its rung hash when staged before that was recorded)."""
     try:
-        return json.loads((staging / "run.json").read_text(encoding="utf-8")).get("rung_sha256")
+        info = json.loads((staging / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return info.get("checkpoint_sha256") or info.get("rung_sha256")
 
 
 def _step_text(step: int, total: int, loss: float | None) -> str:

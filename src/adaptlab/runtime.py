@@ -60,6 +60,11 @@ class RuntimeSpec(BaseModel):
         return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
 
 
+#: Settings a rung's training checkpoint continues under whatever their value: recomputing activations in the
+#: backward pass changes memory and time, not the numbers (turn it on after running out of memory, then --resume).
+CHECKPOINT_NEUTRAL = ("gradient_checkpointing",)
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What a rung's training actually uses (resolved); ``notes`` say what was asked for and not applied, and why."""
@@ -73,10 +78,12 @@ class Runtime:
     optimizer: str = "adamw_fused"  # transformers' default
     notes: tuple[str, ...] = field(default=())
 
-    def changed(self) -> dict[str, Any]:
-        """The settings that differ from plain training (fp32, nothing fused or compiled): what changes the numbers,
-        for the rung's resume hash (a rung on plain settings hashes as before the runtime section existed)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("device", "notes") and v != getattr(PLAIN, k)}
+    def changed(self, checkpoint: bool = False) -> dict[str, Any]:
+        """The settings that differ from plain training (fp32, nothing fused or compiled), for the rung's hash (a
+        rung on plain settings hashes as before the runtime section existed). ``checkpoint``: only those a training
+        checkpoint can't be continued under another value of (all but :data:`CHECKPOINT_NEUTRAL`)."""
+        skip = ("device", "notes", *(CHECKPOINT_NEUTRAL if checkpoint else ()))
+        return {k: v for k, v in asdict(self).items() if k not in skip and v != getattr(PLAIN, k)}
 
     def record(self) -> dict[str, Any]:
         """For metrics.json: what was used and what was not applied."""

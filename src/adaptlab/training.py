@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from adaptlab.distributed import agree_on_main, rank, trainer_fields
+from adaptlab.distributed import ShardedFit, agree_on_main, rank, trainer_fields, weights_sharded, whole
 from adaptlab.errors import TrainingError
 from adaptlab.runtime import RUNTIME
 
@@ -315,8 +315,8 @@ class ValidationSelection(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.by != "last" and self.best_weights is not None:
             own = self._trainable()
-            with torch.no_grad():
-                for name, value in self.best_weights.items():
+            for name, value in self.best_weights.items():
+                with whole([own[name]], modify=True), torch.no_grad():
                     own[name].copy_(value.to(device=own[name].device, dtype=own[name].dtype))
 
     def _score(self) -> float:
@@ -341,7 +341,10 @@ class ValidationSelection(TrainerCallback):
         self.stale = 0 if gain > 0 else self.stale + 1
         self.best_step, self.best_value = step, float(value)
         if self.by != "last":
-            self.best_weights = {n: p.detach().to("cpu", copy=True).contiguous() for n, p in self._trainable().items()}
+            self.best_weights = {}
+            for name, p in self._trainable().items():  # every process judges alike, so all gather sharded weights
+                with whole([p]):  # one at a time: beside the training states, one whole weight more
+                    self.best_weights[name] = p.detach().to("cpu", copy=True).contiguous()
 
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
@@ -635,6 +638,7 @@ def train(
     extra = {**trainer_fields(params.batch_size, loss_func is not None, use_cpu), **(args_kwargs or {})}
     use_cpu = extra.pop("use_cpu", use_cpu)  # DeepSpeed on CPU runs outside accelerate's cpu mode
     args = training_arguments(params, schedule, workdir, eval_steps, seed, use_cpu, args_cls, **extra)
+    _refuse_sharded_reference(trainer_kwargs or {})
     plan = SelectionPlan.resolve(params, VALIDATION_SCORER.get(), evaluates=eval_steps is not None)
     selection = plan.callback(model, params.early_stopping_patience)
     trainer = _build_trainer(
@@ -645,14 +649,29 @@ def train(
     checkpoint = last_checkpoint(workdir) if resume else None
     if checkpoint is not None and selection is not None:
         selection.load(checkpoint)
+    sharded = ShardedFit(trainer.model)  # ZeRO-3: gathered and detached from DeepSpeed after the fit
     start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    seconds = time.perf_counter() - start
+    try:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        seconds = time.perf_counter() - start
+        sharded.gather()
+    finally:
+        sharded.detach(trainer.model_wrapped)
     final_loss = output.training_loss
     if not math.isfinite(final_loss):
         raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")
     result = _result(trainer, schedule, _num_examples(train_dataset), seconds, checkpoint, selection, history_keys)
     return {**result, "selection": plan.record(params, selection, trainer.state.global_step)}
+
+
+def _refuse_sharded_reference(trainer_kwargs: dict[str, Any]) -> None:
+    """A second model handed to the Trainer (trl's ``ref_model``) would be sharded by ZeRO-3 too, and only the trained
+    model is gathered back (:class:`ShardedFit`) for the main process to evaluate alone."""
+    if weights_sharded() and trainer_kwargs.get("ref_model") is not None:
+        raise TrainingError("DeepSpeed ZeRO-3 would shard this rung's separate reference model too, and only the "
+                            "trained model is gathered back for the main process to evaluate; use zero_stage 1 or 2 "
+                            "for it, or a reference that is the trained model's adapter switched off (dpo with lora: "
+                            "true).")
 
 
 @dataclass(frozen=True)

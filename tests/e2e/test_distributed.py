@@ -62,8 +62,31 @@ if os.environ.get("ADAPTLAB_TEST_MARKERS") and os.environ.get("RANK") is not Non
         output = train(self, *args, **kwargs)
         with open(os.environ["ADAPTLAB_TEST_MARKERS"], "a") as f:
             f.write(f"engine {type(self.model_wrapped).__name__} {os.environ['RANK']}\\n")
+            if getattr(self.model_wrapped, "zero_optimization_stage", lambda: 0)() == 3:  # slices at the end
+                sliced = sum(p.numel() == 0 for p in self.model.parameters())
+                f.write(f"sliced {sliced} of {len(list(self.model.parameters()))} {os.environ['RANK']}\\n")
+        if os.environ.get("ADAPTLAB_TEST_FAIL_AFTER_FIT"):  # every process, with the weights still sharded
+            raise RuntimeError("fails after the fit")
         return output
     Trainer.train = engine_marked
+
+    from adaptlab.distributed import ShardedFit
+
+    detach = ShardedFit.detach
+    def detach_marked(self, engine):
+        sharded = self.on
+        detach(self, engine)
+        if sharded:  # after a ZeRO-3 fit: nothing of DeepSpeed's left on the model or in the process
+            import torch
+            from deepspeed.runtime.zero import parameter_offload
+            from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+            hooks = {id(m): {t: set(getattr(m, t)) for t in self.hooks[id(m)]} for m in self.model.modules()}
+            clean = (hooks == self.hooks and torch.nn.functional.linear is torch._C._nn.linear
+                     and not parameter_offload.FWD_MODULE_STACK and not is_deepspeed_zero3_enabled()
+                     and all(type(m._parameters) is dict for m in self.model.modules()))
+            with open(os.environ["ADAPTLAB_TEST_MARKERS"], "a") as f:
+                f.write(f"detached clean={clean} {os.environ['RANK']}\\n")
+    ShardedFit.detach = detach_marked
 '''
 
 
@@ -175,8 +198,8 @@ def test_metrics_equal_a_one_process_run(runs):
     assert_same_results(runs["out"], runs["one"])
 
 
-def assert_same_results(many: Path, one: Path) -> None:
-    for rung in ("full", "embedding_zero_shot"):
+def assert_same_results(many: Path, one: Path, rungs: tuple[str, ...] = ("full", "embedding_zero_shot")) -> None:
+    for rung in rungs:
         two = read(many / rung / "metrics.json")
         one_ = read(one / rung / "metrics.json")
         preds = [[json.loads(line) for line in (folder / rung / "predictions.jsonl").read_text().splitlines()]
@@ -235,8 +258,74 @@ def test_deepspeed_zero2_on_two_cpu_processes(tmp_path, tiny_bert, session_home)
     assert_same_results(tmp_path / "out", tmp_path / "one")
 
 
+def zero3_file(folder: Path) -> str:
+    """A DeepSpeed file for ZeRO-3 that slices every weight, however small (the tiny models' all are), across the
+    processes; its name relative to ``folder`` (where the ladder file goes)."""
+    auto = {k: "auto" for k in ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_accumulation_steps",
+                                "gradient_clipping")}
+    (folder / "ds.json").write_text(json.dumps({**auto, "zero_optimization": {
+        "stage": 3, "stage3_param_persistence_threshold": 0}, "zero_allow_untested_optimizer": True}))
+    return "ds.json"
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_shards_the_weights_and_gathers_them_for_the_main_process(tmp_path, tiny_bert, session_home):
+    """ZeRO-3 from the user's DeepSpeed file (weights sharded too: with a persistence threshold of 0 every weight
+    of the tiny model is sliced across the two processes while it trains). ``full`` keeps its best validation
+    checkpoint by the validation loss (both processes gather the sliced weights to copy and restore them) and is
+    killed half way, then resumed from DeepSpeed's sharded checkpoint; ``lora`` trains an adapter over a frozen
+    base, scored on the validation split while it trains. After each fit both processes hold the whole trained
+    model (the hash of the one the main process saved) and the results equal a one-process run, within the
+    tolerance above."""
+    pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
+    from adaptlab.config import load_ladder
+    from adaptlab.distributed import state_digest
+    from adaptlab.models import resolve_model
+    from adaptlab.pipeline import compare, load_run, prepare
+
+    model = dropout_free_model(resolve_model(tiny_bert, cache_dir=session_home / "models").path, tmp_path / "model")
+    zero3 = zero3_file(tmp_path)
+    config = ladder_file(tmp_path, model, tmp_path / "out", strategy="deepspeed", deepspeed_config=zero3)
+    cfg = yaml.safe_load(config.read_text())
+    # keeps its best validation loss, at step 6 of 12 on one process (so the restore of the best weights counts)
+    full = {**FULL, "params": {**FULL["params"], "max_steps": 12, "learning_rate": 3e-3, "evals_per_epoch": 4,
+                               "select_best": "loss"}}
+    lora = {"method": "lora", "params": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 2,
+                                        "dropout": 0.0}}  # dropout: each process would draw its own masks
+    cfg["rungs"] = [full, lora, {"method": "embedding_zero_shot"}]  # the last on the main process alone
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**launch_env(tmp_path, tmp_path / "home"), "DS_ACCELERATOR": "cpu"}
+    crashed = torchrun(config, env={**env, "ADAPTLAB_FAULT": "checkpoint:5", "ADAPTLAB_FAULT_RANK": "1"})
+    assert crashed.returncode != 0 and "interrupted: finished rungs are kept" in crashed.stderr, crashed.stderr[-3000:]
+    (tmp_path / "markers.txt").unlink(missing_ok=True)
+    done = torchrun(config, "--resume", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    markers = (tmp_path / "markers.txt").read_text().splitlines()
+    engines = sorted(m for m in markers if m.startswith("engine"))
+    assert engines == ["engine DeepSpeedEngine 0"] * 2 + ["engine DeepSpeedEngine 1"] * 2, markers
+    sliced = [m.split() for m in markers if m.startswith("sliced")]
+    assert len(sliced) == 4 and all(int(m[1]) > 0 for m in sliced), markers  # the weights were really sharded
+    assert sorted(m for m in markers if m.startswith("detached")) == ["detached clean=True 0"] * 2 + [
+        "detached clean=True 1"] * 2, markers
+    assert read(tmp_path / "out" / "full" / "metrics.json")["resumed_from"].startswith("checkpoint-")
+    for rung, trained in (("full", lambda name: True), ("lora", lambda name: "lora_" in name or "to_save" in name)):
+        record = read(tmp_path / "out" / rung / "run.json")["distributed"]
+        _, method, _ = load_run(tmp_path / "out" / rung)  # the model as saved, loaded again (adapters: frozen)
+        saved = {n: p for n, p in method.model.named_parameters() if trained(n)}
+        assert record["weights_sha256"] == [state_digest(saved)] * 2, rung
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTLAB_HOME", str(tmp_path / "home1"))
+        compare(prepare(load_ladder(config), tmp_path / "one"))
+    assert_same_results(tmp_path / "out", tmp_path / "one", ("full", "lora", "embedding_zero_shot"))
+    selection = [read(folder / "full" / "metrics.json")["training"]["selection"]
+                 for folder in (tmp_path / "out", tmp_path / "one")]
+    assert selection[0]["by"] == "loss" and selection[0]["evaluations"] == 4
+    assert selection[0]["kept_step"] == selection[1]["kept_step"] < 12
+
+
 def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tmp_path, sentiment_csv):
     from adaptlab.config import parse_ladder
+    from adaptlab.distributed import deepspeed_config
     from adaptlab.errors import ConfigError
     from adaptlab.pipeline import Ladder, distributed_settings
 
@@ -249,6 +338,13 @@ def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tm
         parse_ladder({**raw, "distributed": {"strategy": "fsdp"}})
     with pytest.raises(ConfigError, match=r"distributed.stage: unknown key. Did you mean 'zero_stage'"):
         parse_ladder({**raw, "distributed": {"stage": 2}})
+    zero3 = parse_ladder({**raw, "distributed": {"strategy": "deepspeed", "zero_stage": 3}})
+    stage3 = distributed_settings(Ladder(zero3, None, None, None, tmp_path / "out", "", ""))
+    assert deepspeed_config(stage3)["zero_optimization"] == {"stage": 3,
+                                                             "stage3_gather_16bit_weights_on_model_save": True}
+    assert deepspeed_config(stage3.model_copy(update={"zero_stage": 2}))["zero_optimization"] == {"stage": 2}
+    with pytest.raises(ConfigError, match=r"distributed.zero_stage"):
+        parse_ladder({**raw, "distributed": {"strategy": "deepspeed", "zero_stage": 4}})
 
 
 @pytest.mark.slow
@@ -269,3 +365,85 @@ def test_a_rung_failing_on_one_process_only_stops_the_run_instead_of_hanging(tmp
             "processes did not report within 5 s") in done.stderr, done.stderr[-3000:]
     assert "--resume" in done.stderr
     assert not (tmp_path / "out" / "full").exists()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_generation_rungs_scored_while_they_train(tmp_path, session_home):
+    """ZeRO-3 with every weight sliced, on the tiny random Llama: SFT rungs (full fine-tune, LoRA and (IA)3 over a
+    frozen base) scored on the validation split while they train (greedy decoding) keep their best checkpoint, and
+    finish with the same weights in both processes. Decoding in torch's inference mode here made the frozen weights
+    gathered for it inference tensors, and the next training step failed ("Inference tensors cannot be saved for
+    backward")."""
+    pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
+    from tests.generative_data import write_generation_csv
+
+    data = write_generation_csv(tmp_path / "gen.csv", 48)
+    params = {"max_steps": 4, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 2, "select_best": "metric"}
+    cfg = {"name": "gen", "task": {"type": "generation", "forgetting_tokens": 64, "generation": {"max_new_tokens": 4}},
+           "data": {"path": str(data), "test_size": 0.25, "validation_size": 0.2, "max_length": 64},
+           "model": "tiny-random-llama", "seed": 0, "device": "cpu", "output_dir": str(tmp_path / "out"),
+           "rungs": [{"method": m, "params": params} for m in ("lm_full", "lm_lora", "lm_ia3")],
+           "distributed": {"strategy": "deepspeed", "deepspeed_config": zero3_file(tmp_path), "check_weights": True}}
+    config = tmp_path / "ladder.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    done = torchrun(config, env={**launch_env(tmp_path, tmp_path / "home"), "DS_ACCELERATOR": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rung in ("lm_full", "lm_lora", "lm_ia3"):
+        metrics = read(tmp_path / "out" / rung / "metrics.json")
+        assert metrics["status"] == "ok", (rung, metrics.get("error"))
+        assert metrics["training"]["selection"]["evaluations"] >= 2, rung
+        hashes = read(tmp_path / "out" / rung / "run.json")["distributed"]["weights_sha256"]
+        assert len(hashes) == 2 and len(set(hashes)) == 1, rung
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_preference_rungs_and_the_one_it_refuses(tmp_path, session_home):
+    """``zero_stage: 3`` (adaptlab's own DeepSpeed config) on the preference ladder: DPO with LoRA (its reference is
+    the adapter switched off) and the reward model train, and the main process scores them alone afterwards; DPO with
+    ``lora: false`` fails with a clear message (its separate reference model would be sharded and never gathered
+    back, while the main process scores pairs against it alone) and the ladder goes on."""
+    pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
+    from tests.preference_data import preference_rows, write_rows
+
+    data = write_rows(tmp_path / "pairs.jsonl", preference_rows(48))
+    fast = {"max_steps": 4, "batch_size": 8, "learning_rate": 5e-3, "evals_per_epoch": 0}
+    rungs = [{"method": "dpo", "params": fast},
+             {"method": "dpo", "name": "dpo_full", "params": {**fast, "lora": False}},
+             {"method": "reward_model", "params": fast}]
+    cfg = {"name": "pref", "task": {"type": "preference", "forgetting_tokens": 64},
+           "data": {"path": str(data), "test_size": 0.25, "validation_size": 0.0, "max_length": 64},
+           "model": "tiny-random-llama", "seed": 0, "device": "cpu", "output_dir": str(tmp_path / "out"),
+           "rungs": rungs, "distributed": {"strategy": "deepspeed", "zero_stage": 3, "check_weights": True}}
+    config = tmp_path / "ladder.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    done = torchrun(config, env={**launch_env(tmp_path, tmp_path / "home"), "DS_ACCELERATOR": "cpu"})
+    board = {e["rung"]: e for e in read(tmp_path / "out" / "leaderboard.json")["rungs"]}
+    assert board["dpo"]["status"] == "ok" and board["reward_model"]["status"] == "ok", done.stderr[-3000:]
+    assert "separate reference model" in board["dpo_full"]["error"], board["dpo_full"]
+    for rung in ("dpo", "reward_model"):
+        hashes = read(tmp_path / "out" / rung / "run.json")["distributed"]["weights_sha256"]
+        assert len(hashes) == 2 and len(set(hashes)) == 1, rung
+
+
+@pytest.mark.slow
+def test_a_zero3_fit_failing_everywhere_leaves_the_processes_clean_for_the_next_rung(tmp_path, tiny_bert,
+                                                                                   session_home):
+    """A rung whose ZeRO-3 fit fails in every process (here: right after training, the weights still sliced) is
+    recorded as failed and DeepSpeed is detached all the same: the next rung, which the main process runs alone
+    (loading a model), neither waits for the others nor inherits transformers' ZeRO-3 switch."""
+    pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
+    from adaptlab.models import resolve_model
+
+    model = resolve_model(tiny_bert, cache_dir=session_home / "models").path
+    zero3 = zero3_file(tmp_path)
+    config = ladder_file(tmp_path, model, tmp_path / "out", strategy="deepspeed", deepspeed_config=zero3)
+    env = {**launch_env(tmp_path, tmp_path / "home"), "DS_ACCELERATOR": "cpu", "ADAPTLAB_TEST_FAIL_AFTER_FIT": "1"}
+    start = time.monotonic()
+    done = torchrun(config, env=env)
+    assert time.monotonic() - start < 240, "the main process waited for the others"
+    board = {e["rung"]: e for e in read(tmp_path / "out" / "leaderboard.json")["rungs"]}
+    assert "fails after the fit" in board["full"]["error"] and board["embedding_zero_shot"]["status"] == "ok", \
+        done.stderr[-3000:]
+    markers = (tmp_path / "markers.txt").read_text().splitlines()
+    assert sorted(m for m in markers if m.startswith("detached")) == ["detached clean=True 0",
+                                                                      "detached clean=True 1"], markers

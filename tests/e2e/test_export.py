@@ -107,7 +107,7 @@ def test_embedding_rung_bundle(ladder, tmp_path, monkeypatch, capsys):
     assert predictor.backend == "weights"
     assert np.max(np.abs(predictor.predict_proba(texts) - probs)) < 1e-5
     code, _, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", tmp_path / "merged", "--merge")
-    assert code == 2 and "no transformers sequence classifier to merge" in " ".join(err.split())
+    assert code == 2 and "has no transformers model to merge into" in " ".join(err.split())
 
 
 def test_user_mistakes(ladder, tmp_path, monkeypatch, capsys):
@@ -176,3 +176,34 @@ def test_generation_run_exports_a_decoder_with_its_kv_cache(tmp_path, monkeypatc
         expected.append(tok.decode(ids[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     assert any(expected)
     assert OnnxDecoder(bundle / "onnx" / "model.onnx").generate(prompts, max_new_tokens=6) == expected
+
+
+def test_a_prompted_lm_classifier_exports_its_bundle_but_refuses_a_merged_classifier(tmp_path, monkeypatch, capsys):
+    """lm_lora on a classification task answers through its prompt and label words: merged, it is a causal LM, not the
+    sequence classifier a classification bundle's merged/ and ONNX files are loaded as. The export says so (no
+    parity failure against a random classifier head, no traceback) and its plain bundle still ships."""
+    from tests.generative_data import write_ladder
+
+    from adaptlab.config import load_ladder
+    from adaptlab.pipeline import compare, prepare
+
+    data = write_sentiment_csv(tmp_path / "d.csv", 32)
+    params = {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 0}
+    config = write_ladder(tmp_path, data, "tiny-random-llama", [{"method": "lm_lora", "params": params}],
+                          task={"type": "classification"})
+    ladder = prepare(load_ladder(config))
+    assert compare(ladder)["rungs"][0]["status"] == "ok"
+    run_dir = ladder.output / "lm_lora"
+    for flags in (["--merge"], ["--onnx"]):
+        code, out, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", tmp_path / "merged", *flags)
+        message = " ".join(err.split())
+        assert code == 2 and "merges into a decoder, but runs of this task ship a classifier" in message, err
+        assert "Traceback" not in err and not (tmp_path / "merged").exists()
+        assert not (tmp_path / "merged.failed").exists()
+    code, out, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", tmp_path / "bundle")
+    assert code == 0, err
+    report = json.loads((tmp_path / "bundle" / "parity.json").read_text())
+    assert [c["artifact"] for c in report["checks"]] == ["weights"] and report["passed"]
+    loaded = adaptlab.load(tmp_path / "bundle")
+    texts, expected, labels = recorded(run_dir)
+    assert np.allclose(loaded.predict_proba(texts[:8]), expected[:8], atol=1e-4)

@@ -35,6 +35,7 @@ from adaptlab.bundle import (
 from adaptlab.errors import UserError
 from adaptlab.export import parity
 from adaptlab.export.bundling import copy_weights, finish, opset
+from adaptlab.export.merge import check_mergeable
 from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE, ParityError, ParityReference, Tolerance
 from adaptlab.runs.files import read_jsonl
 
@@ -167,6 +168,8 @@ def _build(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool
     ref = ParityReference.from_records(records, manifest["labels"], manifest["primary_metric"] or "macro_f1", limit)
     say(f"parity: rung weights on {len(ref)} test examples")
     method = load_method(staging, manifest)
+    if merge or onnx:  # before any parity pass: a rung that can't be merged for this bundle says so at once
+        check_mergeable(method, manifest["export_kind"])
     checks = []
     result, ref.logits = parity.check(ref, "weights", MethodPredictor(method, manifest), tolerance, "weights/")
     if ref.logits is not None:
@@ -177,7 +180,7 @@ def _build(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool
         from adaptlab.export.merge import merged_model, save_merged
 
         tolerance = parity.export_tolerance(method, tolerance)
-        model = merged_model(method)
+        model = merged_model(method, manifest["export_kind"])
         if merge:
             say("merging and saving merged/")
             save_merged(model, method.tokenizer, staging / "merged")
@@ -219,6 +222,8 @@ def _build_generation(run_dir: Path, staging: Path, manifest: dict, merge: bool,
     max_new = int(generation.get("max_new_tokens") or 32)
     metric = manifest["primary_metric"] or "rougeL"
     method = load_method(staging, manifest)
+    if merge or onnx:  # before any parity pass: a rung that can't be merged for this bundle says so at once
+        check_mergeable(method, manifest["export_kind"])
     tokenizer, eos = method.tokenizer, eos_ids(method.model, method.tokenizer)
 
     def run_check(artifact, step, tol, file, reference):
@@ -233,7 +238,7 @@ def _build_generation(run_dir: Path, staging: Path, manifest: dict, merge: bool,
         from adaptlab.export.merge import merged_model, save_merged
 
         tolerance = parity.export_tolerance(method, tolerance)
-        model = merged_model(method)
+        model = merged_model(method, manifest["export_kind"])
         if merge:
             say("merging and saving merged/")
             save_merged(model, tokenizer, staging / "merged")

@@ -13,19 +13,29 @@ from typing import Any
 from adaptlab.errors import UserError
 
 
-def merged_model(method: Any) -> Any:
-    """The rung's model with any peft adapter merged into its base weights (modifies ``method.model``)."""
-    from adaptlab.methods._causal import GenerativeMethod
-    from adaptlab.methods._finetune import FineTuneMethod
-
-    causal = isinstance(method, GenerativeMethod) and getattr(method, "kind", None) == "causal"
-    if not isinstance(method, FineTuneMethod) and not causal:
+def check_mergeable(method: Any, kind: str) -> None:
+    """UserError unless the rung's model, adapters merged, is the ``kind`` the task's bundle ships (``classifier``,
+    ``tagger``, ``decoder``): a causal LM prompted to classify merges into a decoder, not a classifier; embedding
+    rungs have no transformers model to merge into."""
+    merges_as = method.merges_as()
+    if merges_as is None:
         raise UserError(
-            f"rung '{method.name}' has no transformers sequence classifier to merge (embedding and prompting rungs "
-            "keep the base model as it is); --merge and --onnx take lora, full, head_only, top_layers runs and causal "
-            "LM rungs (lm_lora, lm_ia3, lm_full). Ship "
-            "its bundle (adaptlab export RUN --to DIR) and load it with adaptlab.load."
-        )
+            f"rung '{method.name}' has no transformers model to merge into (embedding rungs, prompting rungs over an "
+            "encoder or for tagging, seq2seq language models); --merge and --onnx take lora, full, head_only and "
+            "top_layers runs, and causal LM rungs (lm_lora, lm_ia3, lm_full) of a generation task. Ship its bundle "
+            "(adaptlab export RUN --to DIR) and load it with adaptlab.load.")
+    if merges_as != kind:
+        raise UserError(
+            f"rung '{method.name}' merges into a {merges_as}, but runs of this task ship a {kind}: its merged and "
+            f"ONNX files could not stand in for the rung (a language model prompted to classify answers through its "
+            f"prompt and label words, which a plain {kind} doesn't have). Ship its bundle without --merge/--onnx "
+            "(adaptlab export RUN --to DIR) and load it with adaptlab.load.")
+
+
+def merged_model(method: Any, kind: str) -> Any:
+    """The rung's model with any peft adapter merged into its base weights (modifies ``method.model``); ``kind``:
+    the export kind the task's bundle ships (see :func:`check_mergeable`)."""
+    check_mergeable(method, kind)
     from peft import PeftModel
 
     from adaptlab.methods._peft import is_4bit, is_prompt_learning, merged_dequantized

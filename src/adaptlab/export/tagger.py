@@ -14,6 +14,7 @@ from adaptlab.runs.files import read_jsonl
 def build_tagger(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool, int8: bool, tolerance: Any,
                  int8_tolerance: Any, limit: int | None, say: Any) -> dict:
     from adaptlab.export.bundling import copy_weights, finish
+    from adaptlab.export.merge import check_mergeable
     from adaptlab.tasks.token_classification.ship import TokenPredictor, parity_check, torch_backend
 
     say("copying weights")
@@ -23,6 +24,8 @@ def build_tagger(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx
     types = sorted({n[2:] for n in manifest["labels"] if n != "O"})
     labels, max_length = manifest["labels"], int(manifest["max_length"] or 512)
     method = load_method(staging, manifest)
+    if merge or onnx:  # before any parity pass: a rung that can't be merged for this bundle says so at once
+        check_mergeable(method, manifest["export_kind"])
     weights = TokenPredictor(torch_backend(method.model.eval()), method.tokenizer, labels, max_length, "weights")
     say(f"parity: rung weights on {len(records)} test sentences")
     result, ref = parity_check(records, "weights", weights, None, tolerance, "weights/", types)
@@ -44,7 +47,7 @@ def _exports(method: Any, staging: Path, manifest: dict, records: list[dict], re
     from adaptlab.tasks.token_classification.ship import TokenPredictor, onnx_backend, parity_check, torch_backend
 
     labels, max_length, tokenizer = manifest["labels"], int(manifest["max_length"] or 512), method.tokenizer
-    model, checks = merged_model(method), []
+    model, checks = merged_model(method, manifest["export_kind"]), []
     if merge:
         say("merging and saving merged/")
         save_merged(model, tokenizer, staging / "merged")

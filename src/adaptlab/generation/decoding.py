@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from adaptlab.distributed import predicting
 from adaptlab.errors import UserError
 
 
@@ -68,7 +69,7 @@ def _right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor
     return ids, mask
 
 
-@torch.inference_mode()
+@predicting
 def generate_ids(model: Any, tokenizer: Any, kind: str, prompts: Sequence[Sequence[int]], settings: Any, *,
                  seed: int, device: str = "cpu") -> list[list[int]]:
     """The new token ids for each prompt (prompt excluded). Prompts of similar length are batched together."""

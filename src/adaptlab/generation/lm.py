@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from adaptlab.distributed import predicting
 from adaptlab.errors import UserError
 from adaptlab.generation.formatting import IGNORE_INDEX, Encoded
 
@@ -121,7 +122,7 @@ def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
-@torch.inference_mode()
+@predicting
 def answer_logprobs(
     model: torch.nn.Module,
     kind: str,

@@ -163,6 +163,11 @@ class GenerativeMethod(TorchModelAccounting, Method):
         set_seed(self.ctx.seed)
         return lm.load_model(self.ctx.model, self.kind, self.params.dtype, self.ctx.trust_remote_code)
 
+    def merges_as(self) -> str | None:
+        """A causal LM merges into a decoder (whatever the task: a classification rung prompts it); seq2seq models
+        are not exported merged yet."""
+        return "decoder" if self.kind == "causal" else None
+
     def place(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on the run's device (a rung whose base is loaded in place, e.g. 4-bit, returns it as it is)."""
         return model.to(self.ctx.torch_device)

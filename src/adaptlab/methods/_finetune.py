@@ -59,6 +59,12 @@ class FineTuneMethod(StartsFromEncoder, TorchModelAccounting, Method):
 
         self.objective = get_task(ctx.task).encoder_objective(ctx.label_names, ctx.settings)
 
+    def merges_as(self) -> str | None:
+        """The task's own head (a sequence or token classifier) is what it exports."""
+        from adaptlab.tasks import get_task
+
+        return get_task(self.ctx.task).export_kind
+
     # -- model -------------------------------------------------------------------------------------------------
     def base_model(self) -> torch.nn.Module:
         """The base with the task's new head (for classification as ``params.head`` says), its encoder replaced by

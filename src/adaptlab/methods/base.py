@@ -197,6 +197,12 @@ class Method:
     def frozen_state(self) -> dict[str, Any]:
         return {}
 
+    def merges_as(self) -> str | None:
+        """What its model is once any adapter is merged into it, as an export kind (``classifier``, ``tagger``,
+        ``decoder``: :attr:`Task.export_kind`); None when there is no transformers model to merge into (embedding
+        rungs, spaCy). ``adaptlab export --merge/--onnx`` ships it only where the task's bundle expects that kind."""
+        return None
+
     #: Whether its forward pass makes vocabulary-sized logits at every position (language models).
     makes_vocab_logits: ClassVar[bool] = False
     #: A registered method that trains the same way over a 4-bit base (``adaptlab plan``'s advice when memory is

@@ -31,6 +31,7 @@ import torch
 from pydantic import Field
 
 from adaptlab.context import RunContext
+from adaptlab.distributed import predicting
 from adaptlab.errors import UserError
 from adaptlab.methods._encoder_start import ENCODER_INFO, MLM_DIR
 from adaptlab.methods.base import METHODS, Method, TorchModelAccounting
@@ -75,7 +76,7 @@ def read_extra_text(value: str, base_dir: str | None) -> list[str]:
     return lines
 
 
-@torch.inference_mode()
+@predicting
 def mlm_perplexity(model: Any, tokenizer: Any, texts: list[str], pairs: list[str] | None, *, max_length: int,
                    batch_size: int, probability: float, seed: int, device: str) -> float | None:
     """exp of the mean cross-entropy on masked tokens, each non-special token masked with ``probability``; the

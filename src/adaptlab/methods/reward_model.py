@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from adaptlab.context import RunContext
+from adaptlab.distributed import predicting
 from adaptlab.errors import UserError
 from adaptlab.methods._causal import PROMPT_FILE
 from adaptlab.methods._pairs import encode_pairs, pair_tokens
@@ -142,7 +143,7 @@ class RewardModel(PreferenceRung, TorchModelAccounting, Method):
         return self.rewards([self.formatter.encode(p, None, r).input_ids
                              for p, r in zip(prompts, responses, strict=True)])
 
-    @torch.inference_mode()
+    @predicting
     def rewards(self, rows: list[list[int]]) -> np.ndarray:
         """The scalar head's output for each token sequence (prompt + response), batched by length."""
         self.model.eval()

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from adaptlab.distributed import predicting
+
 
 class SequenceObjective:
     min_steps = 150  # optimizer steps ``epochs: null`` trains for at least (measured: README)
@@ -50,7 +52,7 @@ class SequenceObjective:
     def label_ids(self, split: Any) -> np.ndarray:
         return np.asarray(split.labels, dtype=np.int64)
 
-    @torch.inference_mode()
+    @predicting
     def predict(self, model: Any, tokenizer: Any, inputs: tuple[list[str], list[str] | None], batch_size: int,
                 max_length: int, device: str) -> np.ndarray:
         """Class probabilities, one row per text."""

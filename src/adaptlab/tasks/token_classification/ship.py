@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptlab.distributed import predicting
 from adaptlab.tasks.token_classification.data import words_of
 from adaptlab.tasks.token_classification.output import entities_of
 
@@ -24,10 +25,10 @@ Backend = Callable[[dict[str, np.ndarray]], np.ndarray]
 def torch_backend(model: Any, device: str = "cpu") -> Backend:
     import torch
 
+    @predicting
     def run(batch: dict[str, np.ndarray]) -> np.ndarray:
-        with torch.inference_mode():
-            tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
-            return model(**tensors).logits.float().cpu().numpy()
+        tensors = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+        return model(**tensors).logits.float().cpu().numpy()
 
     return run
 
