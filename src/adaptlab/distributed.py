@@ -442,21 +442,47 @@ _HOOK_TABLES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forwar
 
 
 class ShardedFit:
-    """One Trainer fit that may shard the weights (DeepSpeed ZeRO-3), set up after the Trainer's arguments (which
-    say whether it does) and before the fit. Without sharding both methods do nothing.
+    """A context around one Trainer fit that may shard the weights (DeepSpeed ZeRO-3), entered once the Trainer's
+    arguments exist (they say whether it does) and before the Trainer is built (:meth:`watch` it). Without sharding
+    it does nothing.
 
     :meth:`gather` (every process, after a fit that finished): ``model`` becomes an ordinary model holding all of its
     trained weights, gathered from every process weight by weight, so the main process can evaluate and save it
-    alone. :meth:`detach` (every process, always, also after a failed fit; no collective operation): what DeepSpeed
-    put on the model and in the process is removed (the hooks added since set-up, DeepSpeed's record of the module,
-    its parameter tables, its replacement of torch's linear function, transformers' ZeRO-3 switch that would make
-    later model loading and ``generate`` wait for the other processes), so the engine and its optimizer shards are
-    freed with the Trainer."""
+    alone. On leaving, however the block ends (every process; no collective operation), :meth:`detach` removes what
+    DeepSpeed put on the model and in the process: the hooks added since entering, DeepSpeed's record of the module,
+    its parameter tables, its replacement of torch's linear function, and transformers' ZeRO-3 switch, which would
+    make the next model the main process loads alone, or its ``generate``, wait for the other processes. The engine
+    and its optimizer shards are then freed with the Trainer. An error while detaching after a failure is logged,
+    not raised over the failure."""
 
     def __init__(self, model: Any):
-        self.model, self.on = model, weights_sharded()
-        self.hooks = {id(m): {t: set(getattr(m, t)) for t in _HOOK_TABLES} for m in model.modules()} if self.on \
-            else {}
+        self.model, self.on, self.trainer = model, weights_sharded(), None
+        self.hooks: dict[int, dict[str, set]] = {}
+        self._snapshot(model)
+
+    def _snapshot(self, model: Any) -> None:
+        if self.on:
+            self.hooks.update({id(m): {t: set(getattr(m, t)) for t in _HOOK_TABLES} for m in model.modules()
+                               if id(m) not in self.hooks})
+
+    def watch(self, trainer: Any) -> Any:
+        """The Trainer of this fit (its model, and the engine it makes when it trains); returns it."""
+        self.trainer, self.model = trainer, trainer.model
+        self._snapshot(trainer.model)  # a wrapper the Trainer put around the model, if any
+        return trainer
+
+    def __enter__(self) -> ShardedFit:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        try:
+            self.detach(self.trainer.model_wrapped if self.trainer is not None else None)
+        except Exception as exc:
+            if error is None:
+                raise
+            import logging
+
+            logging.getLogger(__name__).warning("detaching DeepSpeed after the failed fit failed too: %s", exc)
 
     def gather(self) -> None:
         if not self.on:
@@ -475,14 +501,21 @@ class ShardedFit:
     def detach(self, engine: Any) -> None:
         if not self.on:
             return
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        self.on = False
+        try:
+            self._strip(engine)
+        finally:
+            unset_hf_deepspeed_config()  # above all: later models load and generate on one process
+
+    def _strip(self, engine: Any) -> None:
         import torch
         from deepspeed import DeepSpeedEngine
         from deepspeed.runtime.zero import parameter_offload
         from deepspeed.runtime.zero.linear import zero3_linear_wrap
         from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-        self.on = False
         if isinstance(engine, DeepSpeedEngine):
             engine.destroy()
         for module in self.model.modules():
@@ -498,4 +531,3 @@ class ShardedFit:
         parameter_offload.FWD_MODULE_STACK[:] = [m for m in parameter_offload.FWD_MODULE_STACK if id(m) not in ours]
         if torch.nn.functional.linear is zero3_linear_wrap:
             torch.nn.functional.linear = InsertPostInitMethodToModuleSubClasses.linear_bk
-        unset_hf_deepspeed_config()

@@ -638,25 +638,22 @@ def train(
     extra = {**trainer_fields(params.batch_size, loss_func is not None, use_cpu), **(args_kwargs or {})}
     use_cpu = extra.pop("use_cpu", use_cpu)  # DeepSpeed on CPU runs outside accelerate's cpu mode
     args = training_arguments(params, schedule, workdir, eval_steps, seed, use_cpu, args_cls, **extra)
-    _refuse_sharded_reference(trainer_kwargs or {})
-    plan = SelectionPlan.resolve(params, VALIDATION_SCORER.get(), evaluates=eval_steps is not None)
-    selection = plan.callback(model, params.early_stopping_patience)
-    trainer = _build_trainer(
-        trainer_cls, workdir, loss_func, model=model, args=args, train_dataset=train_dataset,
-        eval_dataset=eval_dataset if eval_steps else None, data_collator=collator,
-        callbacks=_callbacks(params) + ([selection] if selection else []), **(trainer_kwargs or {}),
-    )
-    checkpoint = last_checkpoint(workdir) if resume else None
-    if checkpoint is not None and selection is not None:
-        selection.load(checkpoint)
-    sharded = ShardedFit(trainer.model)  # ZeRO-3: gathered and detached from DeepSpeed after the fit
-    start = time.perf_counter()
-    try:
+    with ShardedFit(model) as sharded:  # ZeRO-3: gathered after the fit; DeepSpeed detached however it ends
+        _refuse_sharded_reference(trainer_kwargs or {})
+        plan = SelectionPlan.resolve(params, VALIDATION_SCORER.get(), evaluates=eval_steps is not None)
+        selection = plan.callback(model, params.early_stopping_patience)
+        trainer = sharded.watch(_build_trainer(
+            trainer_cls, workdir, loss_func, model=model, args=args, train_dataset=train_dataset,
+            eval_dataset=eval_dataset if eval_steps else None, data_collator=collator,
+            callbacks=_callbacks(params) + ([selection] if selection else []), **(trainer_kwargs or {}),
+        ))
+        checkpoint = last_checkpoint(workdir) if resume else None
+        if checkpoint is not None and selection is not None:
+            selection.load(checkpoint)
+        start = time.perf_counter()
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         seconds = time.perf_counter() - start
         sharded.gather()
-    finally:
-        sharded.detach(trainer.model_wrapped)
     final_loss = output.training_loss
     if not math.isfinite(final_loss):
         raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")

@@ -30,6 +30,11 @@ def check_mergeable(method: Any, kind: str) -> None:
             f"ONNX files could not stand in for the rung (a language model prompted to classify answers through its "
             f"prompt and label words, which a plain {kind} doesn't have). Ship its bundle without --merge/--onnx "
             "(adaptlab export RUN --to DIR) and load it with adaptlab.load.")
+    from adaptlab.methods._peft import is_prompt_learning
+
+    if is_prompt_learning(method.model):
+        raise UserError(f"rung '{method.name}': prompt-learning adapters can't be merged into the weights; ship "
+                        "the adapter bundle instead.")
 
 
 def merged_model(method: Any, kind: str) -> Any:
@@ -38,13 +43,10 @@ def merged_model(method: Any, kind: str) -> Any:
     check_mergeable(method, kind)
     from peft import PeftModel
 
-    from adaptlab.methods._peft import is_4bit, is_prompt_learning, merged_dequantized
+    from adaptlab.methods._peft import is_4bit, merged_dequantized
 
     model = method.model
     if isinstance(model, PeftModel):
-        if is_prompt_learning(model):
-            raise UserError(f"rung '{method.name}': prompt-learning adapters can't be merged into the weights; ship "
-                            "the adapter bundle instead.")
         model = merged_dequantized(model) if is_4bit(model) else model.merge_and_unload()
         method.model = model
     return model.eval()
