@@ -631,9 +631,7 @@ def train(
     "stopped_early_at", "patience", "note"}; the history holds ``eval_<metric>`` at each evaluation.
     """
     schedule = Schedule.resolve(params, _num_examples(train_dataset))
-    eval_steps = None
-    if eval_dataset is not None and len(eval_dataset) and params.evals_per_epoch:
-        eval_steps = max(1, schedule.steps_per_epoch // params.evals_per_epoch)
+    eval_steps = _eval_steps(params, schedule, eval_dataset)
     args_cls = args_cls or getattr(trainer_cls, "training_args_class", TrainingArguments)
     extra = {**trainer_fields(params.batch_size, loss_func is not None, use_cpu), **(args_kwargs or {})}
     use_cpu = extra.pop("use_cpu", use_cpu)  # DeepSpeed on CPU runs outside accelerate's cpu mode
@@ -659,6 +657,13 @@ def train(
         raise TrainingError(f"the mean training loss is {final_loss}; lower the learning_rate.")
     result = _result(trainer, schedule, _num_examples(train_dataset), seconds, checkpoint, selection, history_keys)
     return {**result, "selection": plan.record(params, selection, trainer.state.global_step)}
+
+
+def _eval_steps(params: TrainParams, schedule: Schedule, eval_dataset: Any | None) -> int | None:
+    """Steps between validation evaluations (None: no validation split, or evals_per_epoch 0)."""
+    if eval_dataset is None or not len(eval_dataset) or not params.evals_per_epoch:
+        return None
+    return max(1, schedule.steps_per_epoch // params.evals_per_epoch)
 
 
 def _refuse_sharded_reference(trainer_kwargs: dict[str, Any]) -> None:

@@ -32,6 +32,21 @@ def ladder(tmp_path_factory, tiny_bert):
     return root / "out"
 
 
+def trained_lm_lora(tmp_path, data, task: str, learning_rate: float):
+    """The run folder of an lm_lora rung trained (2 steps) on tiny-random-llama for ``task`` on ``data``."""
+    from tests.generative_data import write_ladder
+
+    from adaptlab.config import load_ladder
+    from adaptlab.pipeline import compare, prepare
+
+    params = {"max_steps": 2, "batch_size": 8, "learning_rate": learning_rate, "evals_per_epoch": 0}
+    config = write_ladder(tmp_path, data, "tiny-random-llama", [{"method": "lm_lora", "params": params}],
+                          task={"type": task})
+    ladder = prepare(load_ladder(config))
+    assert compare(ladder)["rungs"][0]["status"] == "ok"
+    return ladder.output / "lm_lora"
+
+
 def recorded(run_dir):
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     labels = list(rows[0]["scores"])
@@ -140,22 +155,14 @@ def test_generation_run_exports_a_decoder_with_its_kv_cache(tmp_path, monkeypatc
     """An lm_lora run on tiny-random-llama: merged and ONNX decoders (past key values in and out) match the rung."""
     import onnx
     import torch
-    from tests.generative_data import write_generation_csv, write_ladder
+    from tests.generative_data import write_generation_csv
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from adaptlab.config import load_ladder
     from adaptlab.export.decoder import OnnxDecoder
-    from adaptlab.pipeline import compare, prepare
 
-    data = write_generation_csv(tmp_path / "gen.csv", 24)
-    params = {"max_steps": 2, "batch_size": 8, "learning_rate": 5e-2, "evals_per_epoch": 0}
-    config = write_ladder(tmp_path, data, "tiny-random-llama", [{"method": "lm_lora", "params": params}],
-                          task={"type": "generation"})
-    ladder = prepare(load_ladder(config))
-    assert compare(ladder)["rungs"][0]["status"] == "ok"
+    run_dir = trained_lm_lora(tmp_path, write_generation_csv(tmp_path / "gen.csv", 24), "generation", 5e-2)
     bundle = tmp_path / "bundle"
-    code, out, err = run_cli(monkeypatch, capsys, "export", ladder.output / "lm_lora", "--to", bundle, "--merge",
-                             "--int8")
+    code, out, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", bundle, "--merge", "--int8")
     assert code == 0, err
     report = json.loads((bundle / "parity.json").read_text())
     checks = {c["artifact"]: c for c in report["checks"]}
@@ -182,18 +189,7 @@ def test_a_prompted_lm_classifier_exports_its_bundle_but_refuses_a_merged_classi
     """lm_lora on a classification task answers through its prompt and label words: merged, it is a causal LM, not the
     sequence classifier a classification bundle's merged/ and ONNX files are loaded as. The export says so (no
     parity failure against a random classifier head, no traceback) and its plain bundle still ships."""
-    from tests.generative_data import write_ladder
-
-    from adaptlab.config import load_ladder
-    from adaptlab.pipeline import compare, prepare
-
-    data = write_sentiment_csv(tmp_path / "d.csv", 32)
-    params = {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 0}
-    config = write_ladder(tmp_path, data, "tiny-random-llama", [{"method": "lm_lora", "params": params}],
-                          task={"type": "classification"})
-    ladder = prepare(load_ladder(config))
-    assert compare(ladder)["rungs"][0]["status"] == "ok"
-    run_dir = ladder.output / "lm_lora"
+    run_dir = trained_lm_lora(tmp_path, write_sentiment_csv(tmp_path / "d.csv", 32), "classification", 1e-2)
     for flags in (["--merge"], ["--onnx"]):
         code, out, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", tmp_path / "merged", *flags)
         message = " ".join(err.split())
