@@ -238,7 +238,7 @@ class LadderSpec(Spec):
         "<output>/train_sizes/n-<size>/seed-<seed>/<rung>; the report's \"How many labels do I need?\".")
     distributed: DistributedSpec | None = Field(
         None, description="How trained rungs train when the ladder is launched on several processes (torchrun, "
-        "accelerate launch): strategy ddp (default) or deepspeed. Ignored on one process.")
+        "accelerate launch): strategy ddp (default), fsdp or deepspeed. Ignored on one process.")
     output_dir: str | None = Field(None, description="Where runs are written (default: runs/<name>).")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     runtime: RuntimeSpec = Field(

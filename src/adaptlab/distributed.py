@@ -7,9 +7,9 @@ launcher, or ``WORLD_SIZE=1``) nothing here initialises anything and adaptlab be
 With several, the main process (rank 0) *leads*: it alone takes the output lock and writes (run folders,
 leaderboard, report, registry), runs the rungs that don't train through the Trainer, evaluates, measures and saves.
 Before it fits a rung that trains with the Trainer (``Method.data_parallel``), it announces the rung; the other
-processes *follow*: they build the same method and fit it with it, the Trainer (accelerate) making that one DDP or
-DeepSpeed run, each process on its own local device. After the fit every process reports its outcome and all agree:
-the rung failed if any process failed (the pipeline records the failure and goes on) or, with ``check_weights``,
+processes *follow*: they build the same method and fit it with it, the Trainer (accelerate) making that one DDP, FSDP
+or DeepSpeed run, each process on its own local device. After the fit every process reports its outcome and all
+agree: the rung failed if any process failed (the pipeline records the failure and goes on) or, with ``check_weights``,
 if the trained weights differ between processes.
 
 The processes talk through the launcher's key-value store (``torch.distributed.TCPStore``), not through collective
@@ -44,12 +44,13 @@ from adaptlab.specs import Spec
 class DistributedSpec(Spec):
     """How a ladder trains when it is launched on several processes (torchrun, accelerate launch)."""
 
-    strategy: Literal["ddp", "deepspeed"] = Field(
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
         "ddp", description="ddp: every process holds the whole model, gradients are averaged "
-        "(DistributedDataParallel). deepspeed: DeepSpeed ZeRO (stage 1 or 2: optimizer state and gradients "
-        "sharded across processes; stage 3: the weights too, gathered into every process after the fit; needs "
-        "`pip install --no-build-isolation deepspeed`). FSDP is not offered: accelerate runs it only on GPUs, so it "
-        "can't be tested here (docs/distributed.md).")
+        "(DistributedDataParallel). fsdp: PyTorch FSDP2 through accelerate, weights, gradients and optimizer state "
+        "sharded across processes, the weights gathered into every process after the fit (GPUs only: accelerate "
+        "runs FSDP on no CPU setup, and a rung refuses to train as plain DDP instead). deepspeed: DeepSpeed ZeRO "
+        "(stage 1 or 2: optimizer state and gradients sharded; stage 3: the weights too, gathered after the fit; "
+        "needs `pip install --no-build-isolation deepspeed`).")
     zero_stage: Literal[1, 2, 3] = Field(
         2, description="With strategy deepspeed and no deepspeed_config: the ZeRO stage.")
     deepspeed_config: str | None = Field(
@@ -327,13 +328,14 @@ def _byte_dtype() -> Any:
 
 
 # -- the Trainer's arguments -----------------------------------------------------------------------------------------
-def trainer_fields(batch_size: int, own_loss: bool, use_cpu: bool = False) -> dict[str, Any]:
+def trainer_fields(batch_size: int, own_loss: bool, use_cpu: bool = False, model: Any = None) -> dict[str, Any]:
     """TrainingArguments fields for a fit on several processes ({} on one process).
 
     ``batch_size`` stays the examples per optimizer step, however many processes share it: each process takes
     ``batch_size / world_size`` of them, so a rung trains on the same batches, for the same steps, as on one
     process. ``own_loss``: the fit passes its own ``compute_loss_func`` (a mean per batch), which the Trainer must
-    not scale by the number of processes. ``use_cpu``: training on CPU (gloo; DeepSpeed's CPU accelerator)."""
+    not scale by the number of processes. ``use_cpu``: training on CPU (gloo; DeepSpeed's CPU accelerator).
+    ``model``: the model to train (FSDP shards it layer by layer, :func:`fsdp_config`)."""
     size = world_size()
     if size == 1:
         return {}
@@ -345,6 +347,8 @@ def trainer_fields(batch_size: int, own_loss: bool, use_cpu: bool = False) -> di
                               "ddp_timeout": int(spec.timeout_minutes * 60)}
     if own_loss:
         fields["average_tokens_across_devices"] = False
+    if spec.strategy == "fsdp":
+        fields.update(fsdp=True, fsdp_config=fsdp_config(model))
     if spec.strategy == "deepspeed":
         fields["deepspeed"] = deepspeed_config(spec)
         if use_cpu:  # accelerate runs DeepSpeed only off its cpu mode; gloo and DeepSpeed's CPU accelerator instead
@@ -367,6 +371,26 @@ def _deepspeed_on_cpu(spec: DistributedSpec) -> None:
         PartialState(backend="gloo", timeout=timedelta(minutes=spec.timeout_minutes))
     finally:
         del os.environ["ACCELERATE_USE_DEEPSPEED"]
+
+
+def fsdp_config(model: Any) -> dict[str, Any]:
+    """The Trainer's FSDP2 settings: each of the model's repeated layers (transformers' ``_no_split_modules``) its own
+    shard group, except a class that holds the input embeddings (BERT's ``BertEmbeddings``): accelerate shards the
+    embeddings on their own as well, and sharding them twice fails. No such classes (a sentence-transformers
+    model): one group for the whole model."""
+    from transformers import PreTrainedModel
+
+    base = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None) if model is not None else None
+    layers = set(base._no_split_modules or ()) if base is not None else set()
+    embeddings = None
+    with contextlib.suppress(NotImplementedError, AttributeError):
+        embeddings = base.get_input_embeddings() if layers else None
+    present = {type(m).__name__: m for m in base.modules()} if layers else {}
+    keep = sorted(name for name, m in present.items()  # (a class named but not in this model: accelerate refuses it)
+                  if name in layers and not any(c is embeddings for c in m.modules()))
+    if not keep:
+        return {"version": 2, "auto_wrap_policy": "NO_WRAP"}
+    return {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": keep}
 
 
 def deepspeed_config(spec: DistributedSpec) -> dict[str, Any] | str:
@@ -398,32 +422,66 @@ def agree_on_main(flag: bool) -> bool:
     return bool(box[0])
 
 
-# -- sharded weights (DeepSpeed ZeRO-3) ------------------------------------------------------------------------------
+# -- sharded weights (FSDP, DeepSpeed ZeRO-3) -------------------------------------------------------------------------
 def weights_sharded() -> bool:
-    """Whether the fit running now shards the weights across processes (DeepSpeed ZeRO stage 3, from a
-    ``zero_stage`` of 3 or the user's DeepSpeed file): each process then holds a slice of every large weight."""
+    """Whether fits on these processes shard the weights: each process then holds a slice of every large weight.
+    FSDP (``strategy: fsdp``, or an ``accelerate launch`` FSDP config) or DeepSpeed ZeRO stage 3 (from a
+    ``zero_stage`` of 3 or the user's DeepSpeed file)."""
+    return _fsdp() or _zero3()
+
+
+def _fsdp() -> bool:
+    return is_distributed() and (settings().strategy == "fsdp"
+                                 or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true")
+
+
+def _zero3() -> bool:
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
     return is_deepspeed_zero3_enabled()
 
 
-@contextlib.contextmanager
-def whole(params: list[Any], modify: bool = False) -> Iterator[None]:
-    """Inside a fit with sharded weights, ``params`` whole in every process for the block (every process must
-    enter it: it gathers across them); changes made to them in the block are kept when ``modify`` (the main
-    process's copy). Without sharding it does nothing."""
-    if not weights_sharded():
-        yield
-        return
-    import deepspeed
+def read_whole(p: Any, device: Any = "cpu") -> Any:
+    """A copy of the whole weight ``p`` on ``device``, in every process; inside a fit with sharded weights every
+    process must call it (it gathers ``p``'s slices across them)."""
+    if _zero3():
+        import deepspeed
 
-    with deepspeed.zero.GatheredParameters(params, modifier_rank=0 if modify else None):
-        yield
+        with deepspeed.zero.GatheredParameters([p]):
+            return p.detach().to(device, copy=True).contiguous()
+    value = p.detach().full_tensor() if isinstance(p, _dtensor()) else p.detach()  # FSDP: from every process's slice
+    return value.to(device, copy=True).contiguous()
+
+
+def write_whole(p: Any, value: Any) -> None:
+    """Set the whole weight ``p`` to ``value`` (every process calls it with the same value; inside a sharded fit each
+    keeps its own slice of it)."""
+    import torch
+
+    with torch.no_grad():
+        if _zero3():
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
+                p.copy_(value.to(device=p.device, dtype=p.dtype))
+        elif isinstance(p, _dtensor()):  # no communication: each process cuts its own slice from the whole
+            from torch.distributed.tensor import distribute_tensor
+
+            whole = value.to(device=p.device, dtype=p.dtype)
+            p.copy_(distribute_tensor(whole, p.device_mesh, p.placements, src_data_rank=None))
+        else:
+            p.copy_(value.to(device=p.device, dtype=p.dtype))
+
+
+def _dtensor() -> type:
+    from torch.distributed.tensor import DTensor
+
+    return DTensor
 
 
 def predicting(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a prediction function under ``torch.inference_mode``, or under ``torch.no_grad`` while a fit with sharded
-    weights runs (validation scoring during ZeRO-3 training): weights gathered in inference mode would be inference
+    """Run a prediction function under ``torch.inference_mode``, or under ``torch.no_grad`` where fits shard the
+    weights (validation scoring during an FSDP or ZeRO-3 fit): weights gathered in inference mode would be inference
     tensors, which the training steps after it can't use."""
 
     @functools.wraps(fn)
@@ -438,43 +496,52 @@ def predicting(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 #: The hook tables of a module (``torch.nn.Module``'s own attributes) a sharded fit may add to.
 _HOOK_TABLES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
-                "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks")
+                "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks", "_state_dict_pre_hooks",
+                "_state_dict_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
 
 
 class ShardedFit:
-    """A context around one Trainer fit that may shard the weights (DeepSpeed ZeRO-3), entered once the Trainer's
-    arguments exist (they say whether it does) and before the Trainer is built (:meth:`watch` it). Without sharding
-    it does nothing.
+    """A context around one Trainer fit that may shard the weights (FSDP, DeepSpeed ZeRO-3), entered once the
+    Trainer's arguments exist (they say whether it does) and before the Trainer is built (:meth:`watch` it).
+    Without sharding it does nothing.
 
     :meth:`gather` (every process, after a fit that finished): ``model`` becomes an ordinary model holding all of its
     trained weights, gathered from every process weight by weight, so the main process can evaluate and save it
     alone. On leaving, however the block ends (every process; no collective operation), :meth:`detach` removes what
-    DeepSpeed put on the model and in the process: the hooks added since entering, DeepSpeed's record of the module,
-    its parameter tables, its replacement of torch's linear function, and transformers' ZeRO-3 switch, which would
-    make the next model the main process loads alone, or its ``generate``, wait for the other processes. The engine
-    and its optimizer shards are then freed with the Trainer. An error while detaching after a failure is logged,
-    not raised over the failure."""
+    the engine put on the model and in the process: the hooks added since entering (forward, backward and state-dict
+    hooks), then FSDP's module classes and records, or DeepSpeed's record of the module, its parameter tables, its
+    replacement of torch's linear function, and transformers' ZeRO-3 switch, which would make the next model the main
+    process loads alone, or its ``generate``, wait for the other processes. The engine and its optimizer shards are
+    then freed with the Trainer. An error while detaching after a failure is logged, not raised over the failure."""
 
     def __init__(self, model: Any):
-        self.model, self.on, self.trainer = model, weights_sharded(), None
+        self.model, self.trainer = model, None
+        self.kind = "zero3" if _zero3() else "fsdp" if _fsdp() else None
         self.hooks: dict[int, dict[str, set]] = {}
         self._snapshot(model)
 
     def _snapshot(self, model: Any) -> None:
-        if self.on:
+        if self.kind:
             self.hooks.update({id(m): {t: set(getattr(m, t)) for t in _HOOK_TABLES} for m in model.modules()
                                if id(m) not in self.hooks})
 
     def watch(self, trainer: Any) -> Any:
-        """The Trainer of this fit (its model, and the engine it makes when it trains); returns it."""
+        """The Trainer of this fit (its model, and the engine it makes when it trains); returns it. Refuses an FSDP
+        fit that accelerate would run as plain DDP (on CPU)."""
         self.trainer, self.model = trainer, trainer.model
         self._snapshot(trainer.model)  # a wrapper the Trainer put around the model, if any
+        if self.kind == "fsdp" and not trainer.is_fsdp_enabled:
+            raise TrainingError("FSDP (strategy fsdp, or accelerate launch's FSDP config): accelerate did not set it "
+                                "up for this fit (it runs FSDP only on GPUs, and would have trained with plain DDP "
+                                "instead); on CPU use strategy deepspeed with zero_stage 3 to shard the weights, or "
+                                "strategy ddp.")
         return trainer
 
     def __enter__(self) -> ShardedFit:
         return self
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        engine = self.kind
         try:
             self.detach(self.trainer.model_wrapped if self.trainer is not None else None)
         except Exception as exc:
@@ -482,52 +549,96 @@ class ShardedFit:
                 raise
             import logging
 
-            logging.getLogger(__name__).warning("detaching DeepSpeed after the failed fit failed too: %s", exc)
+            logging.getLogger(__name__).warning("detaching %s after the failed fit failed too: %s", engine, exc)
 
     def gather(self) -> None:
-        if not self.on:
+        if not self.kind:
             return
         import torch
 
+        if self.kind == "fsdp":
+            for module in self.model.modules():  # every weight back to its slice (some stay gathered after a forward)
+                if isinstance(module, _fsdp_module()):
+                    module.reshard()
         replaced: dict[int, Any] = {}  # tied weights stay one parameter
         for p in self.model.parameters():  # one at a time: the whole model is held once, not twice
-            with whole([p]):
-                replaced[id(p)] = torch.nn.Parameter(p.data.detach().clone(), requires_grad=p.requires_grad)
+            replaced[id(p)] = torch.nn.Parameter(read_whole(p, p.device), requires_grad=p.requires_grad)
         for module in self.model.modules():  # (DeepSpeed's parameter table gathers on lookup: read it as a dict)
             for name, p in list(dict.items(module._parameters)):
                 if p is not None and id(p) in replaced:
                     dict.__setitem__(module._parameters, name, replaced[id(p)])
 
     def detach(self, engine: Any) -> None:
-        if not self.on:
+        if not self.kind:
+            return
+        kind, self.kind = self.kind, None
+        if kind == "fsdp":
+            self._strip_hooks()
+            _strip_fsdp(self.model)
             return
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-        self.on = False
         try:
-            self._strip(engine)
+            from deepspeed import DeepSpeedEngine
+
+            if isinstance(engine, DeepSpeedEngine):
+                engine.destroy()  # (its own hooks first)
+            self._strip_hooks()
+            _strip_zero3(self.model)
         finally:
             unset_hf_deepspeed_config()  # above all: later models load and generate on one process
 
-    def _strip(self, engine: Any) -> None:
-        import torch
-        from deepspeed import DeepSpeedEngine
-        from deepspeed.runtime.zero import parameter_offload
-        from deepspeed.runtime.zero.linear import zero3_linear_wrap
-        from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses
-
-        if isinstance(engine, DeepSpeedEngine):
-            engine.destroy()
+    def _strip_hooks(self) -> None:
         for module in self.model.modules():
             before = self.hooks.get(id(module), {})
             for table in _HOOK_TABLES:
                 hooks = getattr(module, table)
                 for key in set(hooks) - before.get(table, set()):
                     del hooks[key]
-            if "_original_parameters" in vars(module):
-                del module._original_parameters
-            module._parameters = dict(dict.items(module._parameters))  # a plain table again
-        ours = {id(m) for m in self.model.modules()}
-        parameter_offload.FWD_MODULE_STACK[:] = [m for m in parameter_offload.FWD_MODULE_STACK if id(m) not in ours]
-        if torch.nn.functional.linear is zero3_linear_wrap:
-            torch.nn.functional.linear = InsertPostInitMethodToModuleSubClasses.linear_bk
+
+
+def _fsdp_module() -> type:
+    from torch.distributed.fsdp import FSDPModule
+
+    return FSDPModule
+
+
+#: Where FSDP's code lives (a method it wraps keeps the original's name and module, not its code's file).
+_FSDP_CODE = os.path.join("torch", "distributed", "fsdp", "")
+
+
+def _strip_fsdp(model: Any) -> None:
+    """Undo ``fully_shard`` on every module: its class (``FSDP<Class>`` -> ``Class``), the methods FSDP wraps on the
+    instance (the Trainer has it wrap ``generate``), and FSDP's records and marks on it."""
+    import types
+
+    from torch.distributed import _composable_state
+    from torch.distributed._composable.contract import REGISTRY_KEY, STATE_KEY
+
+    for module in model.modules():
+        if isinstance(module, _fsdp_module()):
+            module.__class__ = next(c for c in type(module).__mro__ if not issubclass(c, _fsdp_module()))
+        for name, value in list(vars(module).items()):
+            if isinstance(value, types.MethodType) and _FSDP_CODE in value.__func__.__code__.co_filename:
+                del module.__dict__[name]
+        # FSDP's state, and its marks (which make transformers' generate wait for the other processes at each token)
+        for key in (STATE_KEY, REGISTRY_KEY, "_is_fsdp_managed_module", "_fsdp_use_orig_params"):
+            module.__dict__.pop(key, None)
+        _composable_state._module_state_mapping.pop(module, None)
+
+
+def _strip_zero3(model: Any) -> None:
+    """DeepSpeed's parameter tables and record of every module, and its replacement of torch's linear function."""
+    import torch
+    from deepspeed.runtime.zero import parameter_offload
+    from deepspeed.runtime.zero.linear import zero3_linear_wrap
+    from deepspeed.runtime.zero.partition_parameters import InsertPostInitMethodToModuleSubClasses
+
+    for module in model.modules():
+        if "_original_parameters" in vars(module):
+            del module._original_parameters
+        module._parameters = dict(dict.items(module._parameters))  # a plain table again
+    ours = {id(m) for m in model.modules()}
+    parameter_offload.FWD_MODULE_STACK[:] = [m for m in parameter_offload.FWD_MODULE_STACK if id(m) not in ours]
+    if torch.nn.functional.linear is zero3_linear_wrap:
+        torch.nn.functional.linear = InsertPostInitMethodToModuleSubClasses.linear_bk

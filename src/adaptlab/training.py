@@ -25,7 +25,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from adaptlab.distributed import ShardedFit, agree_on_main, rank, trainer_fields, weights_sharded, whole
+from adaptlab.distributed import (
+    ShardedFit,
+    agree_on_main,
+    rank,
+    read_whole,
+    trainer_fields,
+    weights_sharded,
+    write_whole,
+)
 from adaptlab.errors import TrainingError
 from adaptlab.runtime import RUNTIME
 
@@ -316,8 +324,7 @@ class ValidationSelection(TrainerCallback):
         if self.by != "last" and self.best_weights is not None:
             own = self._trainable()
             for name, value in self.best_weights.items():
-                with whole([own[name]], modify=True), torch.no_grad():
-                    own[name].copy_(value.to(device=own[name].device, dtype=own[name].dtype))
+                write_whole(own[name], value)
 
     def _score(self) -> float:
         training = self.model.training
@@ -343,8 +350,7 @@ class ValidationSelection(TrainerCallback):
         if self.by != "last":
             self.best_weights = {}
             for name, p in self._trainable().items():  # every process judges alike, so all gather sharded weights
-                with whole([p]):  # one at a time: beside the training states, one whole weight more
-                    self.best_weights[name] = p.detach().to("cpu", copy=True).contiguous()
+                self.best_weights[name] = read_whole(p)  # one at a time: beside the training states, one weight more
 
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
@@ -633,10 +639,10 @@ def train(
     schedule = Schedule.resolve(params, _num_examples(train_dataset))
     eval_steps = _eval_steps(params, schedule, eval_dataset)
     args_cls = args_cls or getattr(trainer_cls, "training_args_class", TrainingArguments)
-    extra = {**trainer_fields(params.batch_size, loss_func is not None, use_cpu), **(args_kwargs or {})}
+    extra = {**trainer_fields(params.batch_size, loss_func is not None, use_cpu, model), **(args_kwargs or {})}
     use_cpu = extra.pop("use_cpu", use_cpu)  # DeepSpeed on CPU runs outside accelerate's cpu mode
     args = training_arguments(params, schedule, workdir, eval_steps, seed, use_cpu, args_cls, **extra)
-    with ShardedFit(model) as sharded:  # ZeRO-3: gathered after the fit; DeepSpeed detached however it ends
+    with ShardedFit(model) as sharded:  # FSDP, ZeRO-3: gathered after the fit; the engine detached however it ends
         _refuse_sharded_reference(trainer_kwargs or {})
         plan = SelectionPlan.resolve(params, VALIDATION_SCORER.get(), evaluates=eval_steps is not None)
         selection = plan.callback(model, params.early_stopping_patience)
@@ -667,13 +673,13 @@ def _eval_steps(params: TrainParams, schedule: Schedule, eval_dataset: Any | Non
 
 
 def _refuse_sharded_reference(trainer_kwargs: dict[str, Any]) -> None:
-    """A second model handed to the Trainer (trl's ``ref_model``) would be sharded by ZeRO-3 too, and only the trained
-    model is gathered back (:class:`ShardedFit`) for the main process to evaluate alone."""
+    """A second model handed to the Trainer (trl's ``ref_model``) would be sharded by FSDP or ZeRO-3 too, and only the
+    trained model is gathered back (:class:`ShardedFit`) for the main process to evaluate alone."""
     if weights_sharded() and trainer_kwargs.get("ref_model") is not None:
-        raise TrainingError("DeepSpeed ZeRO-3 would shard this rung's separate reference model too, and only the "
-                            "trained model is gathered back for the main process to evaluate; use zero_stage 1 or 2 "
-                            "for it, or a reference that is the trained model's adapter switched off (dpo with lora: "
-                            "true).")
+        raise TrainingError("sharded weights (FSDP, DeepSpeed ZeRO-3) would shard this rung's separate reference "
+                            "model too, and only the trained model is gathered back for the main process to evaluate; "
+                            "use strategy ddp or zero_stage 1 or 2 for it, or a reference that is the trained model's "
+                            "adapter switched off (dpo with lora: true).")
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,20 @@ RUNGS = [FULL, {"method": "embedding_zero_shot"}]
 MARKER_HOOK = '''
 import os
 if os.environ.get("ADAPTLAB_TEST_MARKERS") and os.environ.get("RANK") is not None:
+    if os.environ.get("ADAPTLAB_TEST_FSDP_ON_CPU"):
+        # accelerate sets FSDP up only for processes on GPU-type devices; on CPU it runs the Trainer's FSDP as plain
+        # DDP. Here it takes its GPU branch: the same plugin, set on its state as it is there.
+        from accelerate.state import AcceleratorState, PartialState
+        from accelerate.utils import DistributedType
+
+        state_init = AcceleratorState.__init__
+        def fsdp_state_init(self, *args, fsdp_plugin=None, **kwargs):
+            state_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+            if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+                self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, fsdp_plugin
+                PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        AcceleratorState.__init__ = fsdp_state_init
+
     from adaptlab.methods._finetune import FineTuneMethod
     from adaptlab.methods.embedding_zero_shot import EmbeddingZeroShot
 
@@ -57,13 +71,22 @@ if os.environ.get("ADAPTLAB_TEST_MARKERS") and os.environ.get("RANK") is not Non
 
     from transformers import Trainer
 
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
     train = Trainer.train
     def engine_marked(self, *args, **kwargs):
         output = train(self, *args, **kwargs)
         with open(os.environ["ADAPTLAB_TEST_MARKERS"], "a") as f:
-            f.write(f"engine {type(self.model_wrapped).__name__} {os.environ['RANK']}\\n")
-            if getattr(self.model_wrapped, "zero_optimization_stage", lambda: 0)() == 3:  # slices at the end
-                sliced = sum(p.ds_tensor.numel() < p.ds_numel for p in self.model.parameters())  # a part held
+            fsdp = isinstance(self.model_wrapped, FSDPModule)
+            f.write(f"engine {'FSDP' if fsdp else type(self.model_wrapped).__name__} {os.environ['RANK']}\\n")
+            sliced = None  # weights of which each process holds a part, at the end
+            if fsdp:
+                sliced = sum(isinstance(p, DTensor) and p.to_local().numel() < p.numel()
+                             for p in self.model.parameters())
+            elif getattr(self.model_wrapped, "zero_optimization_stage", lambda: 0)() == 3:
+                sliced = sum(p.ds_tensor.numel() < p.ds_numel for p in self.model.parameters())
+            if sliced is not None:
                 f.write(f"sliced {sliced} of {len(list(self.model.parameters()))} {os.environ['RANK']}\\n")
         if os.environ.get("ADAPTLAB_TEST_FAIL_AFTER_FIT"):  # every process, with the weights still sharded
             raise RuntimeError("fails after the fit")
@@ -74,19 +97,30 @@ if os.environ.get("ADAPTLAB_TEST_MARKERS") and os.environ.get("RANK") is not Non
 
     detach = ShardedFit.detach
     def detach_marked(self, engine):
-        sharded = self.on
+        kind = self.kind
         detach(self, engine)
-        if sharded:  # after a ZeRO-3 fit: nothing of DeepSpeed's left on the model or in the process
+        if kind:  # after a sharded fit: nothing of the engine's left on the model or in the process
+            import types
+
             import torch
-            from deepspeed.runtime.zero import parameter_offload
-            from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-            hooks = [h for m in self.model.modules() for t in self.hooks[id(m)] for h in getattr(m, t).values()]
+            hooks = [h for m in self.model.modules() for name, table in vars(m).items()  # every hook table torch has
+                     if "hooks" in name and isinstance(table, dict) for h in table.values()]
             owners = {getattr(getattr(h, "__func__", h), "__module__", None) or "" for h in hooks
                       if not isinstance(h, bool)}  # (the *_with_kwargs tables hold flags)
-            clean = (not any(o.startswith("deepspeed") for o in owners)
-                     and torch.nn.functional.linear is torch._C._nn.linear
-                     and not parameter_offload.FWD_MODULE_STACK and not is_deepspeed_zero3_enabled()
-                     and all(type(m._parameters) is dict for m in self.model.modules()))
+            clean = all(type(m._parameters) is dict for m in self.model.modules())
+            if kind == "zero3":
+                from deepspeed.runtime.zero import parameter_offload
+                from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+                clean = clean and (not any(o.startswith("deepspeed") for o in owners)
+                                   and torch.nn.functional.linear is torch._C._nn.linear
+                                   and not parameter_offload.FWD_MODULE_STACK and not is_deepspeed_zero3_enabled())
+            else:
+                from torch.distributed._composable_state import _get_module_state
+                from transformers.distributed.fsdp import is_fsdp_managed_module
+                clean = clean and not any(o.startswith("torch.distributed") for o in owners) and not any(
+                    isinstance(m, FSDPModule) or _get_module_state(m) is not None or is_fsdp_managed_module(m)
+                    or any(isinstance(v, types.MethodType) and "fsdp" in v.__func__.__code__.co_filename
+                           for v in vars(m).values()) for m in self.model.modules())
             with open(os.environ["ADAPTLAB_TEST_MARKERS"], "a") as f:
                 f.write(f"detached clean={clean} {os.environ['RANK']}\\n")
     ShardedFit.detach = detach_marked
@@ -329,6 +363,60 @@ def test_deepspeed_zero3_shards_the_weights_and_gathers_them_for_the_main_proces
     assert selection[0]["kept_step"] == selection[1]["kept_step"] < 12
 
 
+def test_fsdp_shards_the_weights_and_gathers_them_for_the_main_process(tmp_path, tiny_bert, session_home):
+    """``strategy: fsdp`` (PyTorch FSDP2 through accelerate, every weight sliced across the two processes while it
+    trains). accelerate sets FSDP up only on GPU-type devices, so the marker hook makes it take that branch on CPU
+    (gloo): the Trainer, accelerate's FSDP2 preparation and checkpointing, and adaptlab's side are the real ones.
+    ``full`` keeps its best validation checkpoint by the validation loss (every process copies and restores the
+    whole weights) and is killed half way, then resumed from the Trainer's FSDP checkpoint; ``lora`` trains an
+    adapter over a frozen base. After each fit both processes hold the whole trained model (the hash of the one the
+    main process saved), FSDP is detached (no FSDP class, hook or record left), and the results equal a one-process
+    run within the tolerance above."""
+    from adaptlab.config import load_ladder
+    from adaptlab.distributed import state_digest
+    from adaptlab.models import resolve_model
+    from adaptlab.pipeline import compare, load_run, prepare
+
+    model = dropout_free_model(resolve_model(tiny_bert, cache_dir=session_home / "models").path, tmp_path / "model")
+    config = ladder_file(tmp_path, model, tmp_path / "out", strategy="fsdp")
+    cfg = yaml.safe_load(config.read_text())
+    full = {**FULL, "params": {**FULL["params"], "max_steps": 12, "learning_rate": 3e-3, "evals_per_epoch": 4,
+                               "select_best": "loss"}}
+    lora = {"method": "lora", "params": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 2,
+                                        "dropout": 0.0}}
+    cfg["rungs"] = [full, lora, {"method": "embedding_zero_shot"}]
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**launch_env(tmp_path, tmp_path / "home"), "ADAPTLAB_TEST_FSDP_ON_CPU": "1"}
+    crashed = torchrun(config, env={**env, "ADAPTLAB_FAULT": "checkpoint:10", "ADAPTLAB_FAULT_RANK": "1"})
+    assert crashed.returncode != 0 and "interrupted: finished rungs are kept" in crashed.stderr, crashed.stderr[-3000:]
+    (tmp_path / "markers.txt").unlink(missing_ok=True)
+    done = torchrun(config, "--resume", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    markers = (tmp_path / "markers.txt").read_text().splitlines()
+    assert sorted(m for m in markers if m.startswith("engine")) == ["engine FSDP 0"] * 2 + ["engine FSDP 1"] * 2
+    sliced = [m.split() for m in markers if m.startswith("sliced")]  # full's two processes, then lora's
+    assert len(sliced) == 4 and all(m[1] == m[3] for m in sliced[:2]), markers  # every weight really sharded
+    # lora: its layers' weights; FSDP leaves the root's own (embeddings, head) gathered after the last validation
+    assert all(0 < int(m[1]) < int(m[3]) for m in sliced[2:]), markers
+    assert sorted(m for m in markers if m.startswith("detached")) == ["detached clean=True 0"] * 2 + [
+        "detached clean=True 1"] * 2, markers
+    assert read(tmp_path / "out" / "full" / "metrics.json")["resumed_from"].startswith("checkpoint-")
+    for rung, trained in (("full", lambda name: True), ("lora", lambda name: "lora_" in name or "to_save" in name)):
+        record = read(tmp_path / "out" / rung / "run.json")["distributed"]
+        assert record["strategy"] == "fsdp"
+        _, method, _ = load_run(tmp_path / "out" / rung)  # the model as saved, loaded again (adapters: frozen)
+        saved = {n: p for n, p in method.model.named_parameters() if trained(n)}
+        assert record["weights_sha256"] == [state_digest(saved)] * 2, rung
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTLAB_HOME", str(tmp_path / "home1"))
+        compare(prepare(load_ladder(config), tmp_path / "one"))
+    assert_same_results(tmp_path / "out", tmp_path / "one", ("full", "lora", "embedding_zero_shot"))
+    selection = [read(folder / "full" / "metrics.json")["training"]["selection"]
+                 for folder in (tmp_path / "out", tmp_path / "one")]
+    assert selection[0]["by"] == "loss" and selection[0]["evaluations"] == 4
+    assert selection[0]["kept_step"] == selection[1]["kept_step"] < 12
+
+
 def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tmp_path, sentiment_csv):
     from adaptlab.config import parse_ladder
     from adaptlab.distributed import deepspeed_config
@@ -340,8 +428,9 @@ def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tm
     spec = parse_ladder(raw, base_dir=tmp_path)
     ladder = Ladder(spec, None, None, None, tmp_path / "out", "", "")
     assert distributed_settings(ladder).deepspeed_config == str(tmp_path / "ds.json")
-    with pytest.raises(ConfigError, match=r"distributed.strategy: .*'ddp' or 'deepspeed'"):
-        parse_ladder({**raw, "distributed": {"strategy": "fsdp"}})
+    with pytest.raises(ConfigError, match=r"distributed.strategy: .*'ddp', 'fsdp' or 'deepspeed'"):
+        parse_ladder({**raw, "distributed": {"strategy": "horovod"}})
+    assert parse_ladder({**raw, "distributed": {"strategy": "fsdp"}}).distributed.strategy == "fsdp"
     with pytest.raises(ConfigError, match=r"distributed.stage: unknown key. Did you mean 'zero_stage'"):
         parse_ladder({**raw, "distributed": {"stage": 2}})
     zero3 = parse_ladder({**raw, "distributed": {"strategy": "deepspeed", "zero_stage": 3}})
@@ -351,6 +440,55 @@ def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tm
     assert deepspeed_config(stage3.model_copy(update={"zero_stage": 2}))["zero_optimization"] == {"stage": 2}
     with pytest.raises(ConfigError, match=r"distributed.zero_stage"):
         parse_ladder({**raw, "distributed": {"strategy": "deepspeed", "zero_stage": 4}})
+
+
+def test_fsdp_shards_each_repeated_layer_but_not_twice_the_embeddings(tiny_bert, session_home):
+    """FSDP's groups: the model's repeated layers, never a class holding the input embeddings (accelerate shards those
+    on their own, and BERT names its embeddings module among the layers not to split: sharded twice, it fails)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from adaptlab.distributed import fsdp_config
+    from adaptlab.models import resolve_model
+
+    bert = AutoModelForSequenceClassification.from_pretrained(
+        resolve_model(tiny_bert, cache_dir=session_home / "models").path, num_labels=2)
+    assert set(bert._no_split_modules) == {"BertEmbeddings", "BertLayer"}
+    assert fsdp_config(bert) == {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                                 "transformer_layer_cls_to_wrap": ["BertLayer"]}
+    adapted = get_peft_model(bert, LoraConfig(r=2, target_modules=["query"]))  # the transformers model inside
+    assert fsdp_config(adapted)["transformer_layer_cls_to_wrap"] == ["BertLayer"]
+    llama = AutoModelForCausalLM.from_pretrained(
+        resolve_model("tiny-random-llama", cache_dir=session_home / "models").path)
+    assert fsdp_config(llama)["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    assert fsdp_config(torch_module()) == {"version": 2, "auto_wrap_policy": "NO_WRAP"}  # no transformers model
+
+
+def torch_module():
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(2, 2))
+
+
+def test_fsdp_that_accelerate_would_run_as_plain_ddp_is_refused(monkeypatch):
+    """On CPU accelerate runs the Trainer's FSDP as plain DDP: a rung asking for it is refused, not run unsharded."""
+    from types import SimpleNamespace
+
+    from adaptlab import distributed
+    from adaptlab.errors import TrainingError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    token = distributed.SETTINGS.set(distributed.DistributedSpec(strategy="fsdp"))
+    try:
+        model = torch_module()
+        fit = distributed.ShardedFit(model)
+        assert fit.kind == "fsdp" and distributed.weights_sharded()
+        assert distributed.trainer_fields(8, own_loss=False, model=model)["fsdp"] is True
+        with pytest.raises(TrainingError, match="accelerate did not set it up for this fit"):
+            fit.watch(SimpleNamespace(model=model, is_fsdp_enabled=False))
+        assert fit.watch(SimpleNamespace(model=model, is_fsdp_enabled=True)).is_fsdp_enabled
+    finally:
+        distributed.SETTINGS.reset(token)
 
 
 @pytest.mark.slow
@@ -373,14 +511,23 @@ def test_a_rung_failing_on_one_process_only_stops_the_run_instead_of_hanging(tmp
     assert not (tmp_path / "out" / "full").exists()
 
 
+def sharded(engine: str, folder: Path) -> tuple[dict, dict]:
+    """The ``distributed`` section and launch environment for weights sharded by ``engine`` ("zero3": every weight
+    sliced; "fsdp": on CPU through the marker hook, see the FSDP test above); skips ZeRO-3 without DeepSpeed."""
+    if engine == "zero3":
+        pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
+        return {"strategy": "deepspeed", "deepspeed_config": zero3_file(folder)}, {"DS_ACCELERATOR": "cpu"}
+    return {"strategy": "fsdp"}, {"ADAPTLAB_TEST_FSDP_ON_CPU": "1"}
+
+
 @pytest.mark.slow
-def test_deepspeed_zero3_generation_rungs_scored_while_they_train(tmp_path, session_home):
-    """ZeRO-3 with every weight sliced, on the tiny random Llama: SFT rungs (full fine-tune, LoRA and (IA)3 over a
-    frozen base) scored on the validation split while they train (greedy decoding) keep their best checkpoint, and
-    finish with the same weights in both processes. Decoding in torch's inference mode here made the frozen weights
-    gathered for it inference tensors, and the next training step failed ("Inference tensors cannot be saved for
-    backward")."""
-    pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
+@pytest.mark.parametrize("engine", ["zero3", "fsdp"])
+def test_sharded_generation_rungs_scored_while_they_train(engine, tmp_path, session_home):
+    """Weights sharded (ZeRO-3 with every weight sliced, or FSDP), on the tiny random Llama: SFT rungs (full
+    fine-tune, LoRA and (IA)3 over a frozen base) scored on the validation split while they train (greedy decoding,
+    every process) keep their best checkpoint, and finish with the same weights in both processes. Under ZeRO-3,
+    decoding in torch's inference mode made the frozen weights gathered for it inference tensors, and the next
+    training step failed ("Inference tensors cannot be saved for backward")."""
     from tests.generative_data import write_generation_csv
 
     data = write_generation_csv(tmp_path / "gen.csv", 48)
@@ -388,12 +535,15 @@ def test_deepspeed_zero3_generation_rungs_scored_while_they_train(tmp_path, sess
     cfg = {"name": "gen", "task": {"type": "generation", "forgetting_tokens": 64, "generation": {"max_new_tokens": 4}},
            "data": {"path": str(data), "test_size": 0.25, "validation_size": 0.2, "max_length": 64},
            "model": "tiny-random-llama", "seed": 0, "device": "cpu", "output_dir": str(tmp_path / "out"),
-           "rungs": [{"method": m, "params": params} for m in ("lm_full", "lm_lora", "lm_ia3")],
-           "distributed": {"strategy": "deepspeed", "deepspeed_config": zero3_file(tmp_path), "check_weights": True}}
+           "rungs": [{"method": m, "params": params} for m in ("lm_full", "lm_lora", "lm_ia3")]}
+    distributed, env = sharded(engine, tmp_path)
+    cfg["distributed"] = {**distributed, "check_weights": True}
     config = tmp_path / "ladder.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    done = torchrun(config, env={**launch_env(tmp_path, tmp_path / "home"), "DS_ACCELERATOR": "cpu"})
+    done = torchrun(config, env={**launch_env(tmp_path, tmp_path / "home"), **env})
     assert done.returncode == 0, done.stderr[-3000:]
+    detached = [m for m in (tmp_path / "markers.txt").read_text().splitlines() if m.startswith("detached")]
+    assert sorted(detached) == ["detached clean=True 0"] * 3 + ["detached clean=True 1"] * 3, detached
     for rung in ("lm_full", "lm_lora", "lm_ia3"):
         metrics = read(tmp_path / "out" / rung / "metrics.json")
         assert metrics["status"] == "ok", (rung, metrics.get("error"))
@@ -403,12 +553,12 @@ def test_deepspeed_zero3_generation_rungs_scored_while_they_train(tmp_path, sess
 
 
 @pytest.mark.slow
-def test_deepspeed_zero3_preference_rungs_and_the_one_it_refuses(tmp_path, session_home):
-    """``zero_stage: 3`` (adaptlab's own DeepSpeed config) on the preference ladder: DPO with LoRA (its reference is
-    the adapter switched off) and the reward model train, and the main process scores them alone afterwards; DPO with
-    ``lora: false`` fails with a clear message (its separate reference model would be sharded and never gathered
-    back, while the main process scores pairs against it alone) and the ladder goes on."""
-    pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
+@pytest.mark.parametrize("engine", ["zero3", "fsdp"])
+def test_sharded_preference_rungs_and_the_one_refused(engine, tmp_path, session_home):
+    """Weights sharded (``zero_stage: 3``, adaptlab's own DeepSpeed config, or FSDP) on the preference ladder: DPO
+    with LoRA (its reference is the adapter switched off) and the reward model train, and the main process scores
+    them alone afterwards; DPO with ``lora: false`` fails with a clear message (its separate reference model would be
+    sharded and never gathered back, while the main process scores pairs against it alone) and the ladder goes on."""
     from tests.preference_data import preference_rows, write_rows
 
     data = write_rows(tmp_path / "pairs.jsonl", preference_rows(48))
@@ -419,10 +569,14 @@ def test_deepspeed_zero3_preference_rungs_and_the_one_it_refuses(tmp_path, sessi
     cfg = {"name": "pref", "task": {"type": "preference", "forgetting_tokens": 64},
            "data": {"path": str(data), "test_size": 0.25, "validation_size": 0.0, "max_length": 64},
            "model": "tiny-random-llama", "seed": 0, "device": "cpu", "output_dir": str(tmp_path / "out"),
-           "rungs": rungs, "distributed": {"strategy": "deepspeed", "zero_stage": 3, "check_weights": True}}
+           "rungs": rungs}
+    distributed, env = sharded(engine, tmp_path)
+    if engine == "zero3":
+        distributed = {"strategy": "deepspeed", "zero_stage": 3}
+    cfg["distributed"] = {**distributed, "check_weights": True}
     config = tmp_path / "ladder.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    done = torchrun(config, env={**launch_env(tmp_path, tmp_path / "home"), "DS_ACCELERATOR": "cpu"})
+    done = torchrun(config, env={**launch_env(tmp_path, tmp_path / "home"), **env})
     board = {e["rung"]: e for e in read(tmp_path / "out" / "leaderboard.json")["rungs"]}
     assert board["dpo"]["status"] == "ok" and board["reward_model"]["status"] == "ok", done.stderr[-3000:]
     assert "separate reference model" in board["dpo_full"]["error"], board["dpo_full"]
