@@ -374,10 +374,11 @@ def _deepspeed_on_cpu(spec: DistributedSpec) -> None:
 
 
 def fsdp_config(model: Any) -> dict[str, Any]:
-    """The Trainer's FSDP2 settings: each of the model's repeated layers (transformers' ``_no_split_modules``) its own
-    shard group, except a class that holds the input embeddings (BERT's ``BertEmbeddings``): accelerate shards the
-    embeddings on their own as well, and sharding them twice fails. No such classes (a sentence-transformers
-    model): one group for the whole model."""
+    """The Trainer's FSDP2 settings: each of the repeated layers of the transformers model inside ``model`` (its
+    ``_no_split_modules``) its own shard group, except a class that holds the input embeddings (BERT's
+    ``BertEmbeddings``): accelerate shards the embeddings on their own as well, and sharding them twice fails.
+    Without such classes nothing is grouped by layer (accelerate still gives the embeddings and the last layers
+    their own groups)."""
     from transformers import PreTrainedModel
 
     base = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None) if model is not None else None
@@ -385,9 +386,9 @@ def fsdp_config(model: Any) -> dict[str, Any]:
     embeddings = None
     with contextlib.suppress(NotImplementedError, AttributeError):
         embeddings = base.get_input_embeddings() if layers else None
-    present = {type(m).__name__: m for m in base.modules()} if layers else {}
-    keep = sorted(name for name, m in present.items()  # (a class named but not in this model: accelerate refuses it)
-                  if name in layers and not any(c is embeddings for c in m.modules()))
+    modules = list(base.modules()) if layers else []
+    holders = {type(m).__name__ for m in modules if any(c is embeddings for c in m.modules())}
+    keep = sorted({type(m).__name__ for m in modules} & layers - holders)  # (a class not in the model: refused)
     if not keep:
         return {"version": 2, "auto_wrap_policy": "NO_WRAP"}
     return {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": keep}
@@ -479,6 +480,16 @@ def _dtensor() -> type:
     return DTensor
 
 
+def resharded(model: Any) -> Any:
+    """``model`` with every weight back in its FSDP slice (returned): FSDP keeps some gathered after a forward (the
+    root's own and the last layers', until the next backward), as plain tensors it discards when it reshards, so a
+    weight read or written whole must be its slice. Local (no communication); nothing to do without FSDP."""
+    for module in model.modules():
+        if isinstance(module, _fsdp_module()):
+            module.reshard()
+    return model
+
+
 def predicting(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a prediction function under ``torch.inference_mode``, or under ``torch.no_grad`` where fits shard the
     weights (validation scoring during an FSDP or ZeRO-3 fit): weights gathered in inference mode would be inference
@@ -556,10 +567,7 @@ class ShardedFit:
             return
         import torch
 
-        if self.kind == "fsdp":
-            for module in self.model.modules():  # every weight back to its slice (some stay gathered after a forward)
-                if isinstance(module, _fsdp_module()):
-                    module.reshard()
+        resharded(self.model)
         replaced: dict[int, Any] = {}  # tied weights stay one parameter
         for p in self.model.parameters():  # one at a time: the whole model is held once, not twice
             replaced[id(p)] = torch.nn.Parameter(read_whole(p, p.device), requires_grad=p.requires_grad)
@@ -619,10 +627,12 @@ def _strip_fsdp(model: Any) -> None:
         if isinstance(module, _fsdp_module()):
             module.__class__ = next(c for c in type(module).__mro__ if not issubclass(c, _fsdp_module()))
         for name, value in list(vars(module).items()):
-            if isinstance(value, types.MethodType) and _FSDP_CODE in value.__func__.__code__.co_filename:
+            code = getattr(value.__func__, "__code__", None) if isinstance(value, types.MethodType) else None
+            if code is not None and _FSDP_CODE in code.co_filename:
                 del module.__dict__[name]
         # FSDP's state, and its marks (which make transformers' generate wait for the other processes at each token)
-        for key in (STATE_KEY, REGISTRY_KEY, "_is_fsdp_managed_module", "_fsdp_use_orig_params"):
+        for key in (STATE_KEY, REGISTRY_KEY, "_is_fsdp_managed_module", "_fsdp_use_orig_params",
+                    "_is_accelerate_prepared"):  # (the last: accelerate's, it would not prepare the model again)
             module.__dict__.pop(key, None)
         _composable_state._module_state_mapping.pop(module, None)
 

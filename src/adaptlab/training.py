@@ -30,6 +30,7 @@ from adaptlab.distributed import (
     agree_on_main,
     rank,
     read_whole,
+    resharded,
     trainer_fields,
     weights_sharded,
     write_whole,
@@ -353,7 +354,8 @@ class ValidationSelection(TrainerCallback):
                 self.best_weights[name] = read_whole(p)  # one at a time: beside the training states, one weight more
 
     def _trainable(self) -> dict[str, torch.nn.Parameter]:
-        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        """The trainable weights as the fit holds them (under FSDP: each in its slice, see :func:`resharded`)."""
+        return {n: p for n, p in resharded(self.model).named_parameters() if p.requires_grad}
 
     def _bookkeeping(self) -> dict[str, Any]:
         return {"by": self.by, "monitor": self.monitor, "best_step": self.best_step, "best_value": self.best_value,

@@ -103,8 +103,9 @@ if os.environ.get("ADAPTLAB_TEST_MARKERS") and os.environ.get("RANK") is not Non
             import types
 
             import torch
-            hooks = [h for m in self.model.modules() for name, table in vars(m).items()  # every hook table torch has
-                     if "hooks" in name and isinstance(table, dict) for h in table.values()]
+            hooks = [getattr(h, "hook", h) for m in self.model.modules()  # every hook table torch has (unwrapped)
+                     for name, table in vars(m).items() if "hooks" in name and isinstance(table, dict)
+                     for h in table.values()]
             owners = {getattr(getattr(h, "__func__", h), "__module__", None) or "" for h in hooks
                       if not isinstance(h, bool)}  # (the *_with_kwargs tables hold flags)
             clean = all(type(m._parameters) is dict for m in self.model.modules())
@@ -384,7 +385,10 @@ def test_fsdp_shards_the_weights_and_gathers_them_for_the_main_process(tmp_path,
                                "select_best": "loss"}}
     lora = {"method": "lora", "params": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 2,
                                         "dropout": 0.0}}
-    cfg["rungs"] = [full, lora, {"method": "embedding_zero_shot"}]
+    # the same without checkpoints: its fit ends on a validation pass, after which FSDP keeps the root's own weights
+    # (embeddings, head) gathered, as copies it discards: the best weights must be restored into their slices
+    kept = {**full, "name": "full_kept", "params": {**full["params"], "checkpoint_every_steps": None}}
+    cfg["rungs"] = [full, kept, lora, {"method": "embedding_zero_shot"}]
     config.write_text(yaml.safe_dump(cfg))
     env = {**launch_env(tmp_path, tmp_path / "home"), "ADAPTLAB_TEST_FSDP_ON_CPU": "1"}
     crashed = torchrun(config, env={**env, "ADAPTLAB_FAULT": "checkpoint:10", "ADAPTLAB_FAULT_RANK": "1"})
@@ -393,15 +397,14 @@ def test_fsdp_shards_the_weights_and_gathers_them_for_the_main_process(tmp_path,
     done = torchrun(config, "--resume", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     markers = (tmp_path / "markers.txt").read_text().splitlines()
-    assert sorted(m for m in markers if m.startswith("engine")) == ["engine FSDP 0"] * 2 + ["engine FSDP 1"] * 2
-    sliced = [m.split() for m in markers if m.startswith("sliced")]  # full's two processes, then lora's
-    assert len(sliced) == 4 and all(m[1] == m[3] for m in sliced[:2]), markers  # every weight really sharded
-    # lora: its layers' weights; FSDP leaves the root's own (embeddings, head) gathered after the last validation
-    assert all(0 < int(m[1]) < int(m[3]) for m in sliced[2:]), markers
-    assert sorted(m for m in markers if m.startswith("detached")) == ["detached clean=True 0"] * 2 + [
-        "detached clean=True 1"] * 2, markers
+    assert sorted(m for m in markers if m.startswith("engine")) == ["engine FSDP 0"] * 3 + ["engine FSDP 1"] * 3
+    sliced = [m.split() for m in markers if m.startswith("sliced")]
+    assert len(sliced) == 6 and all(m[1] == m[3] for m in sliced), markers  # every weight really sharded
+    assert sorted(m for m in markers if m.startswith("detached")) == ["detached clean=True 0"] * 3 + [
+        "detached clean=True 1"] * 3, markers
     assert read(tmp_path / "out" / "full" / "metrics.json")["resumed_from"].startswith("checkpoint-")
-    for rung, trained in (("full", lambda name: True), ("lora", lambda name: "lora_" in name or "to_save" in name)):
+    for rung, trained in (("full", lambda name: True), ("full_kept", lambda name: True),
+                          ("lora", lambda name: "lora_" in name or "to_save" in name)):
         record = read(tmp_path / "out" / rung / "run.json")["distributed"]
         assert record["strategy"] == "fsdp"
         _, method, _ = load_run(tmp_path / "out" / rung)  # the model as saved, loaded again (adapters: frozen)
@@ -410,11 +413,12 @@ def test_fsdp_shards_the_weights_and_gathers_them_for_the_main_process(tmp_path,
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ADAPTLAB_HOME", str(tmp_path / "home1"))
         compare(prepare(load_ladder(config), tmp_path / "one"))
-    assert_same_results(tmp_path / "out", tmp_path / "one", ("full", "lora", "embedding_zero_shot"))
-    selection = [read(folder / "full" / "metrics.json")["training"]["selection"]
-                 for folder in (tmp_path / "out", tmp_path / "one")]
-    assert selection[0]["by"] == "loss" and selection[0]["evaluations"] == 4
-    assert selection[0]["kept_step"] == selection[1]["kept_step"] < 12
+    assert_same_results(tmp_path / "out", tmp_path / "one", ("full", "full_kept", "lora", "embedding_zero_shot"))
+    for rung in ("full", "full_kept"):
+        selection = [read(folder / rung / "metrics.json")["training"]["selection"]
+                     for folder in (tmp_path / "out", tmp_path / "one")]
+        assert selection[0]["by"] == "loss" and selection[0]["evaluations"] == 4, rung
+        assert selection[0]["kept_step"] == selection[1]["kept_step"] < 12, rung
 
 
 def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tmp_path, sentiment_csv):
@@ -440,6 +444,21 @@ def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tm
     assert deepspeed_config(stage3.model_copy(update={"zero_stage": 2}))["zero_optimization"] == {"stage": 2}
     with pytest.raises(ConfigError, match=r"distributed.zero_stage"):
         parse_ladder({**raw, "distributed": {"strategy": "deepspeed", "zero_stage": 4}})
+
+
+@pytest.mark.slow
+def test_fsdp_on_cpu_processes_is_refused_not_run_as_ddp(tmp_path, tiny_bert, session_home):
+    """Without the test hook's GPU branch, accelerate runs the Trainer's FSDP on CPU processes as plain DDP: the rung
+    fails with the clear message, in both processes alike, and the ladder goes on."""
+    from adaptlab.models import resolve_model
+
+    model = resolve_model(tiny_bert, cache_dir=session_home / "models").path
+    config = ladder_file(tmp_path, model, tmp_path / "out", strategy="fsdp")
+    done = torchrun(config, env=launch_env(tmp_path, tmp_path / "home"))
+    board = {e["rung"]: e for e in read(tmp_path / "out" / "leaderboard.json")["rungs"]}
+    assert "accelerate did not set it up for this fit" in board["full"]["error"], done.stderr[-3000:]
+    assert board["embedding_zero_shot"]["status"] == "ok"
+    assert "engine" not in (tmp_path / "markers.txt").read_text()  # refused before training
 
 
 def test_fsdp_shards_each_repeated_layer_but_not_twice_the_embeddings(tiny_bert, session_home):
