@@ -492,8 +492,8 @@ def resharded(model: Any) -> Any:
 
 def predicting(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a prediction function under ``torch.inference_mode``, or under ``torch.no_grad`` where fits shard the
-    weights (validation scoring during an FSDP or ZeRO-3 fit): weights gathered in inference mode would be inference
-    tensors, which the training steps after it can't use."""
+    weights (validation scoring during an FSDP or ZeRO-3 fit): under ZeRO-3, weights gathered in inference mode were
+    inference tensors, which the training steps after it couldn't use (FSDP was not seen to break; same path)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

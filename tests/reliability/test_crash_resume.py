@@ -79,7 +79,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(crash_config,
     assert not (out / "full").exists(), "an interrupted rung must not look finished"
     # 2) killed at random moments of training, each time resuming: wait for training to progress past the last
     #    checkpoint, then kill after a random delay (which may land inside the next checkpoint's write).
-    for _ in range(3):
+    for _ in range(2):
         seen = newest_checkpoint(staged)  # what this process resumes from
         proc = adaptlab("run", crash_config, "--rung", "full", "-o", out, "--resume")
         deadline = time.monotonic() + 120
@@ -156,18 +156,24 @@ def test_second_compare_on_same_output_refuses(crash_config, tmp_path):
 
 
 def test_same_seed_same_predictions_and_check_repro(tmp_path, sentiment_csv, tiny_bert):
+    """A finished rung re-run in a new process (``--check-repro``) reproduces its predictions and metrics exactly;
+    a record that differs (one prediction tampered with) is reported with exit code 1."""
     rungs = [{"method": "lora", "params": {"max_steps": 15, "batch_size": 8, "evals_per_epoch": 0}},
              {"method": "linear_probe"}]
     config = write_config(tmp_path, sentiment_csv, tiny_bert, rungs)
-    for out in ("a", "b"):
-        code, _, err = finish(adaptlab("compare", config, "-o", tmp_path / out))
-        assert code == 0, err
-    for rung in ("lora", "linear_probe"):
-        assert results(tmp_path / "a" / rung) == results(tmp_path / "b" / rung)
+    code, _, err = finish(adaptlab("compare", config, "-o", tmp_path / "a"))
+    assert code == 0, err
     code, out, err = finish(adaptlab("compare", config, "-o", tmp_path / "a", "--check-repro", "lora"))
     assert code == 0, err
-    assert "reproduced" in out
+    assert "reproduced" in out and "not reproduced" not in out
     assert all(Path(path).is_dir() for path, _, _ in registry_rows(Path(os.environ["ADAPTLAB_HOME"])))
+    preds = tmp_path / "a" / "linear_probe" / "predictions.jsonl"
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    rows[0]["prediction"] = "tampered"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = finish(adaptlab("compare", config, "-o", tmp_path / "a", "--check-repro", "linear_probe"))
+    assert code == 1, (out, err)
+    assert "not reproduced" in out and "predictions differ on 1 of" in out
 
 
 def test_nan_loss_stops_the_rung_with_step_and_advice(tmp_path, sentiment_csv, tiny_bert, monkeypatch):
@@ -197,17 +203,3 @@ def test_nan_loss_stops_the_rung_with_step_and_advice(tmp_path, sentiment_csv, t
     assert failed["status"] == "failed"
     assert "nan" in failed["error"] and "step 1" in failed["error"] and "learning_rate" in failed["error"]
     assert (tmp_path / "out" / "head_only" / "error.log").is_file()
-
-
-def test_check_repro_reports_a_difference_with_exit_1(tmp_path, sentiment_csv, tiny_bert):
-    config = write_config(tmp_path, sentiment_csv, tiny_bert, [{"method": "linear_probe"}])
-    code, _, err = finish(adaptlab("compare", config))
-    assert code == 0, err
-    preds = tmp_path / "out" / "linear_probe" / "predictions.jsonl"
-    rows = [json.loads(line) for line in preds.read_text().splitlines()]
-    rows[0]["prediction"] = "tampered"
-    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code, out, err = finish(adaptlab("compare", config, "--check-repro", "linear_probe"))
-    assert code == 1, (out, err)
-    assert "not reproduced" in out and "predictions differ on 1 of" in out
-
