@@ -388,7 +388,7 @@ def fsdp_config(model: Any) -> dict[str, Any]:
         embeddings = base.get_input_embeddings() if layers else None
     modules = list(base.modules()) if layers else []
     holders = {type(m).__name__ for m in modules if any(c is embeddings for c in m.modules())}
-    keep = sorted({type(m).__name__ for m in modules} & layers - holders)  # (a class not in the model: refused)
+    keep = sorted(({type(m).__name__ for m in modules} & layers) - holders)  # (a class not in the model: refused)
     if not keep:
         return {"version": 2, "auto_wrap_policy": "NO_WRAP"}
     return {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "transformer_layer_cls_to_wrap": keep}
