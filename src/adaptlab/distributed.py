@@ -267,7 +267,7 @@ class RungAgreement:
         chan = self.chan or channel()
         digests = self._agree(chan, {"ok": True, "weights": digest, "rank": chan.rank}, spec.timeout_minutes * 60)
         if record is not None and chan.rank == 0:
-            record(distributed={"processes": len(digests), "strategy": spec.strategy,
+            record(distributed={"processes": len(digests), "strategy": strategy_used(spec),
                                 "weights_sha256": digests if spec.check_weights else None})
 
     def failed(self, exc: BaseException) -> None:
@@ -432,8 +432,14 @@ def weights_sharded() -> bool:
 
 
 def _fsdp() -> bool:
-    return is_distributed() and (settings().strategy == "fsdp"
-                                 or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true")
+    return is_distributed() and strategy_used(settings()) == "fsdp"
+
+
+def strategy_used(spec: DistributedSpec) -> str:
+    """The strategy fits run with: the ladder's, or FSDP where an ``accelerate launch`` FSDP config asks for it
+    (accelerate reads it from the environment, whatever the ladder says)."""
+    from_launcher = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return "fsdp" if from_launcher and spec.strategy == "ddp" else spec.strategy
 
 
 def _zero3() -> bool:

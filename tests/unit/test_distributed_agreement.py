@@ -56,6 +56,15 @@ def test_both_fitted_the_same_weights_and_the_main_process_records_them():
     assert recorded == [{"distributed": {"processes": 2, "strategy": "ddp", "weights_sha256": [digest, digest]}}]
 
 
+def test_the_record_names_fsdp_when_the_launcher_asked_for_it(monkeypatch):
+    """``accelerate launch`` with an FSDP config makes the fits FSDP, whatever the ladder says (ddp by default)."""
+    recorded: list = []
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    on_two_processes(fit(1.0, recorded), fit(1.0, recorded))
+    assert recorded[0]["distributed"]["strategy"] == "fsdp"
+    assert distributed.strategy_used(SPEC.model_copy(update={"strategy": "deepspeed"})) == "deepspeed"
+
+
 def test_one_process_failed_then_every_process_knows_the_rung_failed():
     def fails(r, chan):
         RungAgreement("full", True, chan, SPEC).failed(RuntimeError("out of memory"))
