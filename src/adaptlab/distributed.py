@@ -456,7 +456,7 @@ def read_whole(p: Any, device: Any = "cpu") -> Any:
 
         with deepspeed.zero.GatheredParameters([p]):
             return p.detach().to(device, copy=True).contiguous()
-    value = p.detach().full_tensor() if isinstance(p, _dtensor()) else p.detach()  # FSDP: from every process's slice
+    value = p.detach().full_tensor() if _is_dtensor(p) else p.detach()  # FSDP: from every process's slice
     return value.to(device, copy=True).contiguous()
 
 
@@ -471,7 +471,7 @@ def write_whole(p: Any, value: Any) -> None:
 
             with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
                 p.copy_(value.to(device=p.device, dtype=p.dtype))
-        elif isinstance(p, _dtensor()):  # no communication: each process cuts its own slice from the whole
+        elif _is_dtensor(p):  # no communication: each process cuts its own slice from the whole
             from torch.distributed.tensor import distribute_tensor
 
             whole = value.to(device=p.device, dtype=p.dtype)
@@ -480,16 +480,21 @@ def write_whole(p: Any, value: Any) -> None:
             p.copy_(value.to(device=p.device, dtype=p.dtype))
 
 
-def _dtensor() -> type:
+def _is_dtensor(p: Any) -> bool:
+    """Whether ``p`` is a slice FSDP holds (never on one process, where torch may be built without distributed)."""
+    if not is_distributed():
+        return False
     from torch.distributed.tensor import DTensor
 
-    return DTensor
+    return isinstance(p, DTensor)
 
 
 def resharded(model: Any) -> Any:
     """``model`` with every weight back in its FSDP slice (returned): FSDP keeps some gathered after a forward (the
     root's own and the last layers', until the next backward), as plain tensors it discards when it reshards, so a
     weight read or written whole must be its slice. Local (no communication); nothing to do without FSDP."""
+    if not is_distributed():
+        return model
     for module in model.modules():
         if isinstance(module, _fsdp_module()):
             module.reshard()

@@ -263,6 +263,23 @@ def test_one_process_takes_no_distributed_path(monkeypatch):
     assert distributed._CHANNEL is None  # nothing connected
 
 
+def test_weights_are_read_and_written_whole_on_one_process_without_torch_distributed(monkeypatch):
+    """Best-checkpoint copy and restore on one process never import torch's distributed packages (some torch builds
+    have none)."""
+    import torch
+
+    from adaptlab import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name in ("torch.distributed.tensor", "torch.distributed.fsdp"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing it now raises ImportError
+    model = torch_module()
+    weight = distributed.resharded(model)[0].weight
+    copy = distributed.read_whole(weight)
+    distributed.write_whole(weight, torch.zeros_like(copy))
+    assert not weight.any() and copy.any()
+
+
 def test_batch_size_must_split_evenly(monkeypatch):
     from adaptlab import distributed
     from adaptlab.errors import TrainingError
