@@ -326,6 +326,71 @@ def zero3_file(folder: Path) -> str:
     return "ds.json"
 
 
+#: Trained rungs for the sharded-weights tests: ``full`` keeps its best validation loss (at step 6 of 12 on one
+#: process, so the restore of the best weights counts); ``lora`` without dropout (each process would draw its masks).
+SHARDED_FULL = {**FULL, "params": {**FULL["params"], "max_steps": 12, "learning_rate": 3e-3, "evals_per_epoch": 4,
+                                   "select_best": "loss"}}
+SHARDED_LORA = {"method": "lora", "params": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-2,
+                                             "evals_per_epoch": 2, "dropout": 0.0}}
+
+
+def killed_then_resumed(config: Path, rungs: list[dict], env: dict) -> list[str]:
+    """Run the ladder ``config`` with ``rungs`` on two processes, process 1 killed at checkpoint 10 of ``full``,
+    then resumed to the end; the markers of the resumed launch."""
+    folder = config.parent
+    cfg = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**cfg, "rungs": rungs}))
+    env = {**launch_env(folder, folder / "home"), **env}
+    crashed = torchrun(config, env={**env, "ADAPTLAB_FAULT": "checkpoint:10", "ADAPTLAB_FAULT_RANK": "1"})
+    assert crashed.returncode != 0 and "interrupted: finished rungs are kept" in crashed.stderr, crashed.stderr[-3000:]
+    (folder / "markers.txt").unlink(missing_ok=True)
+    done = torchrun(config, "--resume", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read(folder / "out" / "full" / "metrics.json")["resumed_from"].startswith("checkpoint-")
+    return (folder / "markers.txt").read_text().splitlines()
+
+
+def assert_sharded_fits(markers: list[str], engine: str, fits: int) -> None:
+    """``fits`` fits ran on ``engine`` in both processes, every weight sliced at the end, the engine detached clean."""
+    assert sorted(m for m in markers if m.startswith("engine")) == [f"engine {engine} 0"] * fits + [
+        f"engine {engine} 1"] * fits, markers
+    sliced = [m.split() for m in markers if m.startswith("sliced")]
+    assert len(sliced) == 2 * fits and all(m[1] == m[3] for m in sliced), markers  # every weight really sharded
+    assert sorted(m for m in markers if m.startswith("detached")) == ["detached clean=True 0"] * fits + [
+        "detached clean=True 1"] * fits, markers
+
+
+def assert_saved_weights_everywhere(out: Path, rungs: tuple[str, ...]) -> None:
+    """Both processes ended each rung with the trained weights the main process saved (adapters: theirs only)."""
+    from adaptlab.distributed import state_digest
+    from adaptlab.pipeline import load_run
+
+    for rung in rungs:
+        record = read(out / rung / "run.json")["distributed"]
+        _, method, _ = load_run(out / rung)  # the model as saved, loaded again (adapters: frozen)
+        adapter = rung == "lora"
+        saved = {n: p for n, p in method.model.named_parameters()
+                 if not adapter or "lora_" in n or "to_save" in n}
+        assert record["weights_sha256"] == [state_digest(saved)] * 2, rung
+
+
+def assert_one_process_results(config: Path, rungs: tuple[str, ...], kept_best: tuple[str, ...]) -> None:
+    """The same ladder on one process gives the same results, and the rungs ``kept_best`` kept the same best
+    validation checkpoint (by the loss, before their last step)."""
+    from adaptlab.config import load_ladder
+    from adaptlab.pipeline import compare, prepare
+
+    folder = config.parent
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ADAPTLAB_HOME", str(folder / "home1"))
+        compare(prepare(load_ladder(config), folder / "one"))
+    assert_same_results(folder / "out", folder / "one", rungs)
+    for rung in kept_best:
+        selection = [read(folder / run / rung / "metrics.json")["training"]["selection"] for run in ("out", "one")]
+        assert selection[0]["by"] == "loss" and selection[0]["evaluations"] == 4, rung
+        assert selection[0]["kept_step"] == selection[1]["kept_step"] < 12, rung
+
+
 @pytest.mark.slow
 def test_deepspeed_zero3_shards_the_weights_and_gathers_them_for_the_main_process(tmp_path, tiny_bert, session_home):
     """ZeRO-3 from the user's DeepSpeed file (weights sharded too: with a persistence threshold of 0 every weight
@@ -336,49 +401,16 @@ def test_deepspeed_zero3_shards_the_weights_and_gathers_them_for_the_main_proces
     model (the hash of the one the main process saved) and the results equal a one-process run, within the
     tolerance above."""
     pytest.importorskip("deepspeed", reason=f"DeepSpeed is not installed: {DEEPSPEED_INSTALL}")
-    from adaptlab.config import load_ladder
-    from adaptlab.distributed import state_digest
     from adaptlab.models import resolve_model
-    from adaptlab.pipeline import compare, load_run, prepare
 
     model = dropout_free_model(resolve_model(tiny_bert, cache_dir=session_home / "models").path, tmp_path / "model")
     zero3 = zero3_file(tmp_path)
     config = ladder_file(tmp_path, model, tmp_path / "out", strategy="deepspeed", deepspeed_config=zero3)
-    cfg = yaml.safe_load(config.read_text())
-    # keeps its best validation loss, at step 6 of 12 on one process (so the restore of the best weights counts)
-    full = {**FULL, "params": {**FULL["params"], "max_steps": 12, "learning_rate": 3e-3, "evals_per_epoch": 4,
-                               "select_best": "loss"}}
-    lora = {"method": "lora", "params": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 2,
-                                        "dropout": 0.0}}  # dropout: each process would draw its own masks
-    cfg["rungs"] = [full, lora, {"method": "embedding_zero_shot"}]  # the last on the main process alone
-    config.write_text(yaml.safe_dump(cfg))
-    env = {**launch_env(tmp_path, tmp_path / "home"), "DS_ACCELERATOR": "cpu"}
-    crashed = torchrun(config, env={**env, "ADAPTLAB_FAULT": "checkpoint:10", "ADAPTLAB_FAULT_RANK": "1"})
-    assert crashed.returncode != 0 and "interrupted: finished rungs are kept" in crashed.stderr, crashed.stderr[-3000:]
-    (tmp_path / "markers.txt").unlink(missing_ok=True)
-    done = torchrun(config, "--resume", env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    markers = (tmp_path / "markers.txt").read_text().splitlines()
-    engines = sorted(m for m in markers if m.startswith("engine"))
-    assert engines == ["engine DeepSpeedEngine 0"] * 2 + ["engine DeepSpeedEngine 1"] * 2, markers
-    sliced = [m.split() for m in markers if m.startswith("sliced")]
-    assert len(sliced) == 4 and all(m[1] == m[3] for m in sliced), markers  # every weight was really sharded
-    assert sorted(m for m in markers if m.startswith("detached")) == ["detached clean=True 0"] * 2 + [
-        "detached clean=True 1"] * 2, markers
-    assert read(tmp_path / "out" / "full" / "metrics.json")["resumed_from"].startswith("checkpoint-")
-    for rung, trained in (("full", lambda name: True), ("lora", lambda name: "lora_" in name or "to_save" in name)):
-        record = read(tmp_path / "out" / rung / "run.json")["distributed"]
-        _, method, _ = load_run(tmp_path / "out" / rung)  # the model as saved, loaded again (adapters: frozen)
-        saved = {n: p for n, p in method.model.named_parameters() if trained(n)}
-        assert record["weights_sha256"] == [state_digest(saved)] * 2, rung
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ADAPTLAB_HOME", str(tmp_path / "home1"))
-        compare(prepare(load_ladder(config), tmp_path / "one"))
-    assert_same_results(tmp_path / "out", tmp_path / "one", ("full", "lora", "embedding_zero_shot"))
-    selection = [read(folder / "full" / "metrics.json")["training"]["selection"]
-                 for folder in (tmp_path / "out", tmp_path / "one")]
-    assert selection[0]["by"] == "loss" and selection[0]["evaluations"] == 4
-    assert selection[0]["kept_step"] == selection[1]["kept_step"] < 12
+    rungs = [SHARDED_FULL, SHARDED_LORA, {"method": "embedding_zero_shot"}]  # the last on the main process alone
+    markers = killed_then_resumed(config, rungs, {"DS_ACCELERATOR": "cpu"})
+    assert_sharded_fits(markers, "DeepSpeedEngine", 2)
+    assert_saved_weights_everywhere(tmp_path / "out", ("full", "lora"))
+    assert_one_process_results(config, ("full", "lora", "embedding_zero_shot"), kept_best=("full",))
 
 
 def test_fsdp_shards_the_weights_and_gathers_them_for_the_main_process(tmp_path, tiny_bert, session_home):
@@ -390,52 +422,22 @@ def test_fsdp_shards_the_weights_and_gathers_them_for_the_main_process(tmp_path,
     adapter over a frozen base. After each fit both processes hold the whole trained model (the hash of the one the
     main process saved), FSDP is detached (no FSDP class, hook or record left), and the results equal a one-process
     run within the tolerance above."""
-    from adaptlab.config import load_ladder
-    from adaptlab.distributed import state_digest
     from adaptlab.models import resolve_model
-    from adaptlab.pipeline import compare, load_run, prepare
 
     model = dropout_free_model(resolve_model(tiny_bert, cache_dir=session_home / "models").path, tmp_path / "model")
     config = ladder_file(tmp_path, model, tmp_path / "out", strategy="fsdp")
-    cfg = yaml.safe_load(config.read_text())
-    full = {**FULL, "params": {**FULL["params"], "max_steps": 12, "learning_rate": 3e-3, "evals_per_epoch": 4,
-                               "select_best": "loss"}}
-    lora = {"method": "lora", "params": {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-2, "evals_per_epoch": 2,
-                                        "dropout": 0.0}}
     # the same without checkpoints: its fit ends on a validation pass, after which FSDP keeps the root's own weights
     # (embeddings, head) gathered, as copies it discards: the best weights must be restored into their slices
-    kept = {**full, "name": "full_kept", "params": {**full["params"], "checkpoint_every_steps": None}}
-    cfg["rungs"] = [full, kept, lora, {"method": "embedding_zero_shot"}]
-    config.write_text(yaml.safe_dump(cfg))
-    env = {**launch_env(tmp_path, tmp_path / "home"), "ADAPTLAB_TEST_FSDP_ON_CPU": "1"}
-    crashed = torchrun(config, env={**env, "ADAPTLAB_FAULT": "checkpoint:10", "ADAPTLAB_FAULT_RANK": "1"})
-    assert crashed.returncode != 0 and "interrupted: finished rungs are kept" in crashed.stderr, crashed.stderr[-3000:]
-    (tmp_path / "markers.txt").unlink(missing_ok=True)
-    done = torchrun(config, "--resume", env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    markers = (tmp_path / "markers.txt").read_text().splitlines()
-    assert sorted(m for m in markers if m.startswith("engine")) == ["engine FSDP 0"] * 3 + ["engine FSDP 1"] * 3
-    sliced = [m.split() for m in markers if m.startswith("sliced")]
-    assert len(sliced) == 6 and all(m[1] == m[3] for m in sliced), markers  # every weight really sharded
-    assert sorted(m for m in markers if m.startswith("detached")) == ["detached clean=True 0"] * 3 + [
-        "detached clean=True 1"] * 3, markers
-    assert read(tmp_path / "out" / "full" / "metrics.json")["resumed_from"].startswith("checkpoint-")
-    for rung, trained in (("full", lambda name: True), ("full_kept", lambda name: True),
-                          ("lora", lambda name: "lora_" in name or "to_save" in name)):
-        record = read(tmp_path / "out" / rung / "run.json")["distributed"]
-        assert record["strategy"] == "fsdp"
-        _, method, _ = load_run(tmp_path / "out" / rung)  # the model as saved, loaded again (adapters: frozen)
-        saved = {n: p for n, p in method.model.named_parameters() if trained(n)}
-        assert record["weights_sha256"] == [state_digest(saved)] * 2, rung
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ADAPTLAB_HOME", str(tmp_path / "home1"))
-        compare(prepare(load_ladder(config), tmp_path / "one"))
-    assert_same_results(tmp_path / "out", tmp_path / "one", ("full", "full_kept", "lora", "embedding_zero_shot"))
-    for rung in ("full", "full_kept"):
-        selection = [read(folder / rung / "metrics.json")["training"]["selection"]
-                     for folder in (tmp_path / "out", tmp_path / "one")]
-        assert selection[0]["by"] == "loss" and selection[0]["evaluations"] == 4, rung
-        assert selection[0]["kept_step"] == selection[1]["kept_step"] < 12, rung
+    kept = {**SHARDED_FULL, "name": "full_kept",
+            "params": {**SHARDED_FULL["params"], "checkpoint_every_steps": None}}
+    rungs = [SHARDED_FULL, kept, SHARDED_LORA, {"method": "embedding_zero_shot"}]
+    markers = killed_then_resumed(config, rungs, {"ADAPTLAB_TEST_FSDP_ON_CPU": "1"})
+    assert_sharded_fits(markers, "FSDP", 3)
+    assert_saved_weights_everywhere(tmp_path / "out", ("full", "full_kept", "lora"))
+    for rung in ("full", "full_kept", "lora"):
+        assert read(tmp_path / "out" / rung / "run.json")["distributed"]["strategy"] == "fsdp", rung
+    assert_one_process_results(config, ("full", "full_kept", "lora", "embedding_zero_shot"),
+                               kept_best=("full", "full_kept"))
 
 
 def test_the_distributed_section_is_validated_and_its_deepspeed_file_resolved(tmp_path, sentiment_csv):
