@@ -243,6 +243,11 @@ def _scoring(ladder: Any, method: Any, test: Any, batch: int, tokens: int) -> tu
     return seconds, max(0.0, per_token)
 
 
+def significant(seconds: float) -> float:
+    """``seconds`` to three significant figures: a tiny rung's fraction of a second must not round to zero."""
+    return float(f"{seconds:.3g}")
+
+
 def predicted_seconds(timing: Timing, steps: int | None, train_examples: int, evaluations: int,
                       validation: int, test: int) -> tuple[float, float]:
     """(training, test predictions) seconds from a calibration: the steps (or the fit scaled to the training split)
@@ -375,7 +380,8 @@ def plan_rung(ladder: Any, rung: Any, device: str, budget: float) -> RungPlan:
     notes = list(runtime.notes) + ([note] if note else [])
     return RungPlan(rung.run_name, rung.method, trainable, total, round(baseline, 1), **{
         k: round(v, 1) for k, v in parts.items()}, batch=fp.train_batch or fp.eval_batch, tokens=fp.tokens,
-        steps=steps, seconds=round(sum(secs), 1) if secs else None, train_seconds=round(secs[0], 1) if secs else None,
+        steps=steps, seconds=significant(sum(secs)) if secs else None,
+        train_seconds=significant(secs[0]) if secs else None,
         fits=fits, fix=fix, notes=notes)
 
 

@@ -46,7 +46,7 @@ def plan(
         table.add_row(r["rung"], f"{r['trainable']:,}", f"{r['weights_mb']:.0f}",
                       f"{r['gradients_mb'] + r['optimizer_mb']:.0f}", f"{r['activations_mb']:.0f}",
                       f"{r['peak_mb']:.0f}", f"{r['batch']}x{r['tokens']}", str(r["steps"] or "-"),
-                      f"{r['seconds']:.0f}" if r["seconds"] is not None else "-",
+                      _seconds(r["seconds"]),
                       "yes" if r["fits"] else "[red]no[/red]")
     console.print(table)
     for r in result["rungs"]:
@@ -81,3 +81,8 @@ def _check_device(device: str | None, budget: float | None) -> None:
     elif device.startswith("cuda") and budget is None:
         raise UserError(f"--device {device}: this machine has no GPU to read the memory of; say how much the GPU "
                         "has with --gpu-memory (e.g. 24GiB).")
+
+
+def _seconds(value: float | None) -> str:
+    """Whole seconds, or two significant figures under ten (a tiny rung is not "0")."""
+    return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.2g}"

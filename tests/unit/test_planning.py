@@ -135,3 +135,11 @@ def test_plan_command_on_a_tiny_ladder(tmp_path, monkeypatch, capsys, session_ho
                           (["--rungs", "lorra"], "no rung named 'lorra'")):
         code, out, err = run_cli(monkeypatch, capsys, "plan", config, *args)
         assert code != 0 and message in out + err, (args, out, err)
+
+
+def test_predicted_seconds_keep_three_significant_figures():
+    from adaptlab.planning import significant
+    from adaptlab.planning_commands import _seconds
+
+    assert significant(0.04127) == 0.0413 and significant(1234.5) == 1230.0 and significant(0.0) == 0.0
+    assert (_seconds(0.04127), _seconds(3.46), _seconds(1234.5), _seconds(None)) == ("0.041", "3.5", "1234", "-")
