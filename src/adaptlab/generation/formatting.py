@@ -221,19 +221,30 @@ class Formatter:
         return self._shrink(x, lambda cut: self.prompt_ids(cut, pair, demos), budget)
 
     def _cut_messages(self, x: list[Message], demos: Sequence[Demo], budget: int) -> tuple[list[int], int]:
-        """Drop the oldest turns first; if the last one alone is too long, cut its content."""
-        msgs = list(x)
-        dropped = 0
-        while True:
-            ids = self.prompt_ids(msgs, None, demos)
-            turns = [i for i, m in enumerate(msgs) if m.get("role") != "system"]
-            if len(ids) <= budget:
-                return ids, dropped
-            if len(turns) <= 1:
-                break
-            dropped += len(self.tokenizer(msgs[turns[0]].get("content", ""), add_special_tokens=False)["input_ids"])
-            msgs.pop(turns[0])
-        last = turns[0]
+        """Drop the oldest turns first, the fewest that make the prompt fit (found by bisection: a long conversation
+        costs a few renders, not one per turn); if the last one alone is too long, cut its content."""
+        turns = [i for i, m in enumerate(x) if m.get("role") != "system"]
+        if not turns:
+            raise UserError(f"cannot fit the system prompt into {budget} tokens (data.max_length); shorten it.")
+
+        def without(k: int) -> list[Message]:  # the conversation less its k oldest turns
+            gone = set(turns[:k])
+            return [m for i, m in enumerate(x) if i not in gone]
+
+        low, high = 0, len(turns) - 1  # the answer lies in [low, high]; high keeps the last turn only
+        while low < high:
+            mid = (low + high) // 2
+            if len(self.prompt_ids(without(mid), None, demos)) <= budget:
+                high = mid
+            else:
+                low = mid + 1
+        msgs = without(low)
+        dropped = sum(len(self.tokenizer(x[i].get("content", ""), add_special_tokens=False)["input_ids"])
+                      for i in turns[:low])
+        ids = self.prompt_ids(msgs, None, demos)
+        if len(ids) <= budget:
+            return ids, dropped
+        last = next(i for i, m in enumerate(msgs) if m.get("role") != "system")
 
         def render(content: str) -> list[int]:
             return self.prompt_ids([*msgs[:last], {**msgs[last], "content": content}, *msgs[last + 1:]], None, demos)

@@ -91,6 +91,15 @@ def check_path(path: str | Path, roots: list[Path] | None = None) -> Path:
     return resolved
 
 
+def _links_within(folder: Path, text: str | Path, roots: list[Path]) -> None:
+    """Every symlink inside ``folder`` (at any depth) must lead inside the roots too: the folder being inside is not
+    enough when its files point out of it."""
+    allowed = [Path(r).expanduser().resolve() for r in roots]
+    for entry in folder.rglob("*"):
+        if entry.is_symlink() and not _within(entry.resolve(), allowed):
+            _outside(f"{text}/{entry.relative_to(folder)}", roots)
+
+
 def _outside(text: str, roots: list[Path]) -> None:
     allowed = ", ".join(str(r) for r in roots) or "(none)"
     raise OutsideRoots(f"adapter path {text!r} is outside the allowed adapter roots ({allowed}); start the server "
@@ -140,6 +149,8 @@ def resolve_adapter(name: str, path: str | Path, roots: list[Path] | None = None
 
     name = check_name(name)
     folder = check_path(path, roots)
+    if roots is not None:
+        _links_within(folder, path, roots)
     if (folder / MANIFEST).is_file():
         manifest = read_manifest(folder)
         return _from_rung(name, folder, folder / "weights", manifest["method"], manifest["params"],

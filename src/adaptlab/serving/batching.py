@@ -3,9 +3,10 @@
 HTTP handlers (asyncio) submit jobs; the worker takes the oldest job and every other waiting job for the same
 adapter and kind (up to ``max_batch_size`` inputs, waiting at most ``max_wait_ms`` for more), runs them as one
 engine call and hands each job its own results. A batch that fails is run again one request at a time, so a
-bad request fails alone and never takes the others of its batch down. Admin calls (load/unload) run on the same
-thread, in order, so the engine never sees two things at once. A full queue raises :class:`QueueFull` (HTTP 429);
-a job whose request timed out or went away is skipped, or dropped from a running generation.
+bad request fails alone and never takes the others of its batch down. Admin calls (load/unload) and the steps of
+a request that read the engine (a chat's prompt) run on the same thread, in order, so the engine never sees two
+things at once. A full queue raises :class:`QueueFull` (HTTP 429; never for admin calls); a job whose request timed
+out or went away is skipped, or dropped from a running generation.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Job:
     stream: asyncio.Queue | None = None
     params: list[GenerationParams] = field(default_factory=list)
     cancelled: bool = False
+    admin: bool = False  # an admin call: never refused for a full queue
     enqueued: float = field(default_factory=time.monotonic)
 
     @property
@@ -102,7 +104,7 @@ class Batcher:
     # -- submitting (from the event loop) ----------------------------------------------------------------------
     def _submit(self, job: Job) -> None:
         with self._cond:
-            if job.kind != "call" and len(self._queue) >= self.max_queue:
+            if not job.admin and len(self._queue) >= self.max_queue:
                 raise QueueFull(f"{len(self._queue)} requests are waiting (server limit {self.max_queue}); "
                                 "retry later.")
             self._queue.append(job)
@@ -136,10 +138,11 @@ class Batcher:
         self._submit(job)
         return await self._wait(job, timeout)
 
-    async def call(self, fn: Callable[[], Any], timeout: float) -> Any:
-        """Run ``fn`` on the worker thread, in queue order (admin operations)."""
+    async def call(self, fn: Callable[[], Any], timeout: float, admin: bool = True) -> Any:
+        """Run ``fn`` on the worker thread, in queue order: an admin operation, or (``admin=False``) a request's own
+        step that reads the engine, refused with :class:`QueueFull` like any request when the queue is full."""
         loop = asyncio.get_running_loop()
-        job = Job("call", "", fn, loop, future=loop.create_future())
+        job = Job("call", "", fn, loop, future=loop.create_future(), admin=admin)
         self._submit(job)
         return await self._wait(job, timeout)
 

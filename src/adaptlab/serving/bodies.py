@@ -74,14 +74,14 @@ class _Sampling(_Body):
 
     model: str
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
+    temperature: float = Field(1.0, ge=0, le=2, description="0 (or under 1e-5): greedy, as vLLM decodes it.")
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int | None = Field(None, ge=0, description="Sample among the k most likely tokens (0 or null: all).")
-    repetition_penalty: float = Field(1.0, gt=0, le=10, description="Penalise tokens already in the text (>1).")
+    repetition_penalty: float = Field(1.0, ge=0.01, le=10, description="Penalise tokens already in the text (>1).")
     stop: str | list[str] | None = None
     stream: bool = False
     n: int = Field(1, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1, description="Any 64-bit seed (signed or not).")
 
 
 class CompletionRequest(_Sampling):

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 BASE = "base"
+#: Temperatures under this decode greedily.
+GREEDY_BELOW = 1e-5
 #: What a model of each export kind (a task's ``export_kind``) is served on.
 ROUTES = {"classifier": "/v1/classify", "decoder": "/v1/completions or /v1/chat/completions", "tagger": "/v1/ner",
           "embedder": "/v1/embeddings"}
@@ -108,7 +110,8 @@ class GenerationParams:
 
     The fields the ladder's :class:`~adaptlab.config.GenerationSpec` has too carry the same meaning, so the shared
     next-token rule (:func:`adaptlab.generation.decoding.logits_processors` and ``pick``) takes either. As in
-    OpenAI's API, temperature 0 means greedy: it is :attr:`do_sample` that the rule reads.
+    OpenAI's API, temperature 0 means greedy: it is :attr:`do_sample` that the rule reads. So does a temperature
+    under :data:`GREEDY_BELOW` (as vLLM takes it), which would scale the logits past float range.
     """
 
     max_tokens: int = 16
@@ -121,7 +124,7 @@ class GenerationParams:
 
     @property
     def do_sample(self) -> bool:
-        return self.temperature > 0
+        return self.temperature >= GREEDY_BELOW
 
 
 @dataclass

@@ -60,12 +60,13 @@ class Served:
             check_name(name, allow_base=True)
         except InvalidName as e:
             raise ApiError(400, str(e), "invalid_model_name") from None
-        if name not in self.models:
+        info = self.models.get(name)  # one read: the engine's thread may unload it meanwhile
+        if info is None:
             known = sorted(self.models)
             raise ApiError(404, f"model '{name}' not found.{did_you_mean(name, known)} Available: {', '.join(known)}",
                            "model_not_found", available=known)
         self.metrics.model_requests.labels(name, endpoint).inc()
-        return self.models[name]
+        return info
 
     @staticmethod
     def require(info: AdapterInfo, kind: str) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from jinja2 import TemplateError
 
 from adaptlab.errors import UserError
 from adaptlab.generation.decoding import eos_ids, left_pad, logits_processors, pick, seeded_generator, visible_text
@@ -243,7 +244,10 @@ class TransformersEngine:
                     self.peft_loaded = True
                 else:
                     self.model.load_adapter(str(folder), adapter_name=spec.name)
-            except (ValueError, KeyError, RuntimeError) as e:  # e.g. peft refuses to mix adapter types
+            except Exception as e:
+                self._forget_failed(spec.name)  # peft puts an adapter's layers in before it loads their weights
+                if not isinstance(e, (ValueError, KeyError, RuntimeError)):  # e.g. mixed adapter types, wrong shapes
+                    raise
                 raise EngineError(f"adapter '{spec.name}' ({config.peft_type}) can't be loaded next to the adapters "
                                   f"already loaded ({', '.join(sorted(map(str, loaded))) or 'none'}): {e}", 422,
                                   "unsupported_adapter") from None
@@ -252,6 +256,25 @@ class TransformersEngine:
             heads = ("classifier.weight", "score.weight")
             n = next((s[0] for k, s in shapes.items() if k.endswith(heads)), 0)
             spec.labels = [f"LABEL_{i}" for i in range(n)]
+
+    def _forget_failed(self, name: str) -> None:
+        """Take out what a failed load of adapter ``name`` put into the model, so the base and the other adapters
+        answer as before and the name can be loaded again."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+        from peft.utils import ModulesToSaveWrapper
+
+        if self.peft_loaded:
+            if name in self.model.peft_config:
+                self.model.delete_adapter(name)
+            return
+        for path, module in list(self.model.named_modules()):  # the bare base: its layers back as they were
+            if isinstance(module, (BaseTunerLayer, ModulesToSaveWrapper)):
+                parent, _, leaf = path.rpartition(".")
+                original = module.original_module if isinstance(module, ModulesToSaveWrapper) else \
+                    module.get_base_layer()
+                setattr(self.model.get_submodule(parent) if parent else self.model, leaf, original)
+        if "peft_config" in vars(self.model):
+            del self.model.peft_config
 
     @contextlib.contextmanager
     def _peft_folder(self, spec: AdapterSpec) -> Iterator[Path]:
@@ -532,7 +555,11 @@ class TransformersEngine:
         if not style.chat:
             return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
         max_length = (spec.max_length if spec is not None else None) or self.max_length
-        Formatter(self.tokenizer, style, "causal", max_length).prompt_text(messages)
+        try:
+            Formatter(self.tokenizer, style, "causal", max_length).prompt_text(messages)
+        except (TemplateError, UserError) as e:  # e.g. a template that takes no system role, or alternating roles
+            raise EngineError(f"model '{adapter}': its chat template refused these messages: {e}", 400,
+                              "invalid_messages") from None
         return ChatPrompt(list(messages), style, max_length)
 
     def generate(self, adapter: str, prompts: list[str | ChatPrompt],
@@ -550,17 +577,36 @@ class TransformersEngine:
             if adapter != BASE:
                 self.model.set_adapter(adapter)
             window = context_window(self.model.config, self.tokenizer) or 2048
-            budget = max(1, window - max(p.max_tokens for p in params))  # room for the longest answer
-            ids = [self._prompt_ids(p, budget) for p in prompts]
+            ids = [self._prompt_ids(p, q.max_tokens, window) for p, q in zip(prompts, params)]
             yield from DecodeLoop(self.model, self.tokenizer, ids, params, self.device, window).run()
 
-    def _prompt_ids(self, prompt: str | ChatPrompt, budget: int) -> list[int]:
-        """Token ids of a prompt within ``budget``: a chat through the ladder's formatter (which cuts the oldest
-        turns first, as it does for the rung's own prompts), a text as the tokenizer encodes it (cut at the end)."""
+    def _prompt_ids(self, prompt: str | ChatPrompt, max_tokens: int, window: int) -> list[int]:
+        """Token ids of one prompt, leaving room for its own ``max_tokens`` in the context ``window``: a chat through
+        the ladder's formatter (which drops the oldest turns first, as it does for the rung's own prompts); a text
+        whole, or a 400 naming its length and the limit (a text is never cut silently)."""
+        budget = window - max_tokens
+        if budget < 1:
+            raise EngineError(f"max_tokens={max_tokens} leaves no room for the prompt in the model's {window}-token "
+                              "context window; ask for fewer.", 400, "context_length_exceeded")
         if isinstance(prompt, ChatPrompt):
-            formatter = Formatter(self.tokenizer, prompt.style, "causal", min(prompt.max_length, budget))
-            return formatter.encode(prompt.messages).prompt_ids
-        return list(self.tokenizer(prompt, truncation=True, max_length=min(self.max_length, budget))["input_ids"])
+            limit = min(prompt.max_length, budget)
+            try:
+                return Formatter(self.tokenizer, prompt.style, "causal", limit).encode(prompt.messages).prompt_ids
+            except UserError:
+                raise EngineError(f"the conversation does not fit in {limit} tokens even cut to its last message "
+                                  f"(its system prompt and chat markup alone are too long with max_tokens="
+                                  f"{max_tokens}); send a shorter system prompt or ask for fewer tokens.", 400,
+                                  "context_length_exceeded") from None
+        ids = list(self.tokenizer(prompt)["input_ids"])
+        limit = min(self.max_length, budget)
+        if not ids:
+            raise EngineError("the prompt is empty (it encodes to no tokens); send some text.", 400, "invalid_input")
+        if len(ids) > limit:
+            raise EngineError(f"the prompt is {len(ids)} tokens; with max_tokens={max_tokens} this server takes at "
+                              f"most {limit} (the model's context window is {window} tokens, the server reads "
+                              f"prompts of at most {self.max_length}); send a shorter prompt or ask for fewer "
+                              "tokens.", 400, "context_length_exceeded")
+        return ids
 
 
 class DecodeLoop:
@@ -671,6 +717,9 @@ def _saved_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
     shapes: dict[str, tuple[int, ...]] = {}
+    if not (folder / "adapter_model.safetensors").is_file():  # peft would look for pickled weights, or the hub
+        raise EngineError(f"{folder} holds no adapter_model.safetensors (adapters are served from safetensors only); "
+                          "re-run or re-export the rung.", 422, "unsupported_adapter")
     for file in sorted(folder.glob("*.safetensors")):
         try:
             with safe_open(str(file), "pt") as f:

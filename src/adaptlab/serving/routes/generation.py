@@ -4,14 +4,16 @@ requests into :class:`~adaptlab.serving.engine.GenerationParams` and chunks into
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
 
 from adaptlab.serving.batching import QueueFull, RequestTimeout
 from adaptlab.serving.bodies import ChatRequest, CompletionRequest
@@ -22,23 +24,25 @@ router = APIRouter()
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, state: Served = Depends(served)) -> Any:
+async def completions(req: CompletionRequest, request: Request, state: Served = Depends(served)) -> Any:
     info = state.lookup(req.model, "completions")
     state.require(info, "decoder")
     prompts = state.texts(req.prompt, "prompt")
     params = _generation_params(state, req, req.max_tokens)
-    return await _respond(state, info.name, prompts, params, req.stream, chat=False)
+    return await _respond(state, request, info.name, prompts, params, req.stream, chat=False)
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(req: ChatRequest, state: Served = Depends(served)) -> Any:
+async def chat_completions(req: ChatRequest, request: Request, state: Served = Depends(served)) -> Any:
     info = state.lookup(req.model, "chat")
     state.require(info, "decoder")
     state.texts([m.content for m in req.messages], "messages")
     params = _generation_params(state, req, req.max_completion_tokens or req.max_tokens)
     messages = [m.model_dump(include={"role", "content"}) for m in req.messages]
-    prompt = state.engine.chat_prompt(info.name, messages)
-    return await _respond(state, info.name, [prompt], params, req.stream, chat=True)
+    engine = state.engine  # rendered on the engine's thread: it reads what admin loads and unloads change
+    prompt = await state.call(state.batcher.call(lambda: engine.chat_prompt(info.name, messages),
+                                                 state.settings.timeout_s, admin=False))
+    return await _respond(state, request, info.name, [prompt], params, req.stream, chat=True)
 
 
 def _generation_params(state: Served, req: CompletionRequest | ChatRequest,
@@ -58,8 +62,8 @@ def _generation_params(state: Served, req: CompletionRequest | ChatRequest,
                             seed=req.seed, top_k=req.top_k or None, repetition_penalty=req.repetition_penalty)
 
 
-async def _respond(state: Served, name: str, prompts: list[Any], params: GenerationParams, stream: bool,
-                   chat: bool) -> Any:
+async def _respond(state: Served, request: Request, name: str, prompts: list[Any], params: GenerationParams,
+                   stream: bool, chat: bool) -> Any:
     """Start the generation; a stream of events, or the whole answer once every chunk is in."""
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
@@ -69,9 +73,9 @@ async def _respond(state: Served, name: str, prompts: list[Any], params: Generat
         events = _sse(state, ident, created, name, first, chunks, chat)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    batches = [first] if first is not None else []
-    async for batch in _rest(chunks, state.call):
-        batches.append(batch)
+    batches = await _whole(request, first, chunks, state)
+    if batches is None:
+        return Response(status_code=499)  # nobody to answer (nginx's "client closed request", for the metrics)
     out = _collect(batches, len(prompts))
     usage_p = sum(o["prompt"] for o in out.values())
     usage_c = sum(o["completion"] for o in out.values())
@@ -87,6 +91,27 @@ async def _respond(state: Served, name: str, prompts: list[Any], params: Generat
         choices = [{"index": i, "text": o["text"], "logprobs": None, "finish_reason": o["finish"] or "length"}
                    for i, o in out.items()]
     return {**head, "choices": choices, "usage": usage}
+
+
+async def _whole(request: Request, first: Any, chunks: Any, state: Served) -> list[list] | None:
+    """Every batch of chunks of an answer sent whole; None once the client has gone away (looked at every quarter
+    second), its generation stopped, so an abandoned request does not keep the engine busy."""
+    async def collect() -> list[list]:
+        batches = [first] if first is not None else []
+        async for batch in _rest(chunks, state.call):
+            batches.append(batch)
+        return batches
+
+    task = asyncio.ensure_future(collect())
+    while not task.done():
+        await asyncio.wait({task}, timeout=0.25)
+        if not task.done() and await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await chunks.aclose()
+            return None
+    return task.result()
 
 
 def _collect(batches: list[list], n: int) -> dict[int, dict]:
@@ -125,13 +150,24 @@ async def _sse(state: Served, ident: str, created: int, name: str, first: Any, c
                     yield event([{"index": c.index, "text": c.text, "logprobs": None,
                                   "finish_reason": c.finish_reason}])
             batch = await _first(chunks)
-    except (RequestTimeout, EngineError, QueueFull) as e:
-        status = 504 if isinstance(e, RequestTimeout) else getattr(e, "status", 500)
-        yield f"data: {json.dumps(error_body(status, str(e), 'stream_error'))}\n\n".encode()
+    except Exception as e:  # any failure once the stream started: one last event says what went wrong
+        yield f"data: {json.dumps(error_body(*_stream_error(e), 'stream_error'))}\n\n".encode()
     finally:
         state.metrics.tokens.labels(name).inc(produced)
         await chunks.aclose()
     yield b"data: [DONE]\n\n"
+
+
+def _stream_error(error: Exception) -> tuple[int, str]:
+    """The status and message of a failure in a stream: the request's own, or an internal error named by its type
+    only (as :meth:`Served.call` answers it)."""
+    if isinstance(error, RequestTimeout):
+        return 504, str(error)
+    if isinstance(error, QueueFull):
+        return 429, str(error)
+    if isinstance(error, EngineError):
+        return error.status, str(error)
+    return 500, f"internal error: {type(error).__name__}"
 
 
 async def _first(chunks: Any) -> Any:
