@@ -16,7 +16,9 @@ together, each with its field path and the fix (:class:`adaptlab.errors.ConfigEr
 
 from __future__ import annotations
 
+import codecs
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from pydantic import (
 
 from adaptlab.distributed import DistributedSpec
 from adaptlab.errors import ConfigError, UserError, did_you_mean
+from adaptlab.runs.files import LADDER_ENTRIES
 from adaptlab.runtime import RuntimeSpec
 from adaptlab.specs import MAX_SEED, Spec, check_seed
 from adaptlab.tasks._settings import TEMPLATE_FIELDS, GenerationSpec, TaskSpec
@@ -142,6 +145,9 @@ class RungSpec(Spec):
     def _valid_name(cls, v: str | None) -> str | None:
         if v is not None and not NAME_PATTERN.match(v):
             raise ValueError("use letters, digits, '_', '-' and '.', starting with a letter or digit (max 64)")
+        if v in LADDER_ENTRIES:
+            raise ValueError(f"'{v}' is what the ladder names one of its own files or folders in the output folder "
+                             f"({', '.join(LADDER_ENTRIES)}); choose another name")
         return v
 
 
@@ -291,7 +297,17 @@ class LadderSpec(Spec):
         return v
 
     def output_path(self) -> Path:
-        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+        """Where the runs go: ``output_dir`` (``~`` expanded; a relative one is under the current folder, as the
+        default ``runs/<name>`` is)."""
+        return Path(self.output_dir).expanduser() if self.output_dir else Path("runs") / self.name
+
+    @model_validator(mode="after")
+    def _model_next_to_config(self) -> LadderSpec:
+        """``model: ./folder`` (or ``../folder``) is a folder next to the config file when one is there: data paths
+        are read that way too. Anything else (a name, a hub id, an absolute path) is left as written."""
+        if self.model.startswith(("./", "../")) and (self.base_dir / self.model).is_dir():
+            self.model = str(self.base_dir / self.model)
+        return self
 
     def resolve_path(self, p: str) -> Path:
         path = Path(p).expanduser()
@@ -309,7 +325,7 @@ def task_settings(task_type: str) -> type[BaseModel]:
     """The settings model of a registered task (the shared one for unknown names, reported elsewhere)."""
     from adaptlab.tasks import TASKS
 
-    return TASKS.get(task_type).Settings if task_type in TASKS else TaskSpec
+    return TASKS.get(task_type).Settings if isinstance(task_type, str) and task_type in TASKS else TaskSpec
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -319,15 +335,17 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:
-    """One line per pydantic error: the field path, what is wrong, and for unknown keys the closest valid key."""
+def format_validation_error(err: ValidationError, prefix: str = "",
+                            fields: dict[str, type[BaseModel]] | None = None) -> list[str]:
+    """One line per pydantic error: the field path, what is wrong, and for unknown keys the closest valid key.
+    ``fields`` names the model of a field whose annotation doesn't (``task``: its task's settings model)."""
     problems = []
     for e in err.errors():
         loc = _loc(tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("function-after",))))
         field = f"{prefix}{'.' if prefix and loc else ''}{loc}" if loc != "(top level)" else (prefix or loc)
         if e["type"] == "extra_forbidden":
             key = e["loc"][-1]
-            model = _model_at(err.title, e["loc"][:-1])
+            model = _model_at(err.title, e["loc"][:-1], fields or {})
             keys = [f.alias or name for name, f in model.model_fields.items()] if model else []  # YAML's `from`
             hint = did_you_mean(key, keys) if model else ""
             allowed = f" Allowed keys: {', '.join(keys)}." if model else ""
@@ -343,7 +361,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
 _SECTIONS: dict[str, type[BaseModel]] = {"LadderSpec": LadderSpec}
 
 
-def _model_at(title: str, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+def _model_at(title: str, loc: tuple[Any, ...], fields: dict[str, type[BaseModel]]) -> type[BaseModel] | None:
     model: type[BaseModel] | None = _SECTIONS.get(title)
     if model is None:
         from adaptlab.methods import METHODS
@@ -356,12 +374,20 @@ def _model_at(title: str, loc: tuple[Any, ...]) -> type[BaseModel] | None:
             continue
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None) if field else None
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        if model is _SECTIONS.get(title) and part in fields:
+            model = fields[part]
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         elif ann is not None and hasattr(ann, "__args__"):
             inner = [a for a in ann.__args__ if isinstance(a, type) and issubclass(a, BaseModel)]
             model = inner[0] if inner else model
     return model
+
+
+def _task_name(raw: dict) -> Any:
+    """The task a raw config names (``task: NAME`` or ``task: {type: NAME}``; classification by default)."""
+    task = raw.get("task")
+    return ((task or {}).get("type") if isinstance(task, dict) else task) or "classification"
 
 
 def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = None) -> LadderSpec:
@@ -376,11 +402,13 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     try:
         spec = LadderSpec.model_validate({**raw, "base_dir": base_dir or Path(".")})
     except ValidationError as err:
-        problems += format_validation_error(err)
+        problems += format_validation_error(err, fields={"task": task_settings(_task_name(raw))})
 
-    task_type = (raw.get("task") or {}) if isinstance(raw.get("task"), dict) else {"type": raw.get("task")}
-    task_name = task_type.get("type") or "classification"
-    if task_name not in TASKS:
+    task_name = _task_name(raw)
+    if not isinstance(task_name, str):
+        problems.append(f"task: give the task's name (task: classification, or task: {{type: classification, ...}}), "
+                        f"not {type(task_name).__name__} {task_name!r}; tasks: {', '.join(TASKS.names())}")
+    elif task_name not in TASKS:
         problems.append(f"task.type: {TASKS.unknown_message(task_name)}")
 
     rungs = raw.get("rungs") if isinstance(raw.get("rungs"), list) else []
@@ -537,6 +565,26 @@ def _cannot_start(method: str, parent_method: str, methods: Any) -> str:
             f"'{parent_method}' rung.")
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML would keep the last one silently: two
+    ``data:`` sections, and the first is ignored)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys given after it override it
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is given twice in one section (lines {lines[key]} and {line}); keep one",
+                    key_node.start_mark)
+            if isinstance(key, Hashable):
+                lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_ladder(path: str | Path) -> LadderSpec:
     """Read and validate a YAML ladder spec. Paths inside it are relative to the file's folder."""
     path = Path(path)
@@ -547,12 +595,14 @@ def load_ladder(path: str | Path) -> LadderSpec:
     if not path.is_file():
         siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
         raise UserError(f"config file '{path}' not found.{did_you_mean(path.name, siblings)}")
-    nul = path.read_bytes()[: 1 << 16].find(b"\x00")
+    data = path.read_bytes()
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))  # what Windows PowerShell's > writes
+    nul = -1 if utf16 else data[: 1 << 16].find(b"\x00")
     if nul >= 0:
         raise UserError(f"{path}: looks like a binary file (a NUL byte at byte offset {nul}), not a YAML config; "
                         "pass the ladder's .yaml file.")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(data.decode("utf-16" if utf16 else "utf-8-sig"), Loader=UniqueKeyLoader)
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the config as UTF-8.") from None
     except yaml.YAMLError as e:

@@ -50,6 +50,7 @@ from adaptlab.runs import registry
 from adaptlab.runs.files import (
     OutputLock,
     check_output_folder,
+    check_rung_folders,
     partial_dir,
     publish,
     read_jsonl,
@@ -165,6 +166,7 @@ def _prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     from adaptlab.data.source import load_frames
 
     check_output_folder(output or spec.output_path())
+    check_rung_folders(output or spec.output_path(), [r.run_name for r in spec.rungs])
     check_device(spec.device)
     task = get_task(spec.task.type)
     frames = load_frames(spec, task.stratify_role)

@@ -43,6 +43,7 @@ def check_columns(df: pd.DataFrame, required: dict[str, str], source: str) -> No
 
 def clean_text_column(df: pd.DataFrame, col: str, source: str) -> pd.Series:
     """The column as strings; empty, whitespace-only or missing cells raise a DataError listing the rows."""
+    check_scalar(df, col, source, "text")
     values = [_text_value(v) for v in df[col].tolist()]
     missing = [i for i, v in enumerate(values) if v is None]
     if missing:
@@ -63,6 +64,7 @@ def clean_label_column(
     ``min_classes`` is 2 for training data; pass 1 for an evaluation split that may hold a single class. ``split``
     (train, validation, test) says that ``df`` is that split of ``source``, not the whole file.
     """
+    check_scalar(df, col, source, "a label")
     values = [normalise_label(v) for v in df[col].tolist()]
     missing = [i for i, v in enumerate(values) if v is None]
     if missing:
@@ -82,6 +84,17 @@ def clean_label_column(
             "Check data.label_column or add examples of the other classes."
         )
     return pd.Series(values, index=df.index, name=col, dtype=object)
+
+
+def check_scalar(df: pd.DataFrame, col: str, source: str, what: str) -> None:
+    """DataError listing the rows where ``col`` holds a list, dict or bytes (JSON, Parquet) where ``what`` should be:
+    its printed form (``"['pos']"``, ``"b'...'"``) would pass for text or a class."""
+    cells = df[col].tolist()
+    odd = [i for i, v in enumerate(cells) if isinstance(v, (list, tuple, dict, set, np.ndarray, bytes, bytearray))]
+    if odd:
+        kind = type(cells[odd[0]]).__name__
+        raise DataError(f"{source}: column '{col}' holds a {kind}, not {what}, in {_rows_text(df, odd)}. Give each "
+                        f"row {what} as a plain string (or point data.*_column at the column that holds it).")
 
 
 def normalise_label(value: Any) -> str | None:

@@ -2,7 +2,7 @@
 
 Supported: CSV, TSV, JSON Lines, JSON (a list of objects), Parquet, and a folder written by
 ``datasets.Dataset.save_to_disk`` (``folder#split`` picks one split of a ``DatasetDict``). CSV, TSV and JSONL may be
-compressed with gzip (``.gz``) or bzip2 (``.bz2``).
+compressed with gzip (``.gz``), bzip2 (``.bz2``) or xz (``.xz``).
 
 CSV and TSV cells are read as text: ``NA`` stays the string ``"NA"``, an empty cell becomes ``""`` (the column
 cleaners treat it as missing). JSON, JSONL, Parquet and ``datasets`` folders keep their own value types.
@@ -21,6 +21,7 @@ import difflib
 import gzip
 import io
 import json
+import lzma
 import re
 import sys
 import zlib
@@ -47,7 +48,8 @@ SUPPORTED_FORMATS = {
 _SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json",
                    ".parquet": "parquet", ".pq": "parquet", ".conll": "conll", ".bio": "conll", ".iob": "conll",
                    ".iob2": "conll", ".bioes": "conll"}
-_COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2"}
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
+_DECOMPRESS = {"gzip": gzip.decompress, "bzip2": bz2.decompress, "xz": lzma.decompress}
 _DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 _ENCODING_HINT = "set `encoding: latin-1` (or the file's real encoding) under `data:` in the config"
 
@@ -149,7 +151,7 @@ def _detect_format(path: Path, fmt: str | None) -> tuple[str, str | None]:
     if found is None:
         raise DataError(
             f"{path}: cannot tell the format from the name '{path.name}'. Rename it or set data.format. "
-            f"Supported: {supported_formats_text()}; .csv/.tsv/.jsonl may end in .gz or .bz2."
+            f"Supported: {supported_formats_text()}; .csv/.tsv/.jsonl may end in .gz, .bz2 or .xz."
         )
     if compression and found == "parquet":
         raise DataError(f"{path}: a compressed Parquet file is not supported; Parquet compresses itself.")
@@ -169,8 +171,8 @@ def _read_bytes(path: Path, compression: str | None, name: str) -> bytes:
     if compression is None:
         return raw
     try:
-        return gzip.decompress(raw) if compression == "gzip" else bz2.decompress(raw)
-    except (OSError, EOFError, ValueError, zlib.error) as err:
+        return _DECOMPRESS[compression](raw)
+    except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as err:
         raise DataError(f"{name}: not a valid {compression} file ({err}); check it or drop the suffix.") from None
 
 
@@ -184,13 +186,14 @@ def _decode(raw: bytes, encoding: str | None, name: str) -> str:
                 break
     try:
         codec = codecs.lookup(encoding or "utf-8").name
+        "".encode(codec)  # hex, base64, rot13...: codecs, but not of text (str.encode refuses them)
     except LookupError:
         raise DataError(f"{name}: unknown encoding '{encoding}' (data.encoding); try utf-8 or latin-1.") from None
     nul = raw.find(b"\x00", 0, 1 << 16)
     if nul >= 0 and not codec.startswith(("utf-16", "utf-32")):  # text in these codecs never holds a NUL byte
         raise DataError(
             f"{name}: looks like a binary file, not text (a NUL byte at byte offset {nul}). Point the config at the "
-            f"data file itself; text formats: csv, tsv, jsonl, json (also .gz/.bz2/.xz/.zst), or Parquet."
+            f"data file itself; text formats: csv, tsv, jsonl, json (also .gz/.bz2/.xz), or Parquet."
         )
     skip = 0
     if codec in ("utf-8", "utf-8-sig"):

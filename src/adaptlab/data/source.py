@@ -75,10 +75,11 @@ def _carve(spec: LadderSpec, frames: dict[str, pd.DataFrame], stratify: str | No
     carved = {"train": parts["train"]}
     if test:
         carved["test"] = parts["test"]
-    carved["validation"] = parts["validation"] if "validation" not in frames else frames["validation"]
-    for f in carved.values():
+    if "validation" not in frames:
+        carved["validation"] = parts["validation"]
+    for f in carved.values():  # cut from the training file; a split with a file of its own keeps its name
         f.attrs["source"] = source
-    return carved
+    return carved if "validation" not in frames else {**carved, "validation": frames["validation"]}
 
 
 def load_frames(spec: LadderSpec, stratify_role: str | None = "label_column") -> dict[str, pd.DataFrame]:

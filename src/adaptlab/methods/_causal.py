@@ -90,7 +90,10 @@ def resolve_text(name_or_path: str, base_dir: str | None = None) -> tuple[str, s
         raise UserError(f"task.forgetting_text: '{name_or_path}' is neither a builtin text "
                         f"({', '.join(TEXTS.names())}) nor a file (no file '{path}'). Give one of them, or null to "
                         "turn the check off.")
-    return path.read_text(encoding="utf-8"), path.name
+    try:
+        return path.read_text(encoding="utf-8"), path.name
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"task.forgetting_text: cannot read '{path}' as UTF-8 text ({e}); save it as UTF-8.") from None
 
 
 class GenerativeMethod(TorchModelAccounting, Method):
@@ -117,6 +120,8 @@ class GenerativeMethod(TorchModelAccounting, Method):
             tokenizer = lm.load_tokenizer(ctx.model.location, ctx.trust_remote_code)
             problems = cls.check_model(params, ctx, config, kind)
             problems += _check_labels(ctx, spec)
+            if spec.forgetting_text:  # read now, not after the rung trained
+                resolve_text(spec.forgetting_text, ctx.extra.get("base_dir"))
             window = lm.context_window(config, tokenizer)
             if window and ctx.max_length > window:
                 problems.append(

@@ -108,6 +108,24 @@ def check_output_folder(output: Path) -> None:
             return
 
 
+#: What a ladder writes at the top of its output folder next to its rungs' folders: no rung may be named so.
+LADDER_ENTRIES = ("ladder.json", "leaderboard.json", "report.md", "report.html", "train_ids.json", "tuning", "seeds",
+                  "train_sizes")
+
+
+def check_rung_folders(output: Path, names: list[str]) -> None:
+    """UserError naming the path when a rung's folder exists but holds no run (no run.json or metrics.json: the
+    user's own files, or a symlink), which publishing the rung would replace."""
+    for name in names:
+        folder = Path(output) / name
+        if not (folder.exists() or folder.is_symlink()):
+            continue
+        if folder.is_symlink() or not any((folder / f).is_file() for f in ("run.json", "metrics.json")):
+            raise UserError(f"output folder '{output}': '{folder}' exists and is not an adaptlab run (no run.json), "
+                            f"and running rung '{name}' would replace it. Move it away, or set output_dir (or "
+                            "--output) to another folder.")
+
+
 class OutputLock:
     """An exclusive lock on an output folder, so two ladders never write into the same runs."""
 

@@ -104,6 +104,15 @@ class TaskSpec(Spec):
                              "add {text} where the input goes, e.g. 'Review: {text}\\nIs it positive or negative?'")
         return v
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, v: list[str] | None) -> list[str] | None:
+        repeated = sorted({label for label in v or [] if (v or []).count(label) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(map(repr, repeated))} listed more than once; list each label once (a "
+                             "repeat would be a class of its own that no row has)")
+        return v
+
     @field_validator("label_words")
     @classmethod
     def _distinct_words(cls, v: dict[str, str] | None) -> dict[str, str] | None:

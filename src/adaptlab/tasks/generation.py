@@ -223,6 +223,7 @@ class GenerationTask:
         rows = _row_ids(frame)
         if fmt == "chat":
             col = columns["messages"]
+            check_columns(frame, {"messages": col}, source)  # each file: a test file may lack what train has
             parsed = [parse_messages(v, source, r, col) for v, r in zip(frame[col].tolist(), rows)]
             return GenSplit([str(r) for r in rows], [p for p, _ in parsed], [a for _, a in parsed])
         check_columns(frame, {"text": columns["input"], "target": columns["target"]}, source)

@@ -23,9 +23,11 @@ import pandas as pd
 
 from adaptlab.errors import DataError
 from adaptlab.tasks.token_classification.schemes import (
+    MAX_ENTITY_TYPES,
     bio_labels,
     detect_scheme,
     entity_types,
+    tag_problem,
     tags_from_spans,
     to_bio,
 )
@@ -124,6 +126,10 @@ def read_tagged(frame: pd.DataFrame, tokens_col: str, tags_col: str, source: str
         if bad:
             raise DataError(f"{source}: {place}: tag {bad[0] + 1} ({tags[bad[0]]!r}) is empty or not text; use O "
                             "for a token outside every entity.")
+        odd = [(k, problem) for k, t in enumerate(tags) if (problem := tag_problem(t.strip()))]
+        if odd:
+            k, problem = odd[0]
+            raise DataError(f"{source}: {place}: tag {k + 1} ({tags[k]!r}) {problem}.")
         text, offsets = joined(tokens)
         rows.append((tokens, [t.strip() for t in tags], text, offsets))
     return rows
@@ -185,6 +191,10 @@ def build_data(rows: dict[str, list[tuple]], ids: dict[str, list[str]], scheme: 
         splits[name] = TokenSplit(ids[name], [r[0] for r in split_rows], [c.tags for c in converted],
                                   [r[2] for r in split_rows], [r[3] for r in split_rows])
     types = entity_types(splits["train"].tags)
+    if len(types) > MAX_ENTITY_TYPES:
+        raise DataError(f"the training split has {len(types)} entity types (e.g. {', '.join(types[:5])}); more than "
+                        f"{MAX_ENTITY_TYPES} looks like words read as tags. Check that the tags column holds the "
+                        "tags (O, B-PER, I-PER, ...) and the tokens column the words, not the other way round.")
     if not types:
         raise DataError("the training split has no entities (every tag is O): nothing to learn; check the tags "
                         "column or the spans.")

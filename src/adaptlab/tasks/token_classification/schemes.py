@@ -8,6 +8,7 @@ every change of type starts an entity, which is the scheme's meaning, not a repa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -26,6 +27,21 @@ def split_tag(tag: str) -> tuple[str, str | None]:
     if sep and tail.upper() in _PREFIXES and rest:
         return _PREFIXES[tail.upper()], rest
     return "I", tag
+
+
+#: More entity types than this in the training split: the tokens and tags columns are likely swapped.
+MAX_ENTITY_TYPES = 100
+
+
+def tag_problem(tag: str) -> str | None:
+    """What is wrong with a tag that any scheme would misread (as an entity type of its own), or None."""
+    if tag in ("o", "0"):
+        return "is not a tag: the outside tag is the capital letter O"
+    if tag.startswith("-") or tag.endswith("-"):
+        return "has no entity type (write B-PER, I-PER, ... or O)"
+    if re.fullmatch(r"[BIESLU][_.:/]\S+", tag):
+        return f"separates its prefix with '{tag[1]}'; write it with a hyphen ({tag[0]}-{tag[2:]})"
+    return None
 
 
 def detect_scheme(sequences: Iterable[list[str]]) -> str:

@@ -1,0 +1,197 @@
+"""Configs and data nobody showed us: each gets a clear error naming the file, row or key before any rung runs (or is
+read as the user meant), never a traceback, a silent misreading or a user's folder replaced."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import lzma
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from tests.conftest import sentiment_rows, write_config, write_sentiment_csv
+
+from adaptlab.config import load_ladder, parse_ladder
+from adaptlab.errors import ConfigError, DataError, UserError
+
+
+def ladder(**overrides) -> dict:
+    return {"name": "t", "task": {"type": "classification"}, "data": {"path": "d.csv"}, "model": "tiny-random-bert",
+            "rungs": [{"method": "linear_probe"}], **overrides}
+
+
+def problems(raw: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_ladder(raw)
+    return str(err.value)
+
+
+def test_a_folder_of_the_users_where_a_rung_would_publish_stops_the_ladder_before_it_runs(tmp_path, tiny_bert):
+    from adaptlab.pipeline import prepare
+
+    config = write_config(tmp_path, write_sentiment_csv(tmp_path / "d.csv", 40), "tiny-random-bert",
+                          [{"method": "linear_probe"}])
+    notes = tmp_path / "out" / "linear_probe" / "my_notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    with pytest.raises(UserError, match=r"out/linear_probe' exists and is not an adaptlab run"):
+        prepare(load_ladder(config))
+    assert notes.read_text() == "mine"
+    (notes.parent / "run.json").write_text("{}")  # an earlier run of the rung: replaced as before
+    prepare(load_ladder(config))
+    for name in ("ladder.json", "leaderboard.json", "tuning", "report.html"):
+        assert "what the ladder names one of its own" in problems(ladder(rungs=[{"method": "lora", "name": name}]))
+
+
+def test_a_task_given_as_a_list_or_mapping_is_a_config_problem_not_a_crash():
+    for task in (["classification"], {"type": ["x"]}, {"type": {"a": 1}}):
+        assert "give the task's name" in problems(ladder(task=task))
+
+
+def test_an_unknown_task_key_names_the_task_s_own_keys():
+    for task, typo, hint in (({"type": "classification", "lables": ["a"]}, "task.lables", "labels"),
+                             ({"type": "generation", "generation": {"max_new_token": 3}},
+                              "task.generation.max_new_token", "max_new_tokens"),
+                             ({"type": "token_classification", "tag_column": "x"}, "task.tag_column", "tags_column")):
+        message = problems(ladder(task=task))
+        assert f"{typo}: unknown key. Did you mean '{hint}'? Allowed keys: " in message and "Allowed keys: ." not in \
+            message
+
+
+def test_repeated_labels_are_refused():
+    assert "'pos' listed more than once" in problems(ladder(task={"type": "classification",
+                                                                 "labels": ["pos", "neg", "pos"]}))
+
+
+def test_a_key_given_twice_is_refused_and_a_utf16_config_is_read(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: t\ndata: {path: a.csv}\nmodel: tiny-random-bert\ndata: {path: b.csv}\n"
+                    "rungs: [{method: linear_probe}]\n")
+    with pytest.raises(UserError, match=r"line 4.*'data' is given twice in one section \(lines 2 and 4\)"):
+        load_ladder(path)
+    path.write_text("base: &b {path: a.csv, test_size: 0.3}\nname: t\ndata:\n  <<: *b\n  path: b.csv\n"
+                    "model: tiny-random-bert\nrungs: [{method: linear_probe}]\n")
+    with pytest.raises(ConfigError, match="base: unknown key"):  # a merge's keys overridden is no repeat
+        load_ladder(path)
+    path.write_bytes(codecs.BOM_UTF16_LE + yaml.safe_dump(ladder()).encode("utf-16-le"))
+    assert load_ladder(path).data.path == "d.csv"
+
+
+def test_a_model_folder_next_to_the_config_and_a_home_output_dir(tmp_path, monkeypatch):
+    (tmp_path / "cfg" / "mymodel").mkdir(parents=True)
+    path = tmp_path / "cfg" / "c.yaml"
+    path.write_text(yaml.safe_dump(ladder(model="./mymodel", output_dir="~/runs_x")))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    spec = load_ladder(path)
+    assert Path(spec.model) == tmp_path / "cfg" / "mymodel"
+    assert spec.output_path() == tmp_path / "home" / "runs_x"
+    path.write_text(yaml.safe_dump(ladder(model="./elsewhere")))
+    assert load_ladder(path).model == "./elsewhere"  # not next to the config: as written
+
+
+def frames_of(tmp_path: Path, data: dict, task: dict | None = None) -> dict:
+    from adaptlab.data.source import load_frames
+    from adaptlab.tasks import get_task
+
+    config = tmp_path / "c.yaml"
+    rungs = [{"method": "lm_lora" if (task or {}).get("type") == "generation" else "lora"}]
+    config.write_text(yaml.safe_dump(ladder(data=data, rungs=rungs, **({"task": task} if task else {}))))
+    spec = load_ladder(config)
+    return get_task(spec.task.type).prepare(spec, load_frames(spec))
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_a_problem_in_the_validation_file_names_the_validation_file(tmp_path):
+    write_sentiment_csv(tmp_path / "tr.csv", 40)
+    rows = sentiment_rows(10, seed=1)
+    rows[0]["text"] = ""
+    write_rows(tmp_path / "va.csv", rows)
+    with pytest.raises(DataError, match=r"va\.csv: column 'text' is empty in 1 row: row 1"):
+        frames_of(tmp_path, {"train": "tr.csv", "validation": "va.csv"})
+
+
+def test_an_encoding_that_is_no_text_encoding_is_a_data_error(tmp_path):
+    write_sentiment_csv(tmp_path / "d.csv", 40)
+    for encoding in ("hex", "base64", "rot13", "no-such-codec"):
+        with pytest.raises(DataError, match=f"unknown encoding '{encoding}'"):
+            frames_of(tmp_path, {"path": "d.csv", "encoding": encoding})
+    (tmp_path / "d16.csv").write_bytes((tmp_path / "d.csv").read_text().encode("utf-16"))
+    assert len(frames_of(tmp_path, {"path": "d16.csv", "encoding": "utf-16", "test_size": 0.25}).test.texts) == 10
+
+
+def test_xz_compressed_data_is_read(tmp_path):
+    plain = write_sentiment_csv(tmp_path / "d.csv", 40).read_bytes()
+    (tmp_path / "d.csv.xz").write_bytes(lzma.compress(plain))
+    assert len(frames_of(tmp_path, {"path": "d.csv.xz", "test_size": 0.25}).test.texts) == 10
+
+
+def test_lists_dicts_and_bytes_are_not_taken_as_text_or_labels(tmp_path):
+    rows = [{"text": t["text"], "label": t["label"]} for t in sentiment_rows(20)]
+    cases = [("label", ["pos"], "holds a list, not a label"), ("text", {"a": 1}, "holds a dict, not text")]
+    for column, value, message in cases:
+        odd = [dict(r) for r in rows]
+        odd[3][column] = value
+        (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in odd) + "\n")
+        with pytest.raises(DataError, match=f"column '{column}' {message}, in 1 row: row 4"):
+            frames_of(tmp_path, {"path": "d.jsonl"})
+    frame = pd.DataFrame(rows)
+    frame["text"] = [t.encode() for t in frame["text"]]
+    frame.to_parquet(tmp_path / "d.parquet")
+    with pytest.raises(DataError, match="column 'text' holds a bytes, not text"):
+        frames_of(tmp_path, {"path": "d.parquet"})
+
+
+def test_a_chat_test_file_without_the_messages_column_names_it(tmp_path):
+    chat = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"yo {i}"}]}
+            for i in range(12)]
+    (tmp_path / "tr.jsonl").write_text("\n".join(json.dumps(r) for r in chat) + "\n")
+    (tmp_path / "te.jsonl").write_text("\n".join(json.dumps({"prompt": "x", "reply": "y"}) for _ in range(3)) + "\n")
+    with pytest.raises(DataError, match=r"te\.jsonl: column 'messages' .* not found"):
+        frames_of(tmp_path, {"train": "tr.jsonl", "test": "te.jsonl"}, task={"type": "generation"})
+
+
+def tagged(tmp_path: Path, sentences: list[tuple[list[str], list[str]]]) -> None:
+    rows = [{"tokens": tokens, "tags": tags} for tokens, tags in sentences]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def test_tags_that_no_scheme_writes_and_swapped_columns_are_refused(tmp_path):
+    good = [(["Ann", "met", "Bob"], ["B-PER", "O", "B-PER"])] * 12
+    for tag, message in (("o", "the outside tag is the capital letter O"), ("0", "capital letter O"),
+                         ("B-", "has no entity type"), ("B_PER", r"hyphen \(B-PER\)")):
+        tagged(tmp_path, [*good, (["Ann", "met", "Bob"], ["B-PER", tag, "B-PER"])])
+        with pytest.raises(DataError, match=f"row 13: tag 2 \\('{tag}'\\) .*{message}"):
+            frames_of(tmp_path, {"path": "d.jsonl"}, task={"type": "token_classification"})
+    words = [f"w{i}" for i in range(400)]
+    swapped = [(["O"] * 4, words[i:i + 4]) for i in range(0, 400, 4)]
+    tagged(tmp_path, swapped)
+    with pytest.raises(DataError, match="entity types .* looks like words read as tags"):
+        frames_of(tmp_path, {"path": "d.jsonl", "test_size": 0.1}, task={"type": "token_classification"})
+    tagged(tmp_path, [(["Ann", "in", "Paris"], ["PER", "O", "LOC"])] * 12)  # IO's bare types are still tags
+    assert frames_of(tmp_path, {"path": "d.jsonl"}, task={"type": "token_classification"}).entity_types == \
+        ["LOC", "PER"]
+
+
+def test_a_forgetting_text_that_can_not_be_read_stops_the_ladder_before_any_rung(tmp_path, session_home):
+    from adaptlab.pipeline import prepare
+    from tests.generative_data import write_generation_csv, write_ladder
+
+    data = write_generation_csv(tmp_path / "g.csv", 24)
+    for text, message in (("nofile.txt", "is neither a builtin text"), ("latin.txt", "cannot read .* as UTF-8")):
+        (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+        config = write_ladder(tmp_path, data, "tiny-random-gpt2", [{"method": "lm_lora", "params": {"max_steps": 1}}],
+                              task={"type": "generation", "forgetting_text": text})
+        with pytest.raises(UserError, match=message):
+            prepare(load_ladder(config))
+        assert not (tmp_path / "out").exists()
