@@ -184,8 +184,9 @@ def test_tags_that_no_scheme_writes_and_swapped_columns_are_refused(tmp_path):
 
 
 def test_a_forgetting_text_that_can_not_be_read_stops_the_ladder_before_any_rung(tmp_path, session_home):
-    from adaptlab.pipeline import prepare
     from tests.generative_data import write_generation_csv, write_ladder
+
+    from adaptlab.pipeline import prepare
 
     data = write_generation_csv(tmp_path / "g.csv", 24)
     for text, message in (("nofile.txt", "is neither a builtin text"), ("latin.txt", "cannot read .* as UTF-8")):
