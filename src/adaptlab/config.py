@@ -596,15 +596,18 @@ def load_ladder(path: str | Path) -> LadderSpec:
         siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
         raise UserError(f"config file '{path}' not found.{did_you_mean(path.name, siblings)}")
     data = path.read_bytes()
-    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))  # what Windows PowerShell's > writes
-    nul = -1 if utf16 else data[: 1 << 16].find(b"\x00")
+    boms = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+            (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-16 is what Windows PowerShell's > writes
+    encoding = next((codec for bom, codec in boms if data.startswith(bom)), "utf-8-sig")
+    nul = -1 if encoding != "utf-8-sig" else data[: 1 << 16].find(b"\x00")
     if nul >= 0:
         raise UserError(f"{path}: looks like a binary file (a NUL byte at byte offset {nul}), not a YAML config; "
                         "pass the ladder's .yaml file.")
     try:
-        raw = yaml.load(data.decode("utf-16" if utf16 else "utf-8-sig"), Loader=UniqueKeyLoader)
+        raw = yaml.load(data.decode(encoding), Loader=UniqueKeyLoader)
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the config as UTF-8.") from None
+        raise UserError(f"{path}: not {encoding.removesuffix('-sig').upper()} text ({e.reason} at byte {e.start}); "
+                        "save the config as UTF-8.") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

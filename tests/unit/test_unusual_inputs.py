@@ -176,8 +176,11 @@ def test_tags_that_no_scheme_writes_and_swapped_columns_are_refused(tmp_path):
     words = [f"w{i}" for i in range(400)]
     swapped = [(["O"] * 4, words[i:i + 4]) for i in range(0, 400, 4)]
     tagged(tmp_path, swapped)
-    with pytest.raises(DataError, match="entity types .* looks like words read as tags"):
+    with pytest.raises(DataError, match="entity types .* the tokens and tags columns look swapped"):
         frames_of(tmp_path, {"path": "d.jsonl", "test_size": 0.1}, task={"type": "token_classification"})
+    many = [([f"w{i}" for i in range(150)], [f"B-T{i}" for i in range(150)])] * 12  # fine-grained types
+    tagged(tmp_path, many)
+    assert len(frames_of(tmp_path, {"path": "d.jsonl"}, task={"type": "token_classification"}).entity_types) > 100
     tagged(tmp_path, [(["Ann", "in", "Paris"], ["PER", "O", "LOC"])] * 12)  # IO's bare types are still tags
     assert frames_of(tmp_path, {"path": "d.jsonl"}, task={"type": "token_classification"}).entity_types == \
         ["LOC", "PER"]
@@ -196,3 +199,39 @@ def test_a_forgetting_text_that_can_not_be_read_stops_the_ladder_before_any_rung
         with pytest.raises(UserError, match=message):
             prepare(load_ladder(config))
         assert not (tmp_path / "out").exists()
+
+
+def test_alpaca_rows_keep_the_instruction_and_their_optional_input(tmp_path):
+    rows = [{"instruction": f"Translate word {i}", "input": "" if i % 2 else f"word{i}", "output": f"mot{i}"}
+            for i in range(12)]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    data = frames_of(tmp_path, {"path": "a.jsonl", "test_size": 0.25}, task={"type": "generation"})
+    splits = (data.train, data.validation, data.test)
+    pairs = {ref: x for split in splits for ref, x in zip(split.references, split.inputs)}
+    assert len(pairs) == 12
+    assert pairs["mot0"] == "Translate word 0\n\nword0" and pairs["mot1"] == "Translate word 1"
+    with pytest.raises(DataError, match="data.text_column is 'input' but data.target_column is not set"):
+        frames_of(tmp_path, {"path": "a.jsonl", "text_column": "input"}, task={"type": "generation"})
+
+
+def test_fewer_training_examples_than_classes_names_the_setting(tmp_path):
+    rows = [{"text": f"text {i}", "label": "abcde"[i % 5]} for i in range(60)]
+    write_rows(tmp_path / "d.csv", rows)
+    with pytest.raises(DataError, match="data.max_train_examples is 3, fewer than the 5 classes"):
+        frames_of(tmp_path, {"path": "d.csv", "max_train_examples": 3})
+    assert len(frames_of(tmp_path, {"path": "d.csv", "max_train_examples": 10}).train.texts) == 10
+
+
+def test_a_saved_dataset_s_class_labels_are_read_as_their_names(tmp_path):
+    import datasets
+
+    from adaptlab.data.readers import read_table
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"]),
+                                  "tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER"]))})
+    saved = datasets.Dataset.from_dict({"text": ["bad", "good", "?"], "label": [0, 1, -1],
+                                        "tags": [[0], [1], [0, 1]]}, features=features)
+    saved.save_to_disk(str(tmp_path / "ds"))
+    frame = read_table(tmp_path / "ds")
+    assert frame["label"].tolist()[:2] == ["neg", "pos"] and pd.isna(frame["label"][2])  # -1: no label
+    assert [list(t) for t in frame["tags"]] == [["O"], ["B-PER"], ["O", "B-PER"]]

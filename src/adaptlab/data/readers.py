@@ -97,7 +97,7 @@ def load_hub_dataset(name: str, split: str | None = None, config: str | None = N
         ) from None
     if not hasattr(loaded, "to_pandas"):
         raise DataError(f"{where} has splits {sorted(loaded)}; choose one with split=.")
-    return _finish(loaded.to_pandas(), where)
+    return _finish(_with_class_names(loaded), where)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -442,8 +442,24 @@ def _read_saved_dataset(path: Path, split: str | None, name: str) -> pd.DataFram
         loaded = loaded[split]
     elif split is not None:
         raise DataError(f"{name}: holds a single dataset, not splits; drop '#{split}'.")
-    frame = loaded.to_pandas()
+    frame = _with_class_names(loaded)
     frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
+def _with_class_names(dataset: Any) -> pd.DataFrame:
+    """A ``datasets.Dataset`` as a DataFrame, its ``ClassLabel`` columns (and lists of them, such as NER tags) as
+    their class names, not the integers stored: the labels the report shows and zero-shot rungs read. -1 (the
+    library's "no label") becomes missing."""
+    import datasets
+
+    frame = dataset.to_pandas()
+    for column, feature in dataset.features.items():
+        inner = feature.feature if isinstance(feature, (datasets.Sequence, datasets.List)) else None
+        if isinstance(feature, datasets.ClassLabel):
+            frame[column] = [None if v is None or v < 0 else feature.int2str(int(v)) for v in frame[column]]
+        elif isinstance(inner, datasets.ClassLabel):
+            frame[column] = [None if v is None else [inner.int2str(int(x)) for x in v] for v in frame[column]]
     return frame
 
 

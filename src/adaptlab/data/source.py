@@ -36,9 +36,16 @@ def _single_source(spec: LadderSpec) -> pd.DataFrame:
     return _read(spec, data.path)
 
 
-def _subsample(frame: pd.DataFrame, n: int | None, seed: int, stratify: str | None) -> pd.DataFrame:
+def _subsample(frame: pd.DataFrame, n: int | None, seed: int, stratify: str | None,
+               setting: str | None = None) -> pd.DataFrame:
+    """``n`` rows of ``frame`` (stratified when it can be). With ``setting`` (the training split's limit), fewer rows
+    than classes is a DataError naming that setting, not the data."""
     if n is None or len(frame) <= n:
         return frame
+    classes = frame[stratify].nunique() if stratify else 0
+    if setting and n < classes:
+        raise DataError(f"data.{setting} is {n}, fewer than the {classes} classes of the training split, so some "
+                        f"class would have no example to learn from; set it to at least {classes}.")
     from sklearn.model_selection import train_test_split
 
     strat = frame[stratify] if stratify and frame[stratify].value_counts().min() >= 2 else None
@@ -103,6 +110,6 @@ def load_frames(spec: LadderSpec, stratify_role: str | None = "label_column") ->
         for f in frames.values():
             f.attrs["source"] = source
     strat = _stratify_if_present(frames["train"], stratify)
-    frames["train"] = _subsample(frames["train"], data.max_train_examples, spec.seed, strat)
+    frames["train"] = _subsample(frames["train"], data.max_train_examples, spec.seed, strat, "max_train_examples")
     frames["test"] = _subsample(frames["test"], data.max_test_examples, spec.seed, strat)
     return frames

@@ -221,35 +221,41 @@ class Formatter:
         return self._shrink(x, lambda cut: self.prompt_ids(cut, pair, demos), budget)
 
     def _cut_messages(self, x: list[Message], demos: Sequence[Demo], budget: int) -> tuple[list[int], int]:
-        """Drop the oldest turns first, the fewest that make the prompt fit (found by bisection: a long conversation
-        costs a few renders, not one per turn); if the last one alone is too long, cut its content."""
+        """Drop the oldest turns first, the fewest that make the prompt fit; if the last one alone is too long, cut
+        its content. With the system messages all ahead of the turns, each dropped turn only shortens the prompt, so
+        the fewest is found by bisection (a long conversation costs a few renders, not one per turn)."""
         turns = [i for i, m in enumerate(x) if m.get("role") != "system"]
-        if not turns:
-            raise UserError(f"cannot fit the system prompt into {budget} tokens (data.max_length); shorten it.")
 
         def without(k: int) -> list[Message]:  # the conversation less its k oldest turns
             gone = set(turns[:k])
             return [m for i, m in enumerate(x) if i not in gone]
 
-        low, high = 0, len(turns) - 1  # the answer lies in [low, high]; high keeps the last turn only
-        while low < high:
-            mid = (low + high) // 2
-            if len(self.prompt_ids(without(mid), None, demos)) <= budget:
-                high = mid
-            else:
-                low = mid + 1
-        msgs = without(low)
-        dropped = sum(len(self.tokenizer(x[i].get("content", ""), add_special_tokens=False)["input_ids"])
-                      for i in turns[:low])
+        def fits(k: int) -> bool:
+            return len(self.prompt_ids(without(k), None, demos)) <= budget
+
+        last = max(0, len(turns) - 1)  # dropping this many keeps the last turn only
+        if not turns or all(m.get("role") != "system" for m in x[turns[0]:]):  # the system messages lead
+            low, high = 0, last
+            while low < high:
+                mid = (low + high) // 2
+                low, high = (low, mid) if fits(mid) else (mid + 1, high)
+            dropped_turns = low
+        else:  # a system message among the turns: dropping the turns before it can lengthen the prompt
+            dropped_turns = next((k for k in range(last) if fits(k)), last)
+        msgs = without(dropped_turns)
         ids = self.prompt_ids(msgs, None, demos)
+        dropped = sum(len(self.tokenizer(x[i].get("content", ""), add_special_tokens=False)["input_ids"])
+                      for i in turns[:dropped_turns])
         if len(ids) <= budget:
             return ids, dropped
-        last = next(i for i, m in enumerate(msgs) if m.get("role") != "system")
+        if not turns:
+            raise UserError(f"cannot fit the system prompt into {budget} tokens (data.max_length); shorten it.")
+        kept = next(i for i, m in enumerate(msgs) if m.get("role") != "system")
 
         def render(content: str) -> list[int]:
-            return self.prompt_ids([*msgs[:last], {**msgs[last], "content": content}, *msgs[last + 1:]], None, demos)
+            return self.prompt_ids([*msgs[:kept], {**msgs[kept], "content": content}, *msgs[kept + 1:]], None, demos)
 
-        ids, cut = self._shrink(msgs[last].get("content", ""), render, budget)
+        ids, cut = self._shrink(msgs[kept].get("content", ""), render, budget)
         return ids, dropped + cut
 
     def _shrink(self, text: str, render: Any, budget: int) -> tuple[list[int], int]:

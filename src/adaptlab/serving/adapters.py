@@ -96,7 +96,14 @@ def _links_within(folder: Path, text: str | Path, roots: list[Path]) -> None:
     enough when its files point out of it."""
     allowed = [Path(r).expanduser().resolve() for r in roots]
     for entry in folder.rglob("*"):
-        if entry.is_symlink() and not _within(entry.resolve(), allowed):
+        if not entry.is_symlink():
+            continue
+        try:
+            target = entry.resolve()
+        except (OSError, RuntimeError):  # a loop of links
+            raise UserError(f"adapter path {text!r}: the link {entry.relative_to(folder)} leads nowhere (a loop).") \
+                from None
+        if not _within(target, allowed):
             _outside(f"{text}/{entry.relative_to(folder)}", roots)
 
 

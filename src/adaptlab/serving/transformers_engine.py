@@ -592,6 +592,10 @@ class TransformersEngine:
             limit = min(prompt.max_length, budget)
             try:
                 return Formatter(self.tokenizer, prompt.style, "causal", limit).encode(prompt.messages).prompt_ids
+            except TemplateError as e:  # the newest turns alone, as the template refuses them (say, not alternating)
+                raise EngineError(f"the conversation is cut to its newest turns to fit {limit} tokens, and the chat "
+                                  f"template refuses what is left: {e}; send a shorter conversation.", 400,
+                                  "invalid_messages") from None
             except UserError:
                 raise EngineError(f"the conversation does not fit in {limit} tokens even cut to its last message "
                                   f"(its system prompt and chat markup alone are too long with max_tokens="
@@ -647,7 +651,8 @@ class DecodeLoop:
                 return
             step_ids = torch.tensor([[t] for t in next_ids], device=self.device)
             mask = torch.cat([mask, torch.ones((len(next_ids), 1), dtype=mask.dtype, device=self.device)], dim=1)
-            step_pos = step_pos[:, -1:] + 1
+            going = torch.tensor([[0 if d else 1] for d in self.done], device=self.device)
+            step_pos = step_pos[:, -1:] + going  # a finished row stays put: its prompt's own room is all it has
 
     def _next(self, i: int, logits: torch.Tensor) -> int:
         """Prompt ``i``'s next token from its logits (shape [1, vocab]); padding once it is finished."""

@@ -35,6 +35,8 @@ COLUMN_PAIRS = (
     ("context", "reply"), ("question", "answer"), ("text", "target"), ("text", "summary"),
 )
 MESSAGES = "messages"
+#: Alpaca's columns: the instruction, an optional input (often empty) that goes under it, the reference output.
+ALPACA = ("instruction", "input", "output")
 METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "perplexity")
 CORPUS_RESAMPLES = 200
 ROLES = ("system", "user", "assistant", "tool")
@@ -94,15 +96,26 @@ def detect_format(spec: Any, frame: pd.DataFrame, source: str) -> tuple[str, dic
             hint = did_you_mean(missing[0], columns)
             raise DataError(f"{source}: column '{missing[0]}' not found.{hint} Columns: {', '.join(columns)}.")
         return "completion", {"input": data.text_column, "target": data.target_column}
-    for inp, out in COLUMN_PAIRS:
-        if inp in columns and out in columns:
-            return "completion", {"input": inp, "target": out}
+    found = _known_columns(columns)
+    if found and "text_column" in data.model_fields_set and found["input"] != data.text_column:
+        raise DataError(f"{source}: data.text_column is '{data.text_column}' but data.target_column is not set, and "
+                        f"the columns read as {found['input']}/{found['target']}; set data.target_column too.")
+    if found:
+        return "completion", found
     pairs = ", ".join(f"{a}/{b}" for a, b in COLUMN_PAIRS)
     raise DataError(
         f"{source}: cannot tell which columns hold the input and the reference output. Set data.text_column and "
-        f"data.target_column (or data.messages_column for chat data). Recognised pairs: {pairs}, or a 'messages' "
-        f"column. Columns: {', '.join(columns)}."
+        f"data.target_column (or data.messages_column for chat data). Recognised pairs: {pairs}, Alpaca's "
+        f"instruction/input/output, or a 'messages' column. Columns: {', '.join(columns)}."
     )
+
+
+def _known_columns(columns: list[str]) -> dict[str, str] | None:
+    """The input and target columns of a known layout: Alpaca's (its optional input as ``context``), else the first
+    of :data:`COLUMN_PAIRS` present."""
+    if ALPACA[0] in columns and ALPACA[2] in columns:
+        return {"input": ALPACA[0], "target": ALPACA[2], **({"context": ALPACA[1]} if ALPACA[1] in columns else {})}
+    return next(({"input": i, "target": o} for i, o in COLUMN_PAIRS if i in columns and o in columns), None)
 
 
 def message_list(value: Any, where: str) -> list[dict[str, str]]:
@@ -228,6 +241,9 @@ class GenerationTask:
             return GenSplit([str(r) for r in rows], [p for p, _ in parsed], [a for _, a in parsed])
         check_columns(frame, {"text": columns["input"], "target": columns["target"]}, source)
         inputs = clean_text_column(frame, columns["input"], source).tolist()
+        if columns.get("context"):  # Alpaca: the instruction, then its input when the row has one
+            extra = ["" if pd.isna(v) else str(v).strip() for v in frame[columns["context"]].tolist()]
+            inputs = [f"{x}\n\n{c}" if c else x for x, c in zip(inputs, extra)]
         targets = clean_text_column(frame, columns["target"], source).tolist()  # empty completions: DataError
         return GenSplit([str(r) for r in rows], inputs, targets)
 

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
+from adaptlab.errors import UserError
 from adaptlab.serving.batching import QueueFull, RequestTimeout
 from adaptlab.serving.bodies import ChatRequest, CompletionRequest
 from adaptlab.serving.engine import EngineError, GenerationParams
@@ -167,6 +168,8 @@ def _stream_error(error: Exception) -> tuple[int, str]:
         return 429, str(error)
     if isinstance(error, EngineError):
         return error.status, str(error)
+    if isinstance(error, UserError):
+        return 400, str(error)
     return 500, f"internal error: {type(error).__name__}"
 
 

@@ -23,11 +23,11 @@ import pandas as pd
 
 from adaptlab.errors import DataError
 from adaptlab.tasks.token_classification.schemes import (
-    MAX_ENTITY_TYPES,
     bio_labels,
     detect_scheme,
     entity_types,
     tag_problem,
+    tag_share,
     tags_from_spans,
     to_bio,
 )
@@ -191,10 +191,10 @@ def build_data(rows: dict[str, list[tuple]], ids: dict[str, list[str]], scheme: 
         splits[name] = TokenSplit(ids[name], [r[0] for r in split_rows], [c.tags for c in converted],
                                   [r[2] for r in split_rows], [r[3] for r in split_rows])
     types = entity_types(splits["train"].tags)
-    if len(types) > MAX_ENTITY_TYPES:
-        raise DataError(f"the training split has {len(types)} entity types (e.g. {', '.join(types[:5])}); more than "
-                        f"{MAX_ENTITY_TYPES} looks like words read as tags. Check that the tags column holds the "
-                        "tags (O, B-PER, I-PER, ...) and the tokens column the words, not the other way round.")
+    if tag_share(w for r in rows["train"] for w in r[0]) > 0.5:
+        raise DataError(f"most training tokens are written as tags (O, B-..., I-...), and the tags read as "
+                        f"{len(types)} entity types (e.g. {', '.join(types[:5])}): the tokens and tags columns look "
+                        "swapped. Point task.tokens_column at the words and task.tags_column at the tags.")
     if not types:
         raise DataError("the training split has no entities (every tag is O): nothing to learn; check the tags "
                         "column or the spans.")

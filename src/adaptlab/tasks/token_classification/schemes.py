@@ -29,8 +29,13 @@ def split_tag(tag: str) -> tuple[str, str | None]:
     return "I", tag
 
 
-#: More entity types than this in the training split: the tokens and tags columns are likely swapped.
-MAX_ENTITY_TYPES = 100
+_TAG_SHAPE = re.compile(r"O|[BIESLU]-\S+")
+
+
+def tag_share(words: Iterable[str]) -> float:
+    """The share of ``words`` written as tags (O, B-PER, I-LOC, ...): near 1 when a tokens column holds tags."""
+    words = list(words)
+    return sum(1 for w in words if _TAG_SHAPE.fullmatch(w)) / max(1, len(words))
 
 
 def tag_problem(tag: str) -> str | None:
