@@ -346,7 +346,8 @@ def format_validation_error(err: ValidationError, prefix: str = "",
         if e["type"] == "extra_forbidden":
             key = e["loc"][-1]
             model = _model_at(err.title, e["loc"][:-1], fields or {})
-            keys = [f.alias or name for name, f in model.model_fields.items()] if model else []  # YAML's `from`
+            keys = [f.alias or name for name, f in model.model_fields.items()  # YAML's `from`; not base_dir
+                    if not f.exclude] if model else []
             hint = did_you_mean(key, keys) if model else ""
             allowed = f" Allowed keys: {', '.join(keys)}." if model else ""
             problems.append(f"{field}: unknown key.{hint}{allowed}")

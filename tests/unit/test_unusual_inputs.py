@@ -235,3 +235,11 @@ def test_a_saved_dataset_s_class_labels_are_read_as_their_names(tmp_path):
     frame = read_table(tmp_path / "ds")
     assert frame["label"].tolist()[:2] == ["neg", "pos"] and pd.isna(frame["label"][2])  # -1: no label
     assert [list(t) for t in frame["tags"]] == [["O"], ["B-PER"], ["O", "B-PER"]]
+
+
+def test_numeric_labels_in_the_config_name_the_classes_as_the_data_writes_them():
+    task = parse_ladder(ladder(task={"type": "classification", "labels": [0, 1], "label_descriptions": {0: "bad"},
+                                     "label_words": {1: "good", 0: "bad"}})).task
+    assert (task.labels, task.label_descriptions, task.label_words) == (["0", "1"], {"0": "bad"},
+                                                                        {"1": "good", "0": "bad"})
+    assert "base_dir" not in problems(ladder(datta={}))  # an internal field is no key to suggest

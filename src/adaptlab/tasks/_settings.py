@@ -7,7 +7,7 @@ validates ``task:`` with the model of the task its ``type`` names.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -103,6 +103,23 @@ class TaskSpec(Spec):
             raise ValueError("the template has no {text} placeholder, so the input would never reach the model; "
                              "add {text} where the input goes, e.g. 'Review: {text}\\nIs it positive or negative?'")
         return v
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _numbers_as_labels(cls, v: Any) -> Any:
+        """``labels: [0, 1]`` names the classes as the data writes them (a label column of 0 and 1 reads as "0" and
+        "1"), so numbers are taken as their label text."""
+        from adaptlab.data.columns import normalise_label
+
+        return [normalise_label(x) if isinstance(x, (int, float)) else x for x in v] if isinstance(v, list) else v
+
+    @field_validator("label_descriptions", "label_words", mode="before")
+    @classmethod
+    def _numbers_as_label_keys(cls, v: Any) -> Any:
+        from adaptlab.data.columns import normalise_label
+
+        return {normalise_label(k) if isinstance(k, (int, float)) else k: x for k, x in v.items()} \
+            if isinstance(v, dict) else v
 
     @field_validator("labels")
     @classmethod

@@ -69,12 +69,12 @@ async def _respond(state: Served, request: Request, name: str, prompts: list[Any
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
     chunks = state.batcher.generate(name, prompts, [params] * len(prompts), state.settings.timeout_s)
-    first = await state.call(_first(chunks))
     if stream:
+        first = await state.call(_first(chunks))  # a failure before any text is an HTTP error, not an event
         events = _sse(state, ident, created, name, first, chunks, chat)
         return StreamingResponse(events, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    batches = await _whole(request, first, chunks, state)
+    batches = await _whole(request, chunks, state)
     if batches is None:
         return Response(status_code=499)  # nobody to answer (nginx's "client closed request", for the metrics)
     out = _collect(batches, len(prompts))
@@ -94,14 +94,12 @@ async def _respond(state: Served, request: Request, name: str, prompts: list[Any
     return {**head, "choices": choices, "usage": usage}
 
 
-async def _whole(request: Request, first: Any, chunks: Any, state: Served) -> list[list] | None:
+async def _whole(request: Request, chunks: Any, state: Served) -> list[list] | None:
     """Every batch of chunks of an answer sent whole; None once the client has gone away (looked at every quarter
-    second), its generation stopped, so an abandoned request does not keep the engine busy."""
+    second, from the moment the request is queued), its generation stopped or never started, so an abandoned
+    request does not keep the engine busy."""
     async def collect() -> list[list]:
-        batches = [first] if first is not None else []
-        async for batch in _rest(chunks, state.call):
-            batches.append(batch)
-        return batches
+        return [batch async for batch in _rest(chunks, state.call)]
 
     task = asyncio.ensure_future(collect())
     while not task.done():
