@@ -89,7 +89,7 @@ def test_a_batch_mate_asking_for_more_never_pushes_a_prompt_past_learned_positio
     engine = TransformersEngine("tiny-random-gpt2", device="cpu", max_length=4096)  # GPT-2: a position table
     window = context_window(engine.model.config, engine.tokenizer)
     long = engine.tokenizer.decode(engine.tokenizer(" the king" * window)["input_ids"][: window - 10])
-    params = [GenerationParams(max_tokens=5, temperature=0), GenerationParams(max_tokens=window - 20, temperature=0)]
+    params = [GenerationParams(max_tokens=5, temperature=0), GenerationParams(max_tokens=30, temperature=0)]
     together = generated(engine, [long, "hello"], params)
     assert together[0] == generated(engine, [long], params[:1])[0] and together[1]["text"]
     assert together[1] == generated(engine, ["hello"], params[1:])[0]
@@ -183,6 +183,29 @@ def test_a_client_that_leaves_a_whole_answer_stops_its_generation():
             time.sleep(0.6)
         assert 0 < engine.steps < 300  # a whole answer is 400 steps (8 s); the server looks every quarter second
         assert 'status="499"} 1.0' in httpx.get(url + "/metrics").text
+
+
+class SlowChat(FakeEngine):
+    """Renders a chat in 0.6 s and generates in 0.6 s."""
+
+    def adapters(self):
+        return [AdapterInfo(BASE, "generation", "base")]
+
+    def chat_prompt(self, adapter, messages):
+        time.sleep(0.6)
+        return messages[-1]["content"]
+
+    def generate(self, adapter, prompts, params):
+        time.sleep(0.6)
+        yield [GenerationChunk(i, "done", "stop") for i in range(len(prompts))]
+
+
+def test_a_chat_has_one_timeout_for_its_prompt_and_its_generation():
+    with TestClient(create_app(SlowChat(), ServerSettings(timeout_s=1.0)), raise_server_exceptions=False) as client:
+        chat = client.post("/v1/chat/completions", json={"model": "base", "messages": [{"role": "user",
+                                                                                          "content": "hi"}]})
+        assert "server's timeout (1 s)" in assert_error(chat, 504, "timeout")["message"]
+        assert client.post("/v1/completions", json={"model": "base", "prompt": "hi"}).status_code == 200
 
 
 class SlowAdmin(FakeEngine):

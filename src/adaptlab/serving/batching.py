@@ -147,8 +147,10 @@ class Batcher:
         return await self._wait(job, timeout)
 
     async def generate(self, adapter: str, prompts: list[str], params: list[GenerationParams],
-                       timeout: float) -> AsyncIterator[list]:
-        """Chunks for these prompts as the worker produces them; RequestTimeout past ``timeout`` in total."""
+                       timeout: float, server_timeout: float | None = None) -> AsyncIterator[list]:
+        """Chunks for these prompts as the worker produces them; RequestTimeout past ``timeout`` in total (what is
+        left of the request's ``server_timeout``, which the message names, when a step came before)."""
+        said = server_timeout or timeout
         loop = asyncio.get_running_loop()
         job = Job("generate", adapter, prompts, loop, stream=asyncio.Queue(), params=params)
         self._submit(job)
@@ -157,12 +159,12 @@ class Batcher:
             while True:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise RequestTimeout(f"the request took longer than the server's timeout ({timeout:g} s).")
+                    raise RequestTimeout(f"the request took longer than the server's timeout ({said:g} s).")
                 try:
                     item = await asyncio.wait_for(job.stream.get(), remaining)
                 except asyncio.TimeoutError:
                     raise RequestTimeout(
-                        f"the request took longer than the server's timeout ({timeout:g} s).") from None
+                        f"the request took longer than the server's timeout ({said:g} s).") from None
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):

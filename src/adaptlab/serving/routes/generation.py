@@ -30,7 +30,8 @@ async def completions(req: CompletionRequest, request: Request, state: Served = 
     state.require(info, "decoder")
     prompts = state.texts(req.prompt, "prompt")
     params = _generation_params(state, req, req.max_tokens)
-    return await _respond(state, request, info.name, prompts, params, req.stream, chat=False)
+    return await _respond(state, request, info.name, prompts, params, req.stream, state.settings.timeout_s,
+                          chat=False)
 
 
 @router.post("/v1/chat/completions")
@@ -41,9 +42,11 @@ async def chat_completions(req: ChatRequest, request: Request, state: Served = D
     params = _generation_params(state, req, req.max_completion_tokens or req.max_tokens)
     messages = [m.model_dump(include={"role", "content"}) for m in req.messages]
     engine = state.engine  # rendered on the engine's thread: it reads what admin loads and unloads change
+    deadline = time.monotonic() + state.settings.timeout_s  # one timeout for the render and the generation
     prompt = await state.call(state.batcher.call(lambda: engine.chat_prompt(info.name, messages),
                                                  state.settings.timeout_s, admin=False))
-    return await _respond(state, request, info.name, [prompt], params, req.stream, chat=True)
+    return await _respond(state, request, info.name, [prompt], params, req.stream, deadline - time.monotonic(),
+                          chat=True)
 
 
 def _generation_params(state: Served, req: CompletionRequest | ChatRequest,
@@ -64,11 +67,12 @@ def _generation_params(state: Served, req: CompletionRequest | ChatRequest,
 
 
 async def _respond(state: Served, request: Request, name: str, prompts: list[Any], params: GenerationParams,
-                   stream: bool, chat: bool) -> Any:
-    """Start the generation; a stream of events, or the whole answer once every chunk is in."""
+                   stream: bool, timeout: float, chat: bool) -> Any:
+    """Start the generation (within ``timeout`` seconds); a stream of events, or the whole answer once every chunk
+    is in."""
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
-    chunks = state.batcher.generate(name, prompts, [params] * len(prompts), state.settings.timeout_s)
+    chunks = state.batcher.generate(name, prompts, [params] * len(prompts), timeout, state.settings.timeout_s)
     if stream:
         first = await state.call(_first(chunks))  # a failure before any text is an HTTP error, not an event
         events = _sse(state, ident, created, name, first, chunks, chat)
