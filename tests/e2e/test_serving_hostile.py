@@ -128,9 +128,12 @@ def test_a_chat_template_that_refuses_the_messages_is_a_400(session_home):
         "{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
     with TestClient(create_app(engine), raise_server_exceptions=False) as client:
         long = [{"role": "user", "content": "word " * 60}, {"role": "assistant", "content": "ok"},
-                {"role": "user", "content": "and then?"}]  # cut to fit: it starts with the assistant
+                {"role": "user", "content": "and then?"}]  # cut to fit: never to a start with the assistant
         cut = client.post("/v1/chat/completions", json={**body, "messages": long})
-        assert "Conversation must start with the user" in assert_error(cut, 400, "invalid_messages")["message"]
+        alone = client.post("/v1/chat/completions", json={**body, "messages": long[2:]})
+        assert cut.status_code == alone.status_code == 200 and cut.json()["usage"] == alone.json()["usage"]
+        refused = client.post("/v1/chat/completions", json={**body, "messages": long[1:]})
+        assert "Conversation must start with the user" in assert_error(refused, 400, "invalid_messages")["message"]
 
 
 class Breaking(FakeEngine):
@@ -342,6 +345,27 @@ def test_cutting_a_conversation_drops_the_fewest_turns_wherever_its_system_messa
         want = one_at_a_time(formatter, messages, budget)
         if len(want) <= budget:  # the cases that fit by dropping whole turns
             assert formatter.encode(messages).prompt_ids == want, (roles, budget)
+
+
+def test_cuts_a_template_refuses_are_passed_over(session_home):
+    from transformers import AutoTokenizer
+
+    from adaptlab.generation.formatting import Formatter, PromptStyle
+    from adaptlab.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny-random-gpt2").location)
+    tokenizer.chat_template = (  # Mistral-like: the conversation must start with the user
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('start with the user') }}{% endif %}"
+        "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}")
+    messages = [{"role": "user", "content": "word " * 20}, {"role": "assistant", "content": "word " * 20},
+                {"role": "user", "content": "word " * 3}, {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "and?"}]
+    formatter = Formatter(tokenizer, PromptStyle("{text}", chat=True), "causal", 1000)
+    from_third, last = formatter.prompt_ids(messages[2:]), formatter.prompt_ids(messages[4:])
+    assert len(last) < len(from_third) < len(formatter.prompt_ids(messages))
+    for budget, want in ((len(from_third), from_third), (len(from_third) - 1, last), (len(last), last)):
+        formatter = Formatter(tokenizer, PromptStyle("{text}", chat=True), "causal", budget)
+        assert formatter.encode(messages).prompt_ids == want, budget  # never a cut starting with the assistant
 
 
 def test_a_long_conversation_is_cut_to_its_newest_turns_in_a_few_renders(session_home):

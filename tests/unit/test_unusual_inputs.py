@@ -212,6 +212,14 @@ def test_alpaca_rows_keep_the_instruction_and_their_optional_input(tmp_path):
     assert pairs["mot0"] == "Translate word 0\n\nword0" and pairs["mot1"] == "Translate word 1"
     with pytest.raises(DataError, match="data.text_column is 'input' but data.target_column is not set"):
         frames_of(tmp_path, {"path": "a.jsonl", "text_column": "input"}, task={"type": "generation"})
+    (tmp_path / "te.jsonl").write_text("\n".join(json.dumps({"instruction": f"Say {i}", "output": f"{i}"})
+                                                 for i in range(3)) + "\n")  # a test file without inputs
+    data = frames_of(tmp_path, {"train": "a.jsonl", "test": "te.jsonl"}, task={"type": "generation"})
+    assert data.test.inputs == ["Say 0", "Say 1", "Say 2"]
+    both = [{**r, "prompt": r["instruction"].upper(), "completion": r["output"]} for r in rows]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in both) + "\n")
+    data = frames_of(tmp_path, {"path": "b.jsonl"}, task={"type": "generation"})
+    assert data.train.inputs[0].startswith("TRANSLATE WORD")  # prompt/completion, as before Alpaca was known
 
 
 def test_fewer_training_examples_than_classes_names_the_setting(tmp_path):
@@ -229,12 +237,12 @@ def test_a_saved_dataset_s_class_labels_are_read_as_their_names(tmp_path):
 
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"]),
                                   "tags": datasets.Sequence(datasets.ClassLabel(names=["O", "B-PER"]))})
-    saved = datasets.Dataset.from_dict({"text": ["bad", "good", "?"], "label": [0, 1, -1],
-                                        "tags": [[0], [1], [0, 1]]}, features=features)
+    saved = datasets.Dataset.from_dict({"text": ["bad", "good", "?", "??"], "label": [0, 1, -1, None],
+                                        "tags": [[0], [1], [0, 1], [1]]}, features=features)
     saved.save_to_disk(str(tmp_path / "ds"))
     frame = read_table(tmp_path / "ds")
-    assert frame["label"].tolist()[:2] == ["neg", "pos"] and pd.isna(frame["label"][2])  # -1: no label
-    assert [list(t) for t in frame["tags"]] == [["O"], ["B-PER"], ["O", "B-PER"]]
+    assert frame["label"].tolist()[:2] == ["neg", "pos"] and frame["label"][2:].isna().all()  # -1 or None: none
+    assert [list(t) for t in frame["tags"]] == [["O"], ["B-PER"], ["O", "B-PER"], ["B-PER"]]
 
 
 def test_numeric_labels_in_the_config_name_the_classes_as_the_data_writes_them():

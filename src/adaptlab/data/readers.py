@@ -453,13 +453,16 @@ def _with_class_names(dataset: Any) -> pd.DataFrame:
     library's "no label") becomes missing."""
     import datasets
 
+    def name(label: Any, value: Any) -> str | None:  # a ClassLabel
+        return None if value is None or pd.isna(value) or value < 0 else label.int2str(int(value))
+
     frame = dataset.to_pandas()
     for column, feature in dataset.features.items():
         inner = feature.feature if isinstance(feature, (datasets.Sequence, datasets.List)) else None
         if isinstance(feature, datasets.ClassLabel):
-            frame[column] = [None if v is None or v < 0 else feature.int2str(int(v)) for v in frame[column]]
+            frame[column] = [name(feature, v) for v in frame[column]]
         elif isinstance(inner, datasets.ClassLabel):
-            frame[column] = [None if v is None else [inner.int2str(int(x)) for x in v] for v in frame[column]]
+            frame[column] = [None if v is None else [name(inner, x) for x in v] for v in frame[column]]
     return frame
 
 

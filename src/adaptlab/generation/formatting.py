@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from jinja2 import TemplateError
+
 from adaptlab.errors import UserError
 
 Message = dict[str, str]
@@ -230,18 +232,26 @@ class Formatter:
             gone = set(turns[:k])
             return [m for i, m in enumerate(x) if i not in gone]
 
+        refused: list[int] = []
+
         def fits(k: int) -> bool:
-            return len(self.prompt_ids(without(k), None, demos)) <= budget
+            try:
+                return len(self.prompt_ids(without(k), None, demos)) <= budget
+            except TemplateError:  # e.g. a template that wants the user first: this cut is no prompt
+                refused.append(k)
+                return False
 
         last = max(0, len(turns) - 1)  # dropping this many keeps the last turn only
+        low, high = 0, last
         if not turns or all(m.get("role") != "system" for m in x[turns[0]:]):  # the system messages lead
-            low, high = 0, last
             while low < high:
                 mid = (low + high) // 2
                 low, high = (low, mid) if fits(mid) else (mid + 1, high)
-            dropped_turns = low
-        else:  # a system message among the turns: dropping the turns before it can lengthen the prompt
-            dropped_turns = next((k for k in range(last) if fits(k)), last)
+        if refused or low < high:
+            # a system message among the turns (dropping the turns before it can lengthen the prompt), or cuts the
+            # template refused: one turn at a time, the first cut that renders and fits
+            low = next((k for k in range(last) if fits(k)), last)
+        dropped_turns = low
         msgs = without(dropped_turns)
         ids = self.prompt_ids(msgs, None, demos)
         dropped = sum(len(self.tokenizer(x[i].get("content", ""), add_special_tokens=False)["input_ids"])

@@ -111,9 +111,15 @@ def detect_format(spec: Any, frame: pd.DataFrame, source: str) -> tuple[str, dic
 
 
 def _known_columns(columns: list[str]) -> dict[str, str] | None:
-    """The input and target columns of a known layout: Alpaca's (its optional input as ``context``), else the first
-    of :data:`COLUMN_PAIRS` present."""
-    if ALPACA[0] in columns and ALPACA[2] in columns:
+    """The input and target columns of a known layout: the first of :data:`COLUMN_PAIRS` present, Alpaca's (its
+    optional input as ``context``) taking the place of input/output."""
+    alpaca = ALPACA[0] in columns and ALPACA[2] in columns
+    for i, o in COLUMN_PAIRS:
+        if alpaca and i == ALPACA[1]:  # beside an instruction, 'input' is Alpaca's optional part, not the input
+            break
+        if i in columns and o in columns:
+            return {"input": i, "target": o}
+    if alpaca:
         return {"input": ALPACA[0], "target": ALPACA[2], **({"context": ALPACA[1]} if ALPACA[1] in columns else {})}
     return next(({"input": i, "target": o} for i, o in COLUMN_PAIRS if i in columns and o in columns), None)
 
@@ -241,7 +247,7 @@ class GenerationTask:
             return GenSplit([str(r) for r in rows], [p for p, _ in parsed], [a for _, a in parsed])
         check_columns(frame, {"text": columns["input"], "target": columns["target"]}, source)
         inputs = clean_text_column(frame, columns["input"], source).tolist()
-        if columns.get("context"):  # Alpaca: the instruction, then its input when the row has one
+        if columns.get("context") in frame.columns:  # Alpaca: the instruction, then its input when a row has one
             extra = ["" if pd.isna(v) else str(v).strip() for v in frame[columns["context"]].tolist()]
             inputs = [f"{x}\n\n{c}" if c else x for x, c in zip(inputs, extra)]
         targets = clean_text_column(frame, columns["target"], source).tolist()  # empty completions: DataError
