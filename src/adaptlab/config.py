@@ -576,13 +576,14 @@ class UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys given after it override it
                 continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # PyYAML refuses it itself
+                continue
             line = key_node.start_mark.line + 1
-            if isinstance(key, Hashable) and key in lines:
+            if key in lines:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"'{key}' is given twice in one section (lines {lines[key]} and {line}); keep one",
                     key_node.start_mark)
-            if isinstance(key, Hashable):
-                lines[key] = line
+            lines[key] = line
         return super().construct_mapping(node, deep=deep)
 
 

@@ -121,7 +121,7 @@ def _known_columns(columns: list[str]) -> dict[str, str] | None:
             return {"input": i, "target": o}
     if alpaca:
         return {"input": ALPACA[0], "target": ALPACA[2], **({"context": ALPACA[1]} if ALPACA[1] in columns else {})}
-    return next(({"input": i, "target": o} for i, o in COLUMN_PAIRS if i in columns and o in columns), None)
+    return None
 
 
 def message_list(value: Any, where: str) -> list[dict[str, str]]:
