@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from adaptlab.errors import UserError
+from adaptlab.reporting.table import console_for
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prompt or adapt? Run the adaptation ladder.")
 runs_app = typer.Typer(no_args_is_help=True, help="The run registry.")
 app.add_typer(runs_app, name="runs")
-console = Console()
-err_console = Console(stderr=True)
+console = console_for()
+err_console = console_for(stderr=True)
 
 
 def _version(value: bool) -> None:

@@ -16,7 +16,6 @@ together, each with its field path and the fix (:class:`adaptlab.errors.ConfigEr
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Hashable
 from pathlib import Path
@@ -40,6 +39,7 @@ from adaptlab.runs.files import LADDER_ENTRIES
 from adaptlab.runtime import RuntimeSpec
 from adaptlab.specs import MAX_SEED, Spec, check_seed
 from adaptlab.tasks._settings import TEMPLATE_FIELDS, GenerationSpec, TaskSpec
+from adaptlab.textcodec import bom_codec
 
 __all__ = ["MAX_SEED", "TEMPLATE_FIELDS", "DataSpec", "GenerationSpec", "LadderSpec", "RungSpec", "Spec", "TaskSpec",
            "TrainSizesSpec", "TuningSpec",
@@ -598,9 +598,7 @@ def load_ladder(path: str | Path) -> LadderSpec:
         siblings = [p.name for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
         raise UserError(f"config file '{path}' not found.{did_you_mean(path.name, siblings)}")
     data = path.read_bytes()
-    boms = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
-            (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-16 is what Windows PowerShell's > writes
-    encoding = next((codec for bom, codec in boms if data.startswith(bom)), "utf-8-sig")
+    encoding = bom_codec(data) or "utf-8-sig"
     nul = -1 if encoding != "utf-8-sig" else data[: 1 << 16].find(b"\x00")
     if nul >= 0:
         raise UserError(f"{path}: looks like a binary file (a NUL byte at byte offset {nul}), not a YAML config; "

@@ -80,6 +80,8 @@ class Ladder:
     output: Path
     data_hash: str
     config_hash: str
+    #: Held-out examples whose input also occurs in the training split (:func:`adaptlab.data.overlap.split_overlap`)
+    overlap: dict = dataclasses.field(default_factory=dict)
     #: The ladder this one re-runs rungs of (another training seed, the default settings of a tuned rung): where the
     #: searches are recorded and with which seed they were made. None for the ladder itself.
     primary: Ladder | None = None
@@ -186,7 +188,19 @@ def _prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     _ = ctx.model  # resolve now: an unknown model is a user error before any rung starts
     check_rungs(spec, ctx, data)
     check_train_sizes(spec, task, data)
-    return Ladder(spec, task, data, ctx, output or spec.output_path(), task.fingerprint(data), config_hash(spec))
+    return Ladder(spec, task, data, ctx, output or spec.output_path(), task.fingerprint(data), config_hash(spec),
+                  overlap=_overlap(task, data))
+
+
+def _overlap(task: Any, data: Any) -> dict:
+    """The held-out examples that occur in the training split; a warning when test examples do."""
+    from adaptlab.data.overlap import overlap_warning, split_overlap
+
+    found = split_overlap(task, data)
+    message = overlap_warning(found)
+    if message and distributed.is_main():
+        log.warning("%s", message)
+    return found
 
 
 def check_rungs(spec: LadderSpec, ctx: RunContext, data: Any) -> None:
@@ -528,6 +542,7 @@ def write_leaderboard(ladder: Ladder, entries: list[dict]) -> dict:
                   "test": len(ladder.data.test), "seed": ladder.spec.seed},
         "rungs": rank(entries, higher_is_better(primary)),
         "baselines": ladder.task.baselines(ladder.data, ladder.spec.seed),
+        "overlap": ladder.overlap,
     }
     write_json_atomic(ladder.output / "leaderboard.json", board)
     return board

@@ -68,6 +68,11 @@ def test_triplets_detected(tmp_path):
     task, data = prepare(tmp_path, rows(("anchor", "positive", "negative"), TRIPLETS))
     assert data.format == "triplets" and task.primary_metric == "triplet_accuracy"
     assert data.test.negative == ["a green apple", "tiny mouse"]
+    same = [*TRIPLETS, ("a cat", "a small  dog", "a small dog ")]
+    with pytest.raises(DataError, match=r"train\.jsonl: row 3: the positive \('positive'\) and the negative "
+                       r"\('negative'\) are the same text"):
+        prepare(tmp_path, rows(("anchor", "positive", "negative"), same), test=rows(("anchor", "positive",
+                                                                                     "negative"), TRIPLETS))
 
 
 def test_retrieval_corpus_is_the_splits_documents_and_repeated_queries_are_scored_once(tmp_path):

@@ -150,6 +150,8 @@ def test_report_of_one_ladder(tmp_path, capsys):
     assert paths == [ladder / "report.md", ladder / "report.html"]
     out = capsys.readouterr().out
     assert "tiny: classification on tiny-random-bert" in out and "recommended: lora" in out  # table + choice
+    # captured output is no terminal: the table is 160 columns wide, so nothing is cut; shares never in 1e+02 form
+    assert "4.0M (100%)" in out and "74.0k (1.9%)" in out and "…" not in out
     md = paths[0].read_text()
     # lora is 4/2 discordant vs full (exact McNemar p = 0.6875): indistinguishable and cheaper -> ship it
     assert "**Ship `lora`.**" in md and "p = 0.688 >= 0.05" in md

@@ -176,8 +176,12 @@ def test_tags_that_no_scheme_writes_and_swapped_columns_are_refused(tmp_path):
     words = [f"w{i}" for i in range(400)]
     swapped = [(["O"] * 4, words[i:i + 4]) for i in range(0, 400, 4)]
     tagged(tmp_path, swapped)
-    with pytest.raises(DataError, match="entity types .* the tokens and tags columns look swapped"):
+    with pytest.raises(DataError, match=r"d\.jsonl: most training .*entity types .* the tokens and tags columns look "
+                       "swapped"):
         frames_of(tmp_path, {"path": "d.jsonl", "test_size": 0.1}, task={"type": "token_classification"})
+    tagged(tmp_path, [(["Ann", "met", "Bob"], ["O", "O", "O"])] * 12)
+    with pytest.raises(DataError, match=r"d\.jsonl: the training split has no entities"):
+        frames_of(tmp_path, {"path": "d.jsonl"}, task={"type": "token_classification"})
     many = [([f"w{i}" for i in range(150)], [f"B-T{i}" for i in range(150)])] * 12  # fine-grained types
     tagged(tmp_path, many)
     assert len(frames_of(tmp_path, {"path": "d.jsonl"}, task={"type": "token_classification"}).entity_types) > 100
@@ -228,6 +232,10 @@ def test_fewer_training_examples_than_classes_names_the_setting(tmp_path):
     with pytest.raises(DataError, match="data.max_train_examples is 3, fewer than the 5 classes"):
         frames_of(tmp_path, {"path": "d.csv", "max_train_examples": 3})
     assert len(frames_of(tmp_path, {"path": "d.csv", "max_train_examples": 10}).train.texts) == 10
+    mixed = [{"text": f"text {i}", "label": [1, "1", 0, " 0"][i % 4]} for i in range(60)]  # two classes, written
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed), encoding="utf-8")  # two ways
+    data = frames_of(tmp_path, {"path": "m.jsonl", "max_train_examples": 2})
+    assert data.label_names == ["0", "1"] and sorted(data.train.labels.tolist()) == [0, 1]  # one of each
 
 
 def test_a_saved_dataset_s_class_labels_are_read_as_their_names(tmp_path):

@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from adaptlab.errors import DataError
+from adaptlab.textcodec import bom_codec
 
 ROW_COLUMN = "_row"
 
@@ -178,12 +179,7 @@ def _read_bytes(path: Path, compression: str | None, name: str) -> bytes:
 
 def _decode(raw: bytes, encoding: str | None, name: str) -> str:
     """Decode bytes, stripping a BOM; a bad byte is reported with its line and byte offset."""
-    if encoding is None:
-        for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-                           (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
-            if raw.startswith(bom):
-                encoding = codec
-                break
+    encoding = encoding or bom_codec(raw)
     try:
         codec = codecs.lookup(encoding or "utf-8").name
         "".encode(codec)  # hex, base64, rot13...: codecs, but not of text (str.encode refuses them)

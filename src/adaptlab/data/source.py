@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from adaptlab.config import LadderSpec
+from adaptlab.data.columns import normalise_label
 from adaptlab.data.split import split_frame
 from adaptlab.errors import DataError
 
@@ -42,13 +43,14 @@ def _subsample(frame: pd.DataFrame, n: int | None, seed: int, stratify: str | No
     than classes is a DataError naming that setting, not the data."""
     if n is None or len(frame) <= n:
         return frame
-    classes = frame[stratify].nunique() if stratify else 0
+    labels = frame[stratify].map(normalise_label) if stratify else None  # 1, 1.0 and "1" are one class
+    classes = labels.nunique() if labels is not None else 0
     if setting and n < classes:
         raise DataError(f"data.{setting} is {n}, fewer than the {classes} classes of the training split, so some "
                         f"class would have no example to learn from; set it to at least {classes}.")
     from sklearn.model_selection import train_test_split
 
-    strat = frame[stratify] if stratify and frame[stratify].value_counts().min() >= 2 else None
+    strat = labels if labels is not None and labels.value_counts().min() >= 2 else None
     try:
         keep, _ = train_test_split(frame, train_size=n, random_state=seed, stratify=strat)
     except ValueError:

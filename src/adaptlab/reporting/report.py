@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from adaptlab.data.overlap import overlap_warning
 from adaptlab.evaluation.seeds import RULE as SEED_RULE
 from adaptlab.reporting import charts as C
 from adaptlab.reporting.content import Report
@@ -49,6 +50,7 @@ from adaptlab.tasks import TASKS, Task, get_task
 def build_report(dirs: list[Path], warn: Warn) -> Report:
     """Read, check and analyse the runs in ``dirs``; nothing is written."""
     sources = load_sources(dirs, warn)
+    _overlap_warnings(sources, warn)
     runs = [r for s in sources for r in s.runs]
     check_compatible(runs)
     task_name = str(runs[0].task or "unknown")
@@ -90,6 +92,15 @@ def build_report(dirs: list[Path], warn: Warn) -> Report:
              else f"{' vs '.join(s.ladder for s in sources)}: {task_name}")
     return Report(title, sources, runs, task_name, metric, hib, _test_n(runs), tests, rec,
                   C.quality_cost_charts(points, metric, hib), curves, pareto, sections, colours, [])
+
+
+def _overlap_warnings(sources: list[Source], warn: Warn) -> None:
+    """The ladders whose test examples also occur in their training split (leaderboard.json ``overlap``)."""
+    for source in sources:
+        found = (source.board or {}).get("overlap")
+        message = overlap_warning(found) if isinstance(found, dict) else None
+        if message:
+            warn(message if len(sources) == 1 else f"{source.ladder}: {message}")
 
 
 def _known_task(name: str, warn: Warn) -> Task | None:
@@ -181,9 +192,9 @@ def write_report(dirs: list[Path], output: Path, quiet: bool = False) -> list[Pa
     Prints the terminal leaderboard and the recommendation unless ``quiet``; warnings (skipped runs) always go
     to stderr and into the report. Raises UserError for input that cannot make a truthful report.
     """
-    from rich.console import Console
+    from adaptlab.reporting.table import console_for
 
-    err = Console(stderr=True)
+    err = console_for(stderr=True)
     warnings: list[str] = []
 
     def warn(message: str) -> None:
@@ -205,11 +216,9 @@ def write_report(dirs: list[Path], output: Path, quiet: bool = False) -> list[Pa
 
 def _print_summary(report: Report) -> None:
     """The terminal leaderboard, its diagnoses and the recommendation."""
-    from rich.console import Console
+    from adaptlab.reporting.table import console_for, diagnosis_lines, leaderboard_table
 
-    from adaptlab.reporting.table import diagnosis_lines, leaderboard_table
-
-    console = Console()
+    console = console_for()
     board = terminal_board(report)
     console.print(leaderboard_table(board))
     for line in diagnosis_lines(board):

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+#: The width of what is written to a file or a pipe (a log, CI) rather than a terminal: rich's 80 columns would cut
+#: the leaderboard's numbers to "0.8…".
+PIPED_WIDTH = 160
+
+
+def console_for(stderr: bool = False) -> Console:
+    """Rich's console for stdout (or stderr): a terminal's own width; :data:`PIPED_WIDTH` when the output goes to a
+    file or a pipe and COLUMNS does not say otherwise."""
+    found = Console(stderr=stderr)
+    return found if found.is_terminal or os.environ.get("COLUMNS") else Console(stderr=stderr, width=PIPED_WIDTH)
 
 
 def human_count(n: int | None) -> str:
@@ -22,6 +36,15 @@ def human_bytes(n: int | None) -> str:
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"
+
+
+def percent(x: float | None) -> str:
+    """A share in percent to two significant figures, never in scientific notation: 100%, 16%, 0.0034%."""
+    import numpy as np  # here: the CLI imports this module at start
+
+    if not isinstance(x, (int, float)):
+        return "-"
+    return f"{np.format_float_positional(x, precision=2, unique=False, fractional=False, trim='-')}%"
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -51,7 +74,7 @@ def leaderboard_table(board: dict) -> Table:
             e["rung"],
             f"{fmt(e['value'])} [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]{_seeds_mark(e)}{flag_mark(e)}",
             *[fmt(e["metrics"].get("accuracy"))] * accuracy,
-            f"{human_count(c.get('trainable_params'))} ({c.get('trainable_pct', 0):.2g}%)",
+            f"{human_count(c.get('trainable_params'))} ({percent(c.get('trainable_pct'))})",
             fmt(c.get("train_seconds"), 1),
             fmt(c.get("train_samples_per_second"), 0),
             fmt(c.get("peak_memory_mb"), 0),

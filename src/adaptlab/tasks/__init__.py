@@ -43,6 +43,10 @@ class Task(Protocol):
     def fingerprint(self, data: Any) -> str:
         """A hash of every split's ids, inputs and references: what the rungs' resume hash and provenance name."""
 
+    def inputs(self, split: Any) -> list[str]:
+        """Each example's input in ``split`` (one of ``data``'s splits) as one text, in order: what the ladder's
+        overlap check (:mod:`adaptlab.data.overlap`) looks for in the training split."""
+
     def strata(self, data: Any) -> list[str]:
         """The class of each example of ``data.train``, in order: what a data-efficiency curve (``train_sizes:``)
         draws the same number of examples per class by. Asked only of tasks that declare a ``stratify_role``."""

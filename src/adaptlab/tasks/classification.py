@@ -198,6 +198,10 @@ class ClassificationTask(Unjudged):
         return hash_records([[name, s.ids, s.texts, s.pairs, s.labels.tolist()] for name, s in
                              (("train", data.train), ("validation", data.validation), ("test", data.test))])
 
+    def inputs(self, split: Split) -> list[str]:
+        """Each example's text (and its pair, on a second line): what the overlap check compares."""
+        return split.texts if split.pairs is None else [f"{t}\n{p}" for t, p in zip(split.texts, split.pairs)]
+
     def strata(self, data: ClassificationData) -> list[str]:
         """Each training example's label: a data-efficiency curve draws its sizes per class."""
         return [data.label_names[i] for i in data.train.labels.tolist()]

@@ -260,6 +260,10 @@ class GenerationTask:
         return hash_records([[name, s.ids, s.texts, s.references] for name, s in
                              (("train", data.train), ("validation", data.validation), ("test", data.test))])
 
+    def inputs(self, split: GenSplit) -> list[str]:
+        """Each example's input (the prompt; chat messages as JSON): what the overlap check compares."""
+        return split.texts
+
     def encoder_objective(self, label_names: list[str], settings: Any) -> Any:
         raise UserError("the encoder rungs (head_only, top_layers, lora, full) do not do generation; use the lm_* "
                         "rungs.")

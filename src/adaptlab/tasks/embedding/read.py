@@ -142,11 +142,21 @@ def pair_split(frame: pd.DataFrame, fmt: str, cols: dict[str, str], settings: Em
     split = EmbeddingSplit(ids=row_ids(frame), first=texts(frame, cols["first"]), second=texts(frame, cols["second"]))
     if fmt == "triplets":
         split.negative = texts(frame, cols["negative"])
+        _check_distinct(frame, split.second, split.negative, (cols["second"], cols["negative"]))
     elif fmt == "scored_pairs":
         split.score = scores(frame, cols["score"], settings.score_range)
     else:
         split.label = [label_names.index(v) for v in labels(frame, cols["label"])]
     return split
+
+
+def _check_distinct(frame: pd.DataFrame, positive: list[str], negative: list[str], names: tuple[str, str]) -> None:
+    """A triplet whose positive is its negative teaches nothing and can't be scored: DataError naming the rows."""
+    same = [i for i, (p, n) in enumerate(zip(positive, negative)) if " ".join(p.split()) == " ".join(n.split())]
+    if same:
+        raise DataError(f"{frame.attrs.get('source', 'data')}: {_rows(frame, same)}: the positive ('{names[0]}') and "
+                        f"the negative ('{names[1]}') are the same text, so the anchor can't be closer to one than "
+                        "to the other; fix or drop those rows.")
 
 
 def row_ids(frame: pd.DataFrame) -> list[str]:

@@ -82,6 +82,10 @@ class PreferenceTask:
                                                (("train", data.train), ("validation", data.validation),
                                                 ("test", data.test))])
 
+    def inputs(self, split: Any) -> list[str]:
+        """Each pair's prompt (chat messages as JSON): what the overlap check compares."""
+        return split.prompt_texts()
+
     def encoder_objective(self, label_names: list[str], settings: Any) -> Any:
         raise UserError("the encoder rungs (head_only, top_layers, lora, full) train classifiers and can't learn "
                         "preference pairs; use base_preference, dpo, orpo, reward_model or the lm_* rungs.")

@@ -70,7 +70,7 @@ class TokenClassificationTask(Unjudged):
         for name in ("train", "validation", "test"):
             frame = frames.get(name, frames["train"].iloc[0:0])
             rows[name], ids[name] = self._rows(spec, settings, frame, name), _ids(frame)
-        data = build_data(rows, ids, settings.scheme)
+        data = build_data(rows, ids, settings.scheme, frames["train"].attrs.get("source", "the training data"))
         unseen = unseen_types(data)
         if unseen:
             name, kind, sentence_ids = unseen[0]
@@ -99,6 +99,10 @@ class TokenClassificationTask(Unjudged):
         payload = [[name, s.ids, s.tokens, s.tags, s.texts] for name, s in
                    (("train", data.train), ("validation", data.validation), ("test", data.test))]
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()
+
+    def inputs(self, split: TokenSplit) -> list[str]:
+        """Each sentence's text: what the overlap check compares."""
+        return split.texts
 
     def predict(self, method: Any, split: TokenSplit) -> list[dict]:
         output: TagOutput = method.predict_tags(split.tokens)

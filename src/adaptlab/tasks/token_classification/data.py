@@ -181,8 +181,10 @@ def _checked_span(k: int, span: Any, length: int, source: str, place: str) -> tu
     return start, end, label.strip()
 
 
-def build_data(rows: dict[str, list[tuple]], ids: dict[str, list[str]], scheme: str) -> TokenData:
-    """Normalise every split to BIO (counting repairs) and fix the label set from the training split."""
+def build_data(rows: dict[str, list[tuple]], ids: dict[str, list[str]], scheme: str,
+               source: str = "the training data") -> TokenData:
+    """Normalise every split to BIO (counting repairs) and fix the label set from the training split (read from
+    ``source``, which the errors name)."""
     used = scheme if scheme != "auto" else detect_scheme(r[1] for r in rows["train"])
     splits, repairs = {}, {}
     for name, split_rows in rows.items():
@@ -192,12 +194,12 @@ def build_data(rows: dict[str, list[tuple]], ids: dict[str, list[str]], scheme: 
                                   [r[2] for r in split_rows], [r[3] for r in split_rows])
     types = entity_types(splits["train"].tags)
     if tag_share(w for r in rows["train"] for w in r[0]) > 0.5:
-        raise DataError(f"most training tokens are written as tags (O, B-..., I-...), and the tags read as "
+        raise DataError(f"{source}: most training tokens are written as tags (O, B-..., I-...), and the tags read as "
                         f"{len(types)} entity types (e.g. {', '.join(types[:5])}): the tokens and tags columns look "
                         "swapped. Point task.tokens_column at the words and task.tags_column at the tags.")
     if not types:
-        raise DataError("the training split has no entities (every tag is O): nothing to learn; check the tags "
-                        "column or the spans.")
+        raise DataError(f"{source}: the training split has no entities (every tag is O): nothing to learn; check "
+                        "the tags column or the spans.")
     return TokenData(bio_labels(types), types, used, splits["train"], splits["validation"], splits["test"], repairs)
 
 
