@@ -329,11 +329,13 @@ def load_tagger(path: Path, manifest: dict, backend: str, base: str | None, devi
     """A token-classification predictor (entities with character offsets) over one backend of a tagger bundle."""
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from adaptlab.tasks.token_classification.ship import TokenPredictor, onnx_backend, torch_backend
+    from adaptlab.tasks.token_classification.ship import MethodTagger, TokenPredictor, onnx_backend, torch_backend
 
     labels, max_length = manifest["labels"], int(manifest.get("max_length") or 512)
     if backend == "weights":
         method = load_method(path, manifest, base=base, device=device)
+        if method.merges_as() != "tagger":  # linear_probe, spaCy: their own tags, no per-word logits
+            return MethodTagger(method)
         return TokenPredictor(torch_backend(method.model.eval(), method.ctx.torch_device), method.tokenizer, labels,
                               max_length, backend)
     folder = path / "merged" if backend == "merged" else (path / ARTIFACT_PATHS[backend]).parent

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from adaptlab.errors import UserError
 from adaptlab.reporting.table import console_for
@@ -86,7 +87,7 @@ def compare(
 
     spec = load_ladder(config)
     spec.allow_pickle = spec.allow_pickle or allow_pickle
-    only = [r.strip() for r in rungs.split(",")] if rungs else None
+    only = _rung_names(spec, rungs)
     try:
         with console.status("loading data and model"):
             ladder = prepare(spec, output)
@@ -138,6 +139,19 @@ def _follow_compare(ladder: Any, resume: bool, only: list[str] | None) -> None:
         run_compare(ladder, resume=resume, only=only)
     except KeyboardInterrupt:  # Ctrl-C reaches every process; the main one says how to resume
         raise typer.Exit(130) from None
+
+
+def _rung_names(spec: Any, rungs: str | None) -> list[str] | None:
+    """The rungs ``--rungs`` names (None: every rung), each once and each a rung of the ladder."""
+    if rungs is None:
+        return None
+    names = [r.strip() for r in rungs.split(",")]
+    if not any(names) or "" in names:
+        raise UserError(f"--rungs {rungs!r} has an empty name; give comma-separated rung names, e.g. --rungs "
+                        f"{','.join(r.run_name for r in spec.rungs[:2])}.")
+    for name in names:
+        spec.rung(name)  # an unknown name is a UserError with "did you mean"
+    return list(dict.fromkeys(names))
 
 
 def _interrupted(config: Path, folder: Path, output: Path | None, rungs: str | None) -> None:
@@ -235,10 +249,11 @@ def predict(
     """Predict with a trained rung."""
     from adaptlab.bundle import pair_mismatch, trained_on_pairs
     from adaptlab.pipeline import load_run
+    from adaptlab.runs.files import read_run_json
 
     run_file = run_dir / "run.json"
     if run_file.is_file():  # before loading weights: a rung trained on single texts takes no --pair, and back
-        trained = trained_on_pairs(json.loads(run_file.read_text(encoding="utf-8")))
+        trained = trained_on_pairs(read_run_json(run_file))
         problem = pair_mismatch(f"{run_dir}: this rung", trained, pair is not None, "--pair")
         if problem:
             raise UserError(problem)
@@ -249,6 +264,9 @@ def predict(
     if task.export_kind == "embedder":
         _print_similarities(texts, method, as_json)
         return
+    if task.export_kind != "classifier":  # generation, preference pairs: the rung writes text
+        raise UserError(f"{run_dir}: this rung writes text (a generation or preference task); `adaptlab predict` "
+                        f'classifies, tags and embeds. Generate with it: adaptlab generate {run_dir} "your prompt"')
     probs = method.predict_proba(list(texts), [pair] * len(texts) if pair is not None else None)
     out = []
     for text, row in zip(texts, probs):
@@ -259,7 +277,7 @@ def predict(
         return
     for o in out:
         ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(o["scores"].items(), key=lambda kv: -kv[1]))
-        console.print(f"[bold]{o['label']}[/bold]  ({ranked})  {o['text']}")
+        console.print(f"[bold]{escape(o['label'])}[/bold]  ({escape(ranked)})  {escape(o['text'])}", highlight=False)
 
 
 def _print_similarities(texts: list[str], method: Any, as_json: bool) -> None:
@@ -274,7 +292,7 @@ def _print_similarities(texts: list[str], method: Any, as_json: bool) -> None:
         return
     for i, o in enumerate(out):
         shown = ", ".join(f"#{j} {v:.3f}" for j, v in o["cosine"].items()) or "give two texts or more to compare"
-        console.print(f"#{i} [{o['dimensions']} dims] cosine: {shown}  |  {o['text']}")
+        console.print(f"#{i} [{o['dimensions']} dims] cosine: {shown}  |  {o['text']}", markup=False, highlight=False)
 
 
 def _print_entities(texts: list[str], method: Any, as_json: bool) -> None:
@@ -287,7 +305,7 @@ def _print_entities(texts: list[str], method: Any, as_json: bool) -> None:
         return
     for o in out:
         shown = "; ".join(f"{e['text']} [{e['label']}] {e['start']}-{e['end']}" for e in o["entities"]) or "no entity"
-        console.print(f"{shown}  |  {o['text']}")
+        console.print(f"{shown}  |  {o['text']}", markup=False, highlight=False)
 
 
 @runs_app.command("list")
@@ -320,7 +338,9 @@ def runs_show(run_dir: Path = typer.Argument(..., help="A rung folder.")) -> Non
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise UserError(f"{run_dir}: no metrics.json here; pass a rung folder such as runs/<ladder>/<rung>.")
-    m = json.loads(path.read_text(encoding="utf-8"))
+    from adaptlab.runs.files import read_run_json
+
+    m = read_run_json(path)
     console.print_json(json.dumps({k: m.get(k) for k in ("rung", "method", "status", "error", "metrics",
                                                          "intervals", "cost", "provenance")}))
 
@@ -402,7 +422,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as e:
-        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except cli_errors as e:  # a mistake on the command line: usage, message (with "Did you mean"), exit 2
         if _bare_call_of_help_only_command(e, argv):
@@ -433,7 +453,8 @@ def main() -> None:
         fd, log = tempfile.mkstemp(prefix="adaptlab-crash-", suffix=".log")
         with os.fdopen(fd, "w") as f:
             f.write(traceback.format_exc())
-        err_console.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {e}\n(traceback: {log})")
+        err_console.print(f"[bold red]internal error:[/bold red] {type(e).__name__}: {escape(str(e))}\n(traceback: "
+                          f"{log})", highlight=False)
         sys.exit(1)
 
 if __name__ == "__main__":

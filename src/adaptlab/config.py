@@ -73,7 +73,9 @@ class DataSpec(Spec):
     test_size: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction held out for test when splitting.")
     max_train_examples: int | None = Field(None, gt=0, description="Stratified subsample of the training split.")
     max_test_examples: int | None = Field(None, gt=0, description="Stratified subsample of the test split.")
-    max_length: int = Field(128, gt=0, le=8192, description="Tokens per example; longer inputs are truncated.")
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per example; longer inputs are truncated. At "
+                            "least 8: a tokenizer's special tokens alone take up to 4 (a text pair), and below what "
+                            "they need it would not truncate at all.")
     target_column: str | None = Field(
         None,
         description="Generation: column with the reference output (completion, target, reply). Default: detected "

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +263,6 @@ def suggest(fp: Footprint, shape: Shape, trainable: int, baseline: float, runtim
     """The first change that makes a rung fit ``budget`` MiB: gradient checkpointing, a smaller micro-batch with
     more accumulation (the same examples per optimizer step), the rung's 4-bit variant; None when none does.
     ``per_token`` as in :func:`memory` (with checkpointing, measured training activations shrink as the formula's)."""
-    from dataclasses import replace
 
     def peak(f: Footprint, rt: Any = runtime, measured: tuple = per_token) -> float:
         return memory(f, shape, trainable, baseline, rt, measured, validates)["peak_mb"]
@@ -356,7 +355,7 @@ def plan_rung(ladder: Any, rung: Any, device: str, budget: float) -> RungPlan:
             with tempfile.TemporaryDirectory() as tmp:
                 method.fit(ladder.data, Path(tmp))
         trainable, total = method.parameter_counts()
-        fp = method.footprint(ladder.data, shape.layers)
+        fp = _within_data(method.footprint(ladder.data, shape.layers), ladder.data)
         here = device.split(":")[0] == ladder.ctx.torch_device.split(":")[0] and not device.startswith("cuda")
         extra = memory(fp, shape, trainable, 0.0, runtime)
         timing, note = _calibration(ladder, method, fp, shape.layers, extra["gradients_mb"] + extra["optimizer_mb"]) \
@@ -383,6 +382,12 @@ def plan_rung(ladder: Any, rung: Any, device: str, budget: float) -> RungPlan:
         steps=steps, seconds=significant(sum(secs)) if secs else None,
         train_seconds=significant(secs[0]) if secs else None,
         fits=fits, fix=fix, notes=notes)
+
+
+def _within_data(fp: Footprint, data: Any) -> Footprint:
+    """A batch is never larger than the split it is drawn from: batch_size 100000 on 28 examples trains on 28."""
+    held_out = max(len(data.validation), len(data.test)) or fp.eval_batch
+    return replace(fp, train_batch=min(fp.train_batch, len(data.train)), eval_batch=min(fp.eval_batch, held_out))
 
 
 def _calibration(ladder: Any, method: Any, fp: Footprint, layers: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tests.conftest import write_config
@@ -69,6 +70,8 @@ def test_compare_runs_list_predict(tmp_path, sentiment_csv, tiny_bert, monkeypat
     assert code == 0
     result = json.loads(out)
     assert result[0]["label"] in ("pos", "neg") and abs(sum(result[0]["scores"].values()) - 1) < 1e-3
+    code, out, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "out" / "lora", "[/bold] a [b]great[/b] film")
+    assert code == 0 and "[/bold] a [b]great[/b] film" in out, err  # the text as given, never read as markup
 
 
 def test_resume_skips_finished_rungs(tmp_path, sentiment_csv, tiny_bert, monkeypatch, capsys):
@@ -78,6 +81,11 @@ def test_resume_skips_finished_rungs(tmp_path, sentiment_csv, tiny_bert, monkeyp
     code, out, _ = run_cli(monkeypatch, capsys, "compare", config, "--resume")
     assert code == 0 and "already finished" in out
     assert (tmp_path / "out" / "linear_probe" / "metrics.json").stat().st_mtime_ns == before
+    code, out, _ = run_cli(monkeypatch, capsys, "compare", config, "--resume", "--rungs", "linear_probe, linear_probe")
+    assert code == 0 and "[1/1] linear_probe" in out and "/2]" not in out  # a rung named twice runs once
+    for empty in ("", " , ", "linear_probe,"):
+        code, _, err = run_cli(monkeypatch, capsys, "compare", config, "--rungs", empty)
+        assert code == 2 and "has an empty name" in err, err
 
 
 @pytest.mark.parametrize(
@@ -164,3 +172,30 @@ def test_methods_lists_every_rung_and_what_tuning_searches(monkeypatch, capsys):
     assert lora.startswith("    tuning searches: learning_rate [0.0001, 0.005, log], r {4, 8, 16}")
     zero = out.split("  embedding_zero_shot (")[1].split("\n  ")[1]
     assert not zero.startswith("    tuning searches")  # nothing to search
+
+
+def test_a_damaged_run_folder_is_named_not_a_traceback(sentiment_run, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    def damaged(name: str, harm) -> Path:
+        folder = shutil.copytree(sentiment_run, tmp_path / name)
+        harm(folder)
+        return folder
+
+    def truncate(folder: Path) -> None:
+        for file in (folder / "weights").rglob("*.safetensors"):
+            file.write_bytes(file.read_bytes()[:100])
+
+    cases = [
+        (("predict",), damaged("no_weights", lambda f: shutil.rmtree(f / "weights")), "weights can't be read"),
+        (("predict",), damaged("cut_weights", truncate), "weights can't be read"),
+        (("predict",), damaged("bad_run", lambda f: (f / "run.json").write_text("{")), "run.json: can't be read"),
+        (("runs", "show"), damaged("bad_metrics", lambda f: (f / "metrics.json").write_text('{"rung": ')),
+         "metrics.json: can't be read"),
+        (("export",), tmp_path / "bad_metrics", "metrics.json: can't be read"),
+    ]
+    for command, folder, message in cases:
+        extra = {"predict": ["a fine film"], "export": ["--to", str(tmp_path / "bundle")]}.get(command[0], [])
+        code, _, err = run_cli(monkeypatch, capsys, *command, folder, *extra)
+        assert code == 2 and message in err and "this run folder is damaged" in err, (command, folder.name, err)
+    assert not (tmp_path / "bundle").exists()

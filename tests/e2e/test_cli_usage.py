@@ -23,6 +23,7 @@ import typer
 import typer.main
 
 from adaptlab import cli
+from adaptlab.errors import UserError
 
 cli._load_command_modules()
 ROOT = typer.main.get_command(cli.app)
@@ -211,7 +212,7 @@ def test_user_errors_still_exit_2_and_bugs_still_exit_1(monkeypatch, capsys, tmp
     assert code == 2 and "error:" in err
 
     def boom() -> None:
-        raise RuntimeError("a bug")
+        raise RuntimeError("a bug [/bold] in [b]")  # brackets in a message are text, not rich markup
 
     info = next(i for i in cli.app.registered_commands if i.callback is cli.compare)
     monkeypatch.setattr(info, "callback", functools.wraps(cli.compare)(lambda *a, **k: boom()))
@@ -220,5 +221,9 @@ def test_user_errors_still_exit_2_and_bugs_still_exit_1(monkeypatch, capsys, tmp
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 1
-    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
+    assert "internal error: RuntimeError: a bug [/bold] in [b]" in capsys.readouterr().err
+    info.callback = functools.wraps(cli.compare)(lambda *a, **k: (_ for _ in ()).throw(UserError("e.g. [b] or [/i]")))
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 2 and "error: e.g. [b] or [/i]" in capsys.readouterr().err
     assert list(tmp_path.glob("adaptlab-crash-*.log"))

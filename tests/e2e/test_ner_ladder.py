@@ -63,6 +63,21 @@ def test_export_every_backend_keeps_the_run_s_entities(ladder, tmp_path, monkeyp
             [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in records], backend
 
 
+def test_a_rung_without_a_token_head_exports_its_weights_checked_on_its_tags(ladder, tmp_path, monkeypatch, capsys):
+    root, _, _ = ladder
+    run_dir, bundle = root / "out" / "spacy_ner", tmp_path / "bundle"
+    code, _, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", tmp_path / "merged", "--merge")
+    assert code == 2 and "internal error" not in err and not (tmp_path / "merged").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "export", run_dir, "--to", bundle)
+    assert code == 0, err
+    (check,) = json.loads((bundle / "parity.json").read_text())["checks"]
+    assert check["passed"] and check["changed_predictions"] == 0 and check["max_abs_logit_diff"] is None
+    records = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()][:10]
+    found = adaptlab.load(bundle).predict([r["text"] for r in records])
+    assert [[(e["start"], e["end"], e["label"]) for e in f["entities"]] for f in found] == \
+        [[(e["start"], e["end"], e["label"]) for e in r["entities"]] for r in records]
+
+
 def test_predict_prints_entities_with_offsets(ladder, monkeypatch, capsys):
     root, _, _ = ladder
     code, out, err = run_cli(monkeypatch, capsys, "predict", root / "out" / "lora", "alice went to paris", "--json")

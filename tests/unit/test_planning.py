@@ -112,7 +112,7 @@ def test_plan_command_on_a_tiny_ladder(tmp_path, monkeypatch, capsys, session_ho
 
     data = write_sentiment_csv(tmp_path / "d.csv", 32)
     rungs = [{"method": "zero_shot_prompt"},
-             {"method": "lm_lora", "params": {"max_steps": 2, "batch_size": 8, "evals_per_epoch": 0}}]
+             {"method": "lm_lora", "params": {"max_steps": 2, "batch_size": 100_000, "evals_per_epoch": 0}}]
     config = write_ladder(tmp_path, data, "tiny-random-llama", rungs, task={"type": "classification"})
     code, out, err = run_cli(monkeypatch, capsys, "plan", config, "--json")
     assert code == 0, err
@@ -120,6 +120,7 @@ def test_plan_command_on_a_tiny_ladder(tmp_path, monkeypatch, capsys, session_ho
     zero, lora = plan["rungs"]
     assert (zero["trainable"], zero["gradients_mb"], zero["steps"]) == (0, 0, None)
     assert lora["trainable"] > 0 and lora["steps"] == 2 and lora["train_seconds"] > 0 and lora["fits"]
+    assert lora["batch"] == 24  # batch_size 100000 trains on the 24 training examples there are
     assert lora["peak_mb"] > lora["baseline_mb"] > 100  # a Python process with torch loaded
     assert not (tmp_path / "out").exists()  # planning writes no runs
     code, out, err = run_cli(monkeypatch, capsys, "plan", config, "--memory", "10MiB")

@@ -296,8 +296,8 @@ def test_clean_text_lists_rows_and_lines():
 
 
 def test_clean_text_caps_the_row_list_and_uses_source_rows():
-    df = frame(text=[""] * 12 + ["x"]).iloc[::-1]  # _row survives reordering
-    with pytest.raises(DataError, match=r"empty in 12 rows: rows 12, 11, 10, 9, 8, 7, 6, 5, 4, 3 and 2 more\."):
+    df = frame(text=[""] * 12 + ["x"]).iloc[::-1]  # _row survives reordering; rows are named in file order
+    with pytest.raises(DataError, match=r"empty in 12 rows: rows 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 2 more\."):
         clean_text_column(df, "text", "src")
 
 

@@ -138,7 +138,7 @@ def test_xz_compressed_data_is_read(tmp_path):
 
 def test_lists_dicts_and_bytes_are_not_taken_as_text_or_labels(tmp_path):
     rows = [{"text": t["text"], "label": t["label"]} for t in sentiment_rows(20)]
-    cases = [("label", ["pos"], "holds a list, not a label"), ("text", {"a": 1}, "holds a dict, not text")]
+    cases = [("label", ["pos"], "holds a list, not a label"), ("text", {"a": 1}, "holds an object, not text")]
     for column, value, message in cases:
         odd = [dict(r) for r in rows]
         odd[3][column] = value
@@ -148,8 +148,24 @@ def test_lists_dicts_and_bytes_are_not_taken_as_text_or_labels(tmp_path):
     frame = pd.DataFrame(rows)
     frame["text"] = [t.encode() for t in frame["text"]]
     frame.to_parquet(tmp_path / "d.parquet")
-    with pytest.raises(DataError, match="column 'text' holds a bytes, not text"):
+    with pytest.raises(DataError, match="column 'text' holds bytes, not text"):
         frames_of(tmp_path, {"path": "d.parquet"})
+    both = [dict(r) for r in rows]
+    both[5]["label"], both[7]["label"] = ["pos"], {"a": 1}
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in both) + "\n")
+    with pytest.raises(DataError, match=r"column 'label' holds a list or an object, not a label, in 2 rows: "
+                       r"rows 6 \(line 6\), 8"):
+        frames_of(tmp_path, {"path": "d.jsonl"})
+
+
+def test_every_missing_label_of_a_file_is_named_at_once_in_file_order(tmp_path):
+    rows = [{"text": t["text"], "label": t["label"]} for t in sentiment_rows(40)]
+    for i in (34, 4, 9):
+        rows[i]["label"] = ""
+    write_rows(tmp_path / "d.csv", rows)  # whichever split each lands in, one message names all three
+    with pytest.raises(DataError, match=r"d\.csv: column 'label' has no label in 3 rows: rows 5 \(line 6\), 10 "
+                       r"\(line 11\), 35 \(line 36\)"):
+        frames_of(tmp_path, {"path": "d.csv"})
 
 
 def test_a_chat_test_file_without_the_messages_column_names_it(tmp_path):
@@ -259,3 +275,30 @@ def test_numeric_labels_in_the_config_name_the_classes_as_the_data_writes_them()
     assert (task.labels, task.label_descriptions, task.label_words) == (["0", "1"], {"0": "bad"},
                                                                         {"1": "good", "0": "bad"})
     assert "base_dir" not in problems(ladder(datta={}))  # an internal field is no key to suggest
+
+
+def test_a_max_length_below_what_special_tokens_need_is_refused():
+    """A tokenizer asked for fewer tokens than its special tokens take doesn't truncate at all (BERT at 1 gave whole
+    texts): the config refuses it."""
+    assert "data.max_length" in problems(ladder(data={"path": "d.csv", "max_length": 1}))
+    assert "greater than or equal to 8" in problems(ladder(data={"path": "d.csv", "max_length": 7}))
+    parse_ladder(ladder(data={"path": "d.csv", "max_length": 8}))
+
+
+def test_labels_alike_but_for_case_and_a_class_missing_from_the_test_split_are_warned_of(tmp_path, caplog):
+    import logging
+
+    rows = [{"text": f"text {i}", "label": ["pos", "neg", "POS "][i % 3]} for i in range(30)]
+    write_rows(tmp_path / "tr.csv", rows)
+    write_rows(tmp_path / "te.csv", [{"text": f"other {i}", "label": "pos"} for i in range(5)])
+    with caplog.at_level(logging.WARNING):
+        data = frames_of(tmp_path, {"train": "tr.csv", "test": "te.csv"})
+    assert data.label_names == ["POS", "neg", "pos"]
+    assert "differ only in case or spacing are separate classes: 'POS' / 'pos'" in caplog.text
+    assert "the test split has no example of 'POS', 'neg'" in caplog.text
+    caplog.clear()
+    write_rows(tmp_path / "tr.csv", [{**r, "label": r["label"].strip().lower()} for r in rows])
+    write_rows(tmp_path / "te.csv", [{"text": f"other {i}", "label": ["pos", "neg"][i % 2]} for i in range(6)])
+    with caplog.at_level(logging.WARNING):
+        frames_of(tmp_path, {"train": "tr.csv", "test": "te.csv"})
+    assert "separate classes" not in caplog.text and "no example of" not in caplog.text

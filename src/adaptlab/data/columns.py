@@ -86,14 +86,19 @@ def clean_label_column(
     return pd.Series(values, index=df.index, name=col, dtype=object)
 
 
+#: What a JSON or Parquet value that is not a single value is called in messages.
+_KINDS = {"list": "a list", "tuple": "a list", "ndarray": "a list", "dict": "an object", "set": "a set",
+          "bytes": "bytes", "bytearray": "bytes"}
+
+
 def check_scalar(df: pd.DataFrame, col: str, source: str, what: str) -> None:
     """DataError listing the rows where ``col`` holds a list, dict or bytes (JSON, Parquet) where ``what`` should be:
     its printed form (``"['pos']"``, ``"b'...'"``) would pass for text or a class."""
     cells = df[col].tolist()
     odd = [i for i, v in enumerate(cells) if isinstance(v, (list, tuple, dict, set, np.ndarray, bytes, bytearray))]
     if odd:
-        kind = type(cells[odd[0]]).__name__
-        raise DataError(f"{source}: column '{col}' holds a {kind}, not {what}, in {_rows_text(df, odd)}. Give each "
+        kinds = " or ".join(sorted({_KINDS.get(type(cells[i]).__name__, type(cells[i]).__name__) for i in odd}))
+        raise DataError(f"{source}: column '{col}' holds {kinds}, not {what}, in {_rows_text(df, odd)}. Give each "
                         f"row {what} as a plain string (or point data.*_column at the column that holds it).")
 
 
@@ -148,7 +153,7 @@ def row_numbers(df: pd.DataFrame, positions: list[int]) -> list[int]:
 
 def _rows_text(df: pd.DataFrame, positions: list[int]) -> str:
     """'3 rows: 2 (line 3), 5 (line 6), 9 (line 10)' with at most MAX_LISTED_ROWS listed."""
-    rows = row_numbers(df, positions)
+    rows = sorted(row_numbers(df, positions))  # file order, whatever order the split put them in
     offset = _line_offset(df.attrs.get("line_offset"))
     shown = [f"{r} (line {r + offset})" if offset is not None else str(r) for r in rows[:MAX_LISTED_ROWS]]
     more = f" and {len(rows) - MAX_LISTED_ROWS} more" if len(rows) > MAX_LISTED_ROWS else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from adaptlab.config import LadderSpec
-from adaptlab.data.columns import normalise_label
+from adaptlab.data.columns import clean_label_column, normalise_label
 from adaptlab.data.split import split_frame
 from adaptlab.errors import DataError
 
@@ -61,10 +61,11 @@ def _subsample(frame: pd.DataFrame, n: int | None, seed: int, stratify: str | No
 
 
 def _stratify_if_present(frame: pd.DataFrame, column: str | None) -> str | None:
+    """The column to stratify the split by, when ``frame`` has it; a label that is missing or not a single value
+    anywhere in the file is a DataError naming every such row at once (after the split, each split would name only
+    its own)."""
     if column and column in frame.columns:
-        values = frame[column]
-        if values.isna().any() or (values.astype(str).str.strip() == "").any():
-            return None  # missing labels are reported with row numbers by the task, after the split
+        clean_label_column(frame, column, frame.attrs.get("source", "data"), min_classes=1)
         return column
     return None
 

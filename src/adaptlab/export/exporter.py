@@ -13,7 +13,6 @@ otherwise it is kept at ``<to>.failed`` (with its ``parity.json``) and :class:`P
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -37,7 +36,7 @@ from adaptlab.export import parity
 from adaptlab.export.bundling import copy_weights, finish, opset
 from adaptlab.export.merge import check_mergeable
 from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE, ParityError, ParityReference, Tolerance
-from adaptlab.runs.files import read_jsonl
+from adaptlab.runs.files import read_jsonl, read_run_json
 
 Progress = Callable[[str], None]
 #: Test prompts greedy-decoded per artefact of a generation run unless --parity-limit says otherwise.
@@ -49,9 +48,9 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file():
         raise UserError(f"{run_dir}: not a run folder (no run.json). Pass <output>/<rung>, e.g. runs/<ladder>/lora.")
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    info = read_run_json(run_dir / "run.json")
     metrics_file = run_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else {}
+    metrics = read_run_json(metrics_file) if metrics_file.is_file() else {}
     if metrics.get("status") != "ok":
         raise UserError(f"{run_dir}: this rung did not finish successfully (status: {metrics.get('status')}); "
                         "nothing to export.")

@@ -15,7 +15,7 @@ def build_tagger(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx
                  int8_tolerance: Any, limit: int | None, say: Any) -> dict:
     from adaptlab.export.bundling import copy_weights, finish
     from adaptlab.export.merge import check_mergeable
-    from adaptlab.tasks.token_classification.ship import TokenPredictor, parity_check, torch_backend
+    from adaptlab.tasks.token_classification.ship import TokenPredictor, method_parity, parity_check, torch_backend
 
     say("copying weights")
     copy_weights(run_dir, staging)
@@ -26,9 +26,12 @@ def build_tagger(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx
     method = load_method(staging, manifest)
     if merge or onnx:  # before any parity pass: a rung that can't be merged for this bundle says so at once
         check_mergeable(method, manifest["export_kind"])
-    weights = TokenPredictor(torch_backend(method.model.eval()), method.tokenizer, labels, max_length, "weights")
     say(f"parity: rung weights on {len(records)} test sentences")
-    result, ref = parity_check(records, "weights", weights, None, tolerance, "weights/", types)
+    if method.merges_as() == "tagger":  # a transformers token classifier: per-word logits too
+        weights = TokenPredictor(torch_backend(method.model.eval()), method.tokenizer, labels, max_length, "weights")
+        result, ref = parity_check(records, "weights", weights, None, tolerance, "weights/", types)
+    else:  # linear_probe, spaCy: their tags only (no merge or ONNX gets here: check_mergeable refused it)
+        result, ref = method_parity(records, method, tolerance, "weights/", types), []
     checks = [result]
     if merge or onnx:
         checks += _exports(method, staging, manifest, records, ref, types, merge, onnx, int8, tolerance,

@@ -192,6 +192,8 @@ def write_report(dirs: list[Path], output: Path, quiet: bool = False) -> list[Pa
     Prints the terminal leaderboard and the recommendation unless ``quiet``; warnings (skipped runs) always go
     to stderr and into the report. Raises UserError for input that cannot make a truthful report.
     """
+    from rich.markup import escape
+
     from adaptlab.reporting.table import console_for
 
     err = console_for(stderr=True)
@@ -199,7 +201,7 @@ def write_report(dirs: list[Path], output: Path, quiet: bool = False) -> list[Pa
 
     def warn(message: str) -> None:
         warnings.append(message)
-        err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
     report = build_report([Path(d) for d in dirs], warn)
     report.warnings = warnings

@@ -6,13 +6,13 @@ pipeline that runs them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
 from adaptlab.methods import METHODS, Method
+from adaptlab.runs.files import read_run_json
 from adaptlab.tasks import get_task
 
 
@@ -22,15 +22,35 @@ def load_run(run_dir: Path) -> tuple[Any, Method, dict]:
     run_file = run_dir / "run.json"
     if not run_file.is_file():
         raise UserError(f"{run_dir}: not a run folder (no run.json). Pass <output>/<rung>, e.g. runs/<ladder>/lora.")
-    info = json.loads(run_file.read_text(encoding="utf-8"))
+    info = read_run_json(run_file)
     metrics_file = run_dir / "metrics.json"
-    status = json.loads(metrics_file.read_text(encoding="utf-8")).get("status") if metrics_file.is_file() else None
+    status = read_run_json(metrics_file).get("status") if metrics_file.is_file() else None
     if status != "ok":
         raise UserError(f"{run_dir}: this rung did not finish successfully (status: {status}); nothing to load.")
-    ctx = RunContext.from_dict(info["context"])
-    method_cls = METHODS.get(info["rung"]["method"])
-    method = method_cls.load(run_dir / "weights", method_cls.Params.model_validate(info["params"]), ctx)
-    return get_task(info["context"]["task"]), method, info
+    try:
+        ctx = RunContext.from_dict(info["context"])
+        method_cls = METHODS.get(info["rung"]["method"])
+        params = method_cls.Params.model_validate(info["params"])
+        task = get_task(info["context"]["task"])
+    except (KeyError, TypeError, ValueError) as err:  # a pydantic ValidationError is a ValueError
+        raise UserError(f"{run_file}: not what adaptlab writes ({type(err).__name__}: {err}); this run folder is "
+                        f"damaged. {AGAIN}") from None
+    return task, _load_weights(run_dir, method_cls, params, ctx), info
+
+
+#: What to do about a damaged run folder.
+AGAIN = "Run the rung again (adaptlab compare CONFIG --rungs NAME)."
+
+
+def _load_weights(run_dir: Path, method_cls: Any, params: Any, ctx: RunContext) -> Method:
+    """The rung's method with its saved weights; a missing or truncated weights file is a UserError naming it."""
+    from safetensors import SafetensorError
+
+    try:
+        return method_cls.load(run_dir / "weights", params, ctx)
+    except (FileNotFoundError, SafetensorError) as err:
+        raise UserError(f"{run_dir / 'weights'}: the rung's weights can't be read ({type(err).__name__}: {err}); "
+                        f"this run folder is damaged. {AGAIN}") from None
 
 
 __all__ = ["load_run"]

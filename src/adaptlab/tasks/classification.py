@@ -78,6 +78,25 @@ def _warn_absent_labels(data: ClassificationData) -> None:
         )
 
 
+def _warn_label_mix(data: ClassificationData) -> None:
+    """Labels that differ only in case or spacing (two classes the user may have meant as one), and training classes
+    the test split has no example of (their F1 there is 0 whatever a rung does, which lowers every macro average)."""
+    by_key: dict[str, list[str]] = {}
+    for name in data.label_names:
+        by_key.setdefault(" ".join(name.casefold().split()), []).append(name)
+    alike = [names for names in by_key.values() if len(names) > 1]
+    if alike:
+        shown = "; ".join(" / ".join(repr(n) for n in names) for names in alike[:5])
+        log.warning("labels that differ only in case or spacing are separate classes: %s. Write each class one way "
+                    "if they are one.", shown)
+    if len(data.test):
+        absent = [n for i, n in enumerate(data.label_names) if i in set(data.train.labels.tolist())
+                  and i not in set(data.test.labels.tolist())]
+        if absent:
+            log.warning("the test split has no example of %s: macro metrics count their F1 as 0 for every rung. Give "
+                        "the test split examples of every class.", ", ".join(repr(n) for n in absent[:10]))
+
+
 def _label_set(spec: Any, cleaned: dict[str, pd.DataFrame]) -> list[str]:
     """task.labels, else the sorted training labels; a label outside the set in any split is a DataError."""
     column = spec.data.label_column
@@ -190,6 +209,7 @@ class ClassificationTask(Unjudged):
             label_descriptions=descriptions,
         )
         _warn_absent_labels(prepared)
+        _warn_label_mix(prepared)
         return prepared
 
     def fingerprint(self, data: ClassificationData) -> str:

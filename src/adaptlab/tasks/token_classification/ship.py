@@ -136,8 +136,6 @@ def parity_check(records: list[dict], artifact: str, predictor: TokenPredictor, 
     recorded test predictions."""
     import time
 
-    from adaptlab.tasks.token_classification.metrics import entity_metrics
-
     start = time.perf_counter()
     sentences = [r["tokens"] for r in records]
     logits = predictor.word_logits(sentences)
@@ -145,6 +143,25 @@ def parity_check(records: list[dict], artifact: str, predictor: TokenPredictor, 
     diff = None
     if reference is not None:
         diff = float(max((np.nanmax(np.abs(a - b)) if a.size else 0.0) for a, b in zip(logits, reference)))
+    return _tag_parity(records, tags, diff, tolerance, artifact, file, types, start), logits
+
+
+def method_parity(records: list[dict], method: Any, tolerance: Any, file: str, types: list[str]) -> dict:
+    """The reloaded rung's own tags (``predict_tags``: a rung without a transformers token head, e.g. linear_probe
+    or spaCy, has no per-word logits to compare) against the run's recorded test predictions."""
+    import time
+
+    start = time.perf_counter()
+    tags = method.predict_tags([r["tokens"] for r in records]).tags if records else []
+    return _tag_parity(records, tags, None, tolerance, "weights", file, types, start)
+
+
+def _tag_parity(records: list[dict], tags: list[list[str]], diff: float | None, tolerance: Any, artifact: str,
+                file: str, types: list[str], start: float) -> dict:
+    import time
+
+    from adaptlab.tasks.token_classification.metrics import entity_metrics
+
     refs = [r["reference"] for r in records]
     run_value = entity_metrics(refs, [r["prediction"] for r in records], types, 0)["metrics"]["entity_micro_f1"]
     value = entity_metrics(refs, tags, types, 0)["metrics"]["entity_micro_f1"]
@@ -159,4 +176,4 @@ def parity_check(records: list[dict], artifact: str, predictor: TokenPredictor, 
             "metric": "entity_micro_f1",
             "run_value": run_value, "value": value, "metric_delta": value - run_value,
             "tolerance": {"logit": tolerance.logit, "metric": tolerance.metric}, "passed": not failures,
-            "failures": failures, "seconds": round(time.perf_counter() - start, 3)}, logits
+            "failures": failures, "seconds": round(time.perf_counter() - start, 3)}
