@@ -215,12 +215,17 @@ def report(
 
 @app.command()
 def validate(config: Path = typer.Argument(..., help="Ladder spec (YAML).")) -> None:
-    """Check a config without running anything."""
+    """Check a config and that its data files exist, without reading them or running anything (`adaptlab plan`
+    also reads the data, loads the model and checks each rung against them)."""
     from adaptlab.config import load_ladder
+    from adaptlab.data.source import check_data_files
 
     spec = load_ladder(config)
+    check_data_files(spec)
     names = ", ".join(r.run_name for r in spec.rungs)
-    console.print(f"[green]ok[/green]: {spec.name}, {len(spec.rungs)} rungs: {names}")
+    console.print(f"[green]ok[/green]: {spec.name}, {len(spec.rungs)} rungs: {escape(names)}. The data and model are "
+                  "read when it runs; `adaptlab plan` checks them (and each rung against them) first.",
+                  highlight=False)
 
 
 @app.command()

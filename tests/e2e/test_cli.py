@@ -124,6 +124,12 @@ def test_all_config_problems_reported_at_once(tmp_path, sentiment_csv, monkeypat
     assert code == 2
     for needle in ("seed", "rungs[0].method", "rungs[1].params.r", "3 problems"):
         assert needle in err.replace("\n", " ")
+    good = write_config(tmp_path, sentiment_csv, "tiny-random-bert", [{"method": "linear_probe"}])
+    code, out, err = run_cli(monkeypatch, capsys, "validate", good)
+    assert code == 0 and "ok" in out and "adaptlab plan" in out, err
+    sentiment_csv.rename(tmp_path / "elsewhere.csv")
+    code, _, err = run_cli(monkeypatch, capsys, "validate", good)
+    assert code == 2 and "data.path: " in err and "sentiment.csv: file not found" in err
 
 
 @pytest.mark.parametrize(

@@ -117,9 +117,19 @@ def test_blank_csv_cells_are_missing_not_nan(tmp_path):
 
 
 def test_scores_outside_the_declared_range_name_the_rows_and_the_fix(tmp_path):
-    with pytest.raises(DataError, match=r"outside task.score_range \[0, 1\] in 2 row\(s\): 1 \(4\.5\), 3 \(4\)\. "
+    with pytest.raises(DataError, match=r"outside task.score_range \[0, 1\] in 4 row\(s\): \S*train.jsonl: rows 1 "
+                                        r"\(4\.5\), 3 \(4\); \S*test.jsonl: rows 1 \(4\.5\), 3 \(4\)\. "
                                         r"The scores run from 0\.5 to 4\.5: .*task.score_range: \[0, 4\.5\]"):
         prepare(tmp_path, rows(("sentence1", "sentence2", "score"), SCORED))
+    # one file, split: the message covers every split, in file order, and the range it suggests holds every score
+    many = [{"sentence1": f"a {i}", "sentence2": f"b {i}", "score": (i * 37 % 50) / 10} for i in range(40)]
+    (tmp_path / "all.jsonl").write_text("\n".join(json.dumps(r) for r in many), encoding="utf-8")
+    spec = LadderSpec.model_validate({"name": "t", "task": {"type": "embedding"}, "model": "minilm",
+                                      "rungs": [{"method": "linear_probe"}], "base_dir": tmp_path,
+                                      "data": {"path": "all.jsonl", "validation_size": 0.2, "test_size": 0.2}})
+    with pytest.raises(DataError, match=r"in 31 row\(s\): \S*all.jsonl: rows 2 \(3\.7\), 3 \(2\.4\), 4 \(1\.1\), "
+                                        r"5 \(4\.8\),.* and 21 more\. The scores run from 0 to 4\.9: .*\[0, 4\.9\]"):
+        get_task("embedding").prepare(spec, load_frames(spec, None))
     bad = rows(("sentence1", "sentence2", "score"), SCORED)
     bad[1]["score"] = "high"
     with pytest.raises(DataError, match=r"column 'score' has no numeric score in row 2"):

@@ -302,3 +302,16 @@ def test_labels_alike_but_for_case_and_a_class_missing_from_the_test_split_are_w
     with caplog.at_level(logging.WARNING):
         frames_of(tmp_path, {"train": "tr.csv", "test": "te.csv"})
     assert "separate classes" not in caplog.text and "no example of" not in caplog.text
+
+
+def test_a_csv_separated_by_semicolons_or_tabs_says_so(tmp_path):
+    (tmp_path / "semi.csv").write_text("text;label\n" + "".join(f"film {i};pos\n" for i in range(10)))
+    with pytest.raises(DataError, match=r"semi\.csv: the header line 'text;label' reads as one column: the file "
+                       "looks separated by semicolons, not commas; save it again with commas"):
+        frames_of(tmp_path, {"path": "semi.csv"})
+    (tmp_path / "tabs.csv").write_text("text\tlabel\n" + "".join(f"film {i}\tpos\n" for i in range(10)))
+    with pytest.raises(DataError, match=r"separated by tabs, not commas; name it \.tsv or set data\.format: tsv"):
+        frames_of(tmp_path, {"path": "tabs.csv"})
+    (tmp_path / "fine.tsv").write_text("text\tlabel\n" + "".join(f"a film; {i}\t{'pos' if i % 2 else 'neg'}\n"
+                                                                  for i in range(20)))
+    assert len(frames_of(tmp_path, {"path": "fine.tsv"}).train.texts) > 0  # a semicolon inside a text is just text

@@ -70,7 +70,7 @@ def read_table(path: str | Path, fmt: str | None = None, encoding: str | None = 
     path, split = _split_selector(path)
     name = str(path)
     if not _exists(path):
-        raise DataError(_missing_file_message(path))
+        raise DataError(missing_file_message(path))
     if path.is_dir():
         frame = _read_saved_dataset(path, split, name)
     else:
@@ -124,7 +124,7 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def _missing_file_message(path: Path) -> str:
+def missing_file_message(path: Path) -> str:
     parent = path.parent
     if not _exists(parent) or not parent.is_dir():
         return f"{path}: file not found (the folder '{parent}' does not exist)."
@@ -239,6 +239,22 @@ def _raise_field_size_limit() -> None:
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
+#: Separators a delimited file may use instead of the one its suffix says, and how to read such a file.
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars", ",": "commas"}
+
+
+def _check_separator(columns: list[str], sep: str, name: str) -> None:
+    """A header read as a single column that holds another separator (a semicolon CSV, as spreadsheets in many
+    locales save it; a tab-separated file named .csv): DataError saying so, not a "column not found" later."""
+    found = [s for s in _OTHER_SEPARATORS if s != sep and s in columns[0]] if len(columns) == 1 else []
+    if not found:
+        return
+    fix = ("name it .tsv or set data.format: tsv" if found[0] == "\t" else
+           "name it .csv or set data.format: csv" if found[0] == "," else "save it again with commas as separators")
+    raise DataError(f"{name}: the header line {short(columns[0])!r} reads as one column: the file looks separated by "
+                    f"{_OTHER_SEPARATORS[found[0]]}, not {_OTHER_SEPARATORS[sep]}; {fix}.")
+
+
 def _read_delimited(text: str, sep: str, name: str) -> pd.DataFrame:
     """CSV/TSV: every cell as text, header from the first line, ragged rows reported by line."""
     try:
@@ -253,6 +269,7 @@ def _read_delimited(text: str, sep: str, name: str) -> pd.DataFrame:
         raise DataError(_parser_error_message(text, sep, err, name)) from None
     header = [str(h).strip() for h in cells.iloc[0].tolist()]
     columns = [h if h else f"Unnamed: {i}" for i, h in enumerate(header)]
+    _check_separator(columns, sep, name)
     _check_duplicate_columns(columns, name, "header line")
     if len(cells) < 2:
         raise DataError(f"{name}: the file has a header line ({', '.join(map(short, columns))}) but no data rows.")

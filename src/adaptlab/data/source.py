@@ -92,6 +92,17 @@ def _carve(spec: LadderSpec, frames: dict[str, pd.DataFrame], stratify: str | No
     return carved if "validation" not in frames else {**carved, "validation": frames["validation"]}
 
 
+def check_data_files(spec: LadderSpec) -> None:
+    """Every data file the config names exists (what ``adaptlab validate`` checks, without reading them)."""
+    from adaptlab.data.readers import missing_file_message
+
+    for name in ("path", "train", "validation", "test"):
+        value = getattr(spec.data, name)
+        path = spec.resolve_path(value) if value else None
+        if path is not None and not path.exists():  # a file, or a datasets save_to_disk folder
+            raise DataError(f"data.{name}: {missing_file_message(path)}")
+
+
 def load_frames(spec: LadderSpec, stratify_role: str | None = "label_column") -> dict[str, pd.DataFrame]:
     """The three splits every rung of the ladder shares."""
     data = spec.data

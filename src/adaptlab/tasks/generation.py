@@ -135,7 +135,7 @@ def message_list(value: Any, where: str) -> list[dict[str, str]]:
     if isinstance(value, np.ndarray):
         value = value.tolist()
     if not isinstance(value, list) or not value:
-        got = type(value).__name__
+        got = "an empty list" if isinstance(value, list) else type(value).__name__
         raise DataError(f"{where}: expected a non-empty list of {{role, content}} messages, got {got}.")
     messages = []
     for i, m in enumerate(value):

@@ -78,6 +78,8 @@ class EmbeddingTask(Unjudged):
                 found = {v for f in frames.values() for v in read.labels(f, cols["label"])}
                 self.label_names = sorted(found)
                 self.positive = read.positive_labels(self.label_names, settings, frames["train"].attrs.get("source"))
+            if fmt == "scored_pairs":
+                read.check_score_range(list(frames.values()), cols["score"], settings.score_range)
             splits = {name: read.pair_split(f, fmt, cols, settings, self.label_names) for name, f in frames.items()}
         data = EmbeddingData(fmt, splits["train"], splits["validation"], splits["test"], list(self.label_names))
         for name in ("validation", "test"):

@@ -112,6 +112,35 @@ def scores(frame: pd.DataFrame, column: str, score_range: tuple[float, float]) -
     return ((values - low) / (high - low)).tolist()
 
 
+def check_score_range(frames: list[pd.DataFrame], column: str, score_range: tuple[float, float]) -> None:
+    """Every split's scores inside ``score_range``, checked over all the splits at once: one DataError listing the
+    rows outside it, file by file in file order, and a range that holds every score (checked split by split, each
+    message would show one split's rows and a range the next split breaks). Non-numeric scores are left to
+    :func:`scores`."""
+    low, high = score_range
+    found: dict[str, list[tuple[int, float]]] = {}
+    seen: list[float] = []
+    for frame in frames:
+        if column not in frame.columns or not len(frame):
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
+        finite = np.isfinite(values)
+        seen += [float(values[finite].min()), float(values[finite].max())] if finite.any() else []
+        out = np.flatnonzero(finite & ((values < low) | (values > high)))
+        hits = found.setdefault(frame.attrs.get("source", "data"), [])
+        hits += list(zip(row_numbers(frame, list(out)), values[out].tolist()))
+    total = sum(len(hits) for hits in found.values())
+    if not total:
+        return
+    where = "; ".join(f"{source}: {'row' if len(hits) == 1 else 'rows'} "
+                      f"{', '.join(f'{r} ({v:g})' for r, v in sorted(hits)[:MAX_LISTED])}"
+                      f"{f' and {len(hits) - MAX_LISTED} more' if len(hits) > MAX_LISTED else ''}"
+                      for source, hits in found.items() if hits)
+    raise DataError(f"column '{column}' has scores outside task.score_range [{low:g}, {high:g}] in {total} row(s): "
+                    f"{where}. The scores run from {min(seen):g} to {max(seen):g}: declare their range "
+                    f"(task.score_range: [{min(low, min(seen)):g}, {max(high, max(seen)):g}]) or fix these rows.")
+
+
 def labels(frame: pd.DataFrame, column: str) -> list[str]:
     """The class of every row as text; a missing class is a DataError naming the rows."""
     if len(frame) == 0:
