@@ -366,8 +366,10 @@ def load_method(path: Path, manifest: dict, *, base: str | None = None, device: 
         context["device"] = device
     ctx = RunContext.from_dict(context)
     check_base(ctx.model.sha256, manifest, ctx.model_spec)
+    from adaptlab.runs.loading import load_weights
+
     method_cls = METHODS.get(manifest["method"])
-    return method_cls.load(path / "weights", method_cls.Params.model_validate(manifest["params"]), ctx)
+    return load_weights(path / "weights", method_cls, method_cls.Params.model_validate(manifest["params"]), ctx)
 
 
 def check_base(actual_sha256: str | None, manifest: dict, where: str) -> None:

@@ -87,7 +87,7 @@ def compare(
 
     spec = load_ladder(config)
     spec.allow_pickle = spec.allow_pickle or allow_pickle
-    only = _rung_names(spec, rungs)
+    only = rung_names(spec, rungs)
     try:
         with console.status("loading data and model"):
             ladder = prepare(spec, output)
@@ -103,8 +103,8 @@ def compare(
         return
     d = ladder.data
     console.print(
-        f"[bold]{spec.name}[/bold]: {spec.task.type}, model {spec.model}, split train={len(d.train)} "
-        f"validation={len(d.validation)} test={len(d.test)} (seed {spec.seed}) -> {ladder.output}"
+        f"[bold]{spec.name}[/bold]: {spec.task.type}, model {escape(spec.model)}, split train={len(d.train)} "
+        f"validation={len(d.validation)} test={len(d.test)} (seed {spec.seed}) -> {escape(str(ladder.output))}"
     )
     update, status = _progress(len(only or spec.rungs))
     try:
@@ -120,8 +120,6 @@ def compare(
     _after_compare(ladder.output, board)
     failed = [e for e in board["rungs"] if e["status"] != "ok"]
     if failed:
-        from rich.markup import escape
-
         for e in failed:  # in full: the table cell is short
             log = ladder.output / e["dir"] / "error.log"
             err_console.print(f"[bold red]rung {escape(e['rung'])} failed:[/bold red] "
@@ -141,7 +139,7 @@ def _follow_compare(ladder: Any, resume: bool, only: list[str] | None) -> None:
         raise typer.Exit(130) from None
 
 
-def _rung_names(spec: Any, rungs: str | None) -> list[str] | None:
+def rung_names(spec: Any, rungs: str | None) -> list[str] | None:
     """The rungs ``--rungs`` names (None: every rung), each once and each a rung of the ladder."""
     if rungs is None:
         return None
@@ -175,7 +173,7 @@ def _check_repro(ladder, rung: str) -> None:
         return
     console.print(f"[red]not reproduced[/red]: {rung}")
     for d in result["differences"]:
-        console.print(f"  - {d}", soft_wrap=True)
+        console.print(f"  - {d}", soft_wrap=True, markup=False)
     raise typer.Exit(1)
 
 
@@ -186,7 +184,7 @@ def _after_compare(output: Path, board: dict) -> None:
     except ImportError:
         return
     paths = write_report([output], output, quiet=True)
-    console.print(f"report: {', '.join(str(p) for p in paths)}")
+    console.print(f"report: {', '.join(str(p) for p in paths)}", markup=False)
 
 
 @app.command()
@@ -210,7 +208,7 @@ def report(
     from adaptlab.reporting.report import write_report
 
     for path in write_report(list(dirs), output or dirs[0]):
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", markup=False)
 
 
 @app.command()
@@ -258,8 +256,9 @@ def predict(
 
     run_file = run_dir / "run.json"
     if run_file.is_file():  # before loading weights: a rung trained on single texts takes no --pair, and back
-        trained = trained_on_pairs(read_run_json(run_file))
-        problem = pair_mismatch(f"{run_dir}: this rung", trained, pair is not None, "--pair")
+        info = read_run_json(run_file)
+        _check_predictable(run_dir, info)
+        problem = pair_mismatch(f"{run_dir}: this rung", trained_on_pairs(info), pair is not None, "--pair")
         if problem:
             raise UserError(problem)
     task, method, _ = load_run(run_dir)
@@ -269,9 +268,6 @@ def predict(
     if task.export_kind == "embedder":
         _print_similarities(texts, method, as_json)
         return
-    if task.export_kind != "classifier":  # generation, preference pairs: the rung writes text
-        raise UserError(f"{run_dir}: this rung writes text (a generation or preference task); `adaptlab predict` "
-                        f'classifies, tags and embeds. Generate with it: adaptlab generate {run_dir} "your prompt"')
     probs = method.predict_proba(list(texts), [pair] * len(texts) if pair is not None else None)
     out = []
     for text, row in zip(texts, probs):
@@ -283,6 +279,18 @@ def predict(
     for o in out:
         ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(o["scores"].items(), key=lambda kv: -kv[1]))
         console.print(f"[bold]{escape(o['label'])}[/bold]  ({escape(ranked)})  {escape(o['text'])}", highlight=False)
+
+
+def _check_predictable(run_dir: Path, info: dict) -> None:
+    """UserError, before any weights load, for a rung of a task whose rungs `predict` can't run (generation,
+    preference pairs)."""
+    from adaptlab.tasks import TASKS, get_task
+
+    task = (info.get("context") or {}).get("task") if isinstance(info.get("context"), dict) else None
+    if isinstance(task, str) and task in TASKS and get_task(task).export_kind not in ("classifier", "tagger",
+                                                                                        "embedder"):
+        raise UserError(f"{run_dir}: a rung of a {task} task; `adaptlab predict` classifies, tags and embeds. A rung "
+                        f'that writes text generates with: adaptlab generate {run_dir} "your prompt".')
 
 
 def _print_similarities(texts: list[str], method: Any, as_json: bool) -> None:

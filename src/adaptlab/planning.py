@@ -385,9 +385,9 @@ def plan_rung(ladder: Any, rung: Any, device: str, budget: float) -> RungPlan:
 
 
 def _within_data(fp: Footprint, data: Any) -> Footprint:
-    """A batch is never larger than the split it is drawn from: batch_size 100000 on 28 examples trains on 28."""
-    held_out = max(len(data.validation), len(data.test)) or fp.eval_batch
-    return replace(fp, train_batch=min(fp.train_batch, len(data.train)), eval_batch=min(fp.eval_batch, held_out))
+    """A training batch is never larger than the training split: batch_size 100000 on 28 examples trains on 28.
+    (Scoring batches are left as they are: some rungs score the training split too, e.g. embedding it.)"""
+    return replace(fp, train_batch=min(fp.train_batch, len(data.train)))
 
 
 def _calibration(ladder: Any, method: Any, fp: Footprint, layers: int,

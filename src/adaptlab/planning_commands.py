@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from adaptlab.cli import app, console
+from adaptlab.cli import app, console, rung_names
 from adaptlab.errors import UserError
 
 
@@ -31,9 +31,7 @@ def plan(
     budget = parse_size(memory) if memory else None
     _check_device(device, budget)
     spec = load_ladder(config)
-    only = [r.strip() for r in rungs.split(",")] if rungs else None
-    for name in only or []:
-        spec.rung(name)  # a UserError naming the rungs when unknown
+    only = rung_names(spec, rungs)
     with console.status("loading data; setting each rung up (no training)"):
         result = make_plan(prepare(spec), device, budget, only)
     if as_json:
@@ -55,7 +53,7 @@ def plan(
                           "no change found that fits (a smaller model, or a device with more memory)"),
                           highlight=False, soft_wrap=True)
         for note in r["notes"]:
-            console.print(f"{r['rung']}: {note}", highlight=False, soft_wrap=True)
+            console.print(f"{r['rung']}: {note}", markup=False, highlight=False, soft_wrap=True)
     baseline = result["rungs"][0]["baseline_mb"] if result["rungs"] else 0
     console.print(f"peak = baseline {baseline:.0f} MB (this process with the data loaded) + weights + the larger of "
                   "training (gradients, optimiser states, activations) and scoring; see docs/planning.md",

@@ -199,9 +199,10 @@ def test_a_damaged_run_folder_is_named_not_a_traceback(sentiment_run, tmp_path, 
         (("runs", "show"), damaged("bad_metrics", lambda f: (f / "metrics.json").write_text('{"rung": ')),
          "metrics.json: can't be read"),
         (("export",), tmp_path / "bad_metrics", "metrics.json: can't be read"),
+        (("export",), tmp_path / "cut_weights", "weights can't be read"),
     ]
     for command, folder, message in cases:
         extra = {"predict": ["a fine film"], "export": ["--to", str(tmp_path / "bundle")]}.get(command[0], [])
         code, _, err = run_cli(monkeypatch, capsys, *command, folder, *extra)
-        assert code == 2 and message in err and "this run folder is damaged" in err, (command, folder.name, err)
+        assert code == 2 and message in err and "folder is damaged" in err, (command, folder.name, err)
     assert not (tmp_path / "bundle").exists()

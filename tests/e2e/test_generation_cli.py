@@ -54,7 +54,7 @@ def test_compare_generation_ladder(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     assert json.loads(out)["prompt"].startswith("<|im_start|>user\nrepeat: king queen")
     code, out, err = run_cli(monkeypatch, capsys, "predict", tmp_path / "out" / "lm_lora", "repeat: king")
-    assert code == 2 and "this rung writes text" in err and "adaptlab generate" in err and "internal" not in err
+    assert code == 2 and "a rung of a generation task" in err and "adaptlab generate" in err and "internal" not in err
 
 
 def test_generate_explain_step_by_step(monkeypatch, capsys):

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import sentiment_rows, write_config
 
 from adaptlab.config import LadderSpec, load_ladder
-from adaptlab.data.overlap import overlap, overlap_warning, split_overlap
+from adaptlab.data.overlap import chat_text, joined, normalise, overlap, overlap_warning, split_overlap
 from adaptlab.data.source import load_frames
 from adaptlab.tasks import get_task
 
@@ -19,6 +19,11 @@ def test_inputs_equal_but_for_case_and_spacing_are_counted_with_their_ids():
     found = overlap(["The  film was GREAT", "dull"], ["the film was great\n", "a new one", "DULL", "ｄｕｌｌ"],
                     ["7", "8", "9", "10"])
     assert found == {"examples": 4, "in_train": 3, "share": 0.75, "ids": ["7", "9", "10"]}  # full-width: NFKC
+    # the parts of a pair keep their boundary; chat turns are compared as text, their spacing normalised too
+    assert overlap([joined("a b", "c")], [joined("a", "b c"), joined("A  B", "c")], ["1", "2"])["ids"] == ["2"]
+    turn = [{"role": "user", "content": "hello\nworld"}]
+    assert normalise(chat_text(turn)) == normalise(chat_text([{"role": "user", "content": "Hello world"}]))
+    assert normalise(chat_text(turn)) != normalise(chat_text([{"role": "system", "content": "hello world"}]))
 
 
 def test_the_warning_names_the_count_and_rows_and_a_hand_edited_leaderboard_gives_none():
@@ -30,7 +35,7 @@ def test_the_warning_names_the_count_and_rows_and_a_hand_edited_leaderboard_give
     many = overlap_warning({"test": overlap(["x"], ["x"] * 30, [str(i) for i in range(30)])})
     assert "test rows 0, 1," in many and "19, ...)" in many and " 20" not in many
     for bad in (None, [], {"test": "x"}, {"test": {"in_train": "3", "examples": 4}},
-                {"test": {"in_train": 5, "examples": 4}}):
+                {"test": {"in_train": 5, "examples": 4}}, {"test": {"in_train": True, "examples": True}}):
         assert overlap_warning(bad) is None
     no_ids = overlap_warning({"test": {"in_train": 1, "examples": 4, "ids": "12"}})
     assert no_ids.startswith("1 of the 4 test examples (25.0%)") and "rows" not in no_ids

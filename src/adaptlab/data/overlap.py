@@ -15,6 +15,21 @@ from typing import Any
 
 #: How many of the shared examples' ids are recorded (and shown) at most.
 SHOWN_IDS = 20
+#: Between the parts of one input (a text pair, chat turns): not whitespace, so normalising keeps the boundary.
+SEPARATOR = "\u241e"
+
+
+def joined(*parts: str) -> str:
+    """One input made of several texts (a pair), their boundary kept."""
+    return SEPARATOR.join(parts)
+
+
+def chat_text(value: Any) -> str:
+    """A prompt as compared: a text as it is; chat messages as "role: content" turns (their spacing then
+    normalised like any text's, not escaped as in JSON)."""
+    if isinstance(value, str):
+        return value
+    return joined(*(f"{m.get('role')}: {m.get('content')}" if isinstance(m, dict) else str(m) for m in value))
 
 
 def normalise(text: str) -> str:
@@ -41,12 +56,13 @@ def overlap_warning(found: dict[str, dict[str, Any]]) -> str | None:
     """What to tell the user when test examples occur in the training split (None when none do)."""
     test = found.get("test") if isinstance(found, dict) else None  # as read back from a leaderboard.json
     shared, examples = (test.get("in_train"), test.get("examples")) if isinstance(test, dict) else (None, None)
-    if not (isinstance(shared, int) and isinstance(examples, int) and 0 < shared <= examples):
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (shared, examples)) or \
+            not 0 < shared <= examples:
         return None
     ids = [str(i) for i in test.get("ids") or []][:SHOWN_IDS] if isinstance(test.get("ids"), list) else []
     rows = f"; test rows {', '.join(ids)}{', ...' if shared > len(ids) else ''}" if ids else ""
     return (f"{shared} of the {examples} test examples ({shared / examples:.1%}) also occur in the "
             f"training split (same input, ignoring case and spacing{rows}): the trained "
             "rungs have seen them, so their test scores may be optimistic next to the prompting rungs'. Remove the "
-            "repeats from the data; or, where adaptlab makes the split, set data.group_column to the input column so "
-            "that equal inputs land on one side.")
+            "repeats from the data; or, where adaptlab makes the split, give the repeats of an input one value in "
+            "a column and name it in data.group_column, so that they land on one side.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from adaptlab.cli import app, console
 from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE
@@ -51,7 +52,7 @@ def export(
     from adaptlab.export.exporter import summary_rows
 
     rows = summary_rows(report)
-    table = Table(title=f"parity against {run_dir} (test split, {report['examples']} examples)")
+    table = Table(title=f"parity against {escape(str(run_dir))} (test split, {report['examples']} examples)")
     for col in rows[0]:
         table.add_column(col)
     for row in rows:
@@ -60,4 +61,4 @@ def export(
     console.print(table)
     if failure is not None:
         raise failure  # main() prints it and exits with ParityError.exit_code (1)
-    console.print(f"[green]exported[/green] {report['bundle']} (parity.json, manifest.json)")
+    console.print(f"[green]exported[/green] {escape(str(report['bundle']))} (parity.json, manifest.json)")

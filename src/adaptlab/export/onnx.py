@@ -2,8 +2,9 @@
 
 Causal LMs (with their KV cache as explicit tensors) are in :mod:`adaptlab.export.decoder`.
 Encoder classifiers export with the TorchScript exporter (``dynamo=False``) and dynamic batch and sequence axes;
-the int8 file is onnxruntime's dynamic quantisation of the fp32 one (weights int8, activations quantised at run
-time). The tokenizer is saved beside the model so the folder is all a CPU-only consumer needs.
+the int8 file is onnxruntime's dynamic quantisation of the fp32 one (8-bit unsigned weights per channel,
+activations quantised at run time: see :func:`quantize_int8`). The tokenizer is saved beside the model so the
+folder is all a CPU-only consumer needs.
 """
 
 from __future__ import annotations

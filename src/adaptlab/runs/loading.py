@@ -35,22 +35,26 @@ def load_run(run_dir: Path) -> tuple[Any, Method, dict]:
     except (KeyError, TypeError, ValueError) as err:  # a pydantic ValidationError is a ValueError
         raise UserError(f"{run_file}: not what adaptlab writes ({type(err).__name__}: {err}); this run folder is "
                         f"damaged. {AGAIN}") from None
-    return task, _load_weights(run_dir, method_cls, params, ctx), info
+    return task, load_weights(run_dir / "weights", method_cls, params, ctx), info
 
 
 #: What to do about a damaged run folder.
 AGAIN = "Run the rung again (adaptlab compare CONFIG --rungs NAME)."
 
 
-def _load_weights(run_dir: Path, method_cls: Any, params: Any, ctx: RunContext) -> Method:
-    """The rung's method with its saved weights; a missing or truncated weights file is a UserError naming it."""
+def load_weights(weights: Path, method_cls: Any, params: Any, ctx: RunContext) -> Method:
+    """The rung's method with its saved ``weights`` folder (a run's or a bundle's); missing, truncated or corrupt
+    files are a UserError naming the folder. Read errors only: OSError (transformers' too, for a missing adapter
+    folder), safetensors' and JSON's."""
+    import json
+
     from safetensors import SafetensorError
 
     try:
-        return method_cls.load(run_dir / "weights", params, ctx)
-    except (FileNotFoundError, SafetensorError) as err:
-        raise UserError(f"{run_dir / 'weights'}: the rung's weights can't be read ({type(err).__name__}: {err}); "
-                        f"this run folder is damaged. {AGAIN}") from None
+        return method_cls.load(weights, params, ctx)
+    except (OSError, SafetensorError, json.JSONDecodeError) as err:
+        raise UserError(f"{weights}: the rung's weights can't be read ({type(err).__name__}: {err}); this folder "
+                        f"is damaged. {AGAIN}") from None
 
 
 __all__ = ["load_run"]

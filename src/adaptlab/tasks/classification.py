@@ -90,8 +90,8 @@ def _warn_label_mix(data: ClassificationData) -> None:
         log.warning("labels that differ only in case or spacing are separate classes: %s. Write each class one way "
                     "if they are one.", shown)
     if len(data.test):
-        absent = [n for i, n in enumerate(data.label_names) if i in set(data.train.labels.tolist())
-                  and i not in set(data.test.labels.tolist())]
+        trained, tested = set(data.train.labels.tolist()), set(data.test.labels.tolist())
+        absent = [n for i, n in enumerate(data.label_names) if i in trained and i not in tested]
         if absent:
             log.warning("the test split has no example of %s: macro metrics count their F1 as 0 for every rung. Give "
                         "the test split examples of every class.", ", ".join(repr(n) for n in absent[:10]))
@@ -219,8 +219,10 @@ class ClassificationTask(Unjudged):
                              (("train", data.train), ("validation", data.validation), ("test", data.test))])
 
     def inputs(self, split: Split) -> list[str]:
-        """Each example's text (and its pair, on a second line): what the overlap check compares."""
-        return split.texts if split.pairs is None else [f"{t}\n{p}" for t, p in zip(split.texts, split.pairs)]
+        """Each example's text (joined with its pair, if any): what the overlap check compares."""
+        from adaptlab.data.overlap import joined
+
+        return split.texts if split.pairs is None else [joined(t, p) for t, p in zip(split.texts, split.pairs)]
 
     def strata(self, data: ClassificationData) -> list[str]:
         """Each training example's label: a data-efficiency curve draws its sizes per class."""

@@ -261,8 +261,10 @@ class GenerationTask:
                              (("train", data.train), ("validation", data.validation), ("test", data.test))])
 
     def inputs(self, split: GenSplit) -> list[str]:
-        """Each example's input (the prompt; chat messages as JSON): what the overlap check compares."""
-        return split.texts
+        """Each example's input (the prompt, or the chat before the answer): what the overlap check compares."""
+        from adaptlab.data.overlap import chat_text
+
+        return [chat_text(x) for x in split.inputs]
 
     def encoder_objective(self, label_names: list[str], settings: Any) -> Any:
         raise UserError("the encoder rungs (head_only, top_layers, lora, full) do not do generation; use the lm_* "

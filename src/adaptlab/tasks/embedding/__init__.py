@@ -96,10 +96,12 @@ class EmbeddingTask(Unjudged):
         return hash_records(rows)
 
     def inputs(self, split: EmbeddingSplit) -> list[str]:
-        """What the overlap check compares: each query (retrieval), else each pair's two texts, on two lines."""
+        """What the overlap check compares: each query (retrieval), else each pair's two texts, joined."""
+        from adaptlab.data.overlap import joined
+
         if self._format() == "retrieval":
             return list(split.first)
-        return [f"{a}\n{b}" for a, b in zip(split.first, split.second)]
+        return [joined(a, b) for a, b in zip(split.first, split.second)]
 
     def encoder_objective(self, label_names: list[str], settings: Any) -> Any:
         raise UserError("the encoder rungs (head_only, top_layers, lora, full) train classifiers and can't learn "

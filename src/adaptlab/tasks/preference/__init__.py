@@ -83,8 +83,10 @@ class PreferenceTask:
                                                 ("test", data.test))])
 
     def inputs(self, split: Any) -> list[str]:
-        """Each pair's prompt (chat messages as JSON): what the overlap check compares."""
-        return split.prompt_texts()
+        """Each pair's prompt (a text or chat turns): what the overlap check compares."""
+        from adaptlab.data.overlap import chat_text
+
+        return [chat_text(p) for p in split.prompts]
 
     def encoder_objective(self, label_names: list[str], settings: Any) -> Any:
         raise UserError("the encoder rungs (head_only, top_layers, lora, full) train classifiers and can't learn "
