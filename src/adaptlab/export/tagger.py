@@ -36,8 +36,9 @@ def build_tagger(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx
     if merge or onnx:
         checks += _exports(method, staging, manifest, records, ref, types, merge, onnx, int8, tolerance,
                            int8_tolerance, say)
-    reference = ("the trained run: its recorded test predictions (predictions.jsonl) for tags and entity F1; its "
-                 "weights reloaded for per-word logits (the first sub-token of each word)")
+    reference = ("the trained run: its recorded test predictions (predictions.jsonl) for tags and entity F1"
+                 + ("; its weights reloaded for per-word logits (the first sub-token of each word)"
+                    if method.merges_as() == "tagger" else ""))
     return finish(run_dir, staging, manifest, checks, len(records), "entity_micro_f1", reference)
 
 

@@ -44,17 +44,20 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in rows))
 
 
+#: What to do about a damaged run folder.
+RUN_AGAIN = "Run the rung again (adaptlab compare CONFIG --rungs NAME)."
+
+
 def read_run_json(path: Path) -> dict:
     """A run folder's JSON file (run.json, metrics.json) as a dict; UserError naming the file when it can't be read
     or parsed (a damaged folder: a disk filled up, a hand edit) instead of a traceback."""
     try:
         value = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: can't be read ({err}); this run folder is damaged. Run the rung again "
-                        "(adaptlab compare CONFIG --rungs NAME).") from None
+        raise UserError(f"{path}: can't be read ({err}); this run folder is damaged. {RUN_AGAIN}") from None
     if not isinstance(value, dict):
-        raise UserError(f"{path}: holds {type(value).__name__}, not a JSON object; this run folder is damaged. Run "
-                        "the rung again (adaptlab compare CONFIG --rungs NAME).")
+        raise UserError(f"{path}: holds {type(value).__name__}, not a JSON object; this run folder is damaged. "
+                        f"{RUN_AGAIN}")
     return value
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from adaptlab.context import RunContext
 from adaptlab.errors import UserError
 from adaptlab.methods import METHODS, Method
-from adaptlab.runs.files import read_run_json
+from adaptlab.runs.files import RUN_AGAIN, read_run_json
 from adaptlab.tasks import get_task
 
 
@@ -34,12 +34,8 @@ def load_run(run_dir: Path) -> tuple[Any, Method, dict]:
         task = get_task(info["context"]["task"])
     except (KeyError, TypeError, ValueError) as err:  # a pydantic ValidationError is a ValueError
         raise UserError(f"{run_file}: not what adaptlab writes ({type(err).__name__}: {err}); this run folder is "
-                        f"damaged. {AGAIN}") from None
+                        f"damaged. {RUN_AGAIN}") from None
     return task, load_weights(run_dir / "weights", method_cls, params, ctx), info
-
-
-#: What to do about a damaged run folder.
-AGAIN = "Run the rung again (adaptlab compare CONFIG --rungs NAME)."
 
 
 def load_weights(weights: Path, method_cls: Any, params: Any, ctx: RunContext) -> Method:
@@ -54,7 +50,7 @@ def load_weights(weights: Path, method_cls: Any, params: Any, ctx: RunContext) -
         return method_cls.load(weights, params, ctx)
     except (OSError, SafetensorError, json.JSONDecodeError) as err:
         raise UserError(f"{weights}: the rung's weights can't be read ({type(err).__name__}: {err}); this folder "
-                        f"is damaged. {AGAIN}") from None
+                        f"is damaged. {RUN_AGAIN}") from None
 
 
 __all__ = ["load_run"]

@@ -81,9 +81,11 @@ def _warn_absent_labels(data: ClassificationData) -> None:
 def _warn_label_mix(data: ClassificationData) -> None:
     """Labels that differ only in case or spacing (two classes the user may have meant as one), and training classes
     the test split has no example of (their F1 there is 0 whatever a rung does, which lowers every macro average)."""
+    from adaptlab.data.overlap import normalise
+
     by_key: dict[str, list[str]] = {}
     for name in data.label_names:
-        by_key.setdefault(" ".join(name.casefold().split()), []).append(name)
+        by_key.setdefault(normalise(name), []).append(name)
     alike = [names for names in by_key.values() if len(names) > 1]
     if alike:
         shown = "; ".join(" / ".join(repr(n) for n in names) for names in alike[:5])

@@ -93,8 +93,8 @@ def texts(frame: pd.DataFrame, column: str) -> list[str]:
 
 
 def scores(frame: pd.DataFrame, column: str, score_range: tuple[float, float]) -> list[float]:
-    """The scores rescaled from ``score_range`` to [0, 1]; a missing, non-numeric or out-of-range score is a
-    DataError naming the rows."""
+    """The scores rescaled from ``score_range`` to [0, 1]; a missing or non-numeric score is a DataError naming the
+    rows (the range itself is checked over every split at once: :func:`check_score_range`)."""
     source = frame.attrs.get("source", "data")
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
@@ -102,13 +102,6 @@ def scores(frame: pd.DataFrame, column: str, score_range: tuple[float, float]) -
         raise DataError(f"{source}: column '{column}' has no numeric score in {_rows(frame, bad)}; fill in a score "
                         "or drop these rows.")
     low, high = score_range
-    out = np.flatnonzero((values < low) | (values > high))
-    if len(out):
-        shown = ", ".join(f"{r} ({values[p]:g})" for r, p in zip(row_numbers(frame, list(out)), out[:MAX_LISTED]))
-        raise DataError(f"{source}: column '{column}' has scores outside task.score_range [{low:g}, {high:g}] in "
-                        f"{len(out)} row(s): {shown}. The scores run from {values.min():g} to {values.max():g}: "
-                        f"declare their range (task.score_range: [{min(low, values.min()):g}, "
-                        f"{max(high, values.max()):g}]) or fix these rows.")
     return ((values - low) / (high - low)).tolist()
 
 
