@@ -115,3 +115,10 @@ def test_a_ladder_records_the_overlap_warns_and_the_report_repeats_it(tmp_path, 
     write_report([tmp_path / "out"], tmp_path / "out", quiet=True)
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "2 of the 8 test examples (25.0%)" in markdown.split("## Warnings")[1]
+
+
+def test_every_registered_task_has_a_case_here():
+    """A new task implements ``inputs`` and is checked above: add its case to CASES."""
+    from adaptlab.tasks import TASKS
+
+    assert sorted(CASES) == sorted(TASKS.names())
