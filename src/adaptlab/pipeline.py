@@ -60,7 +60,7 @@ from adaptlab.runs.files import (
 from adaptlab.runs.loading import load_run
 from adaptlab.runs.provenance import provenance
 from adaptlab.runs.result import RungResult
-from adaptlab.runtime import RUNTIME, Machine, Runtime, resolve
+from adaptlab.runtime import RUNTIME, Machine, Runtime, cpu_kernels, resolve
 from adaptlab.tasks import get_task
 from adaptlab.training import FINISHED_RUNS, STEP_REPORTER, VALIDATION_SCORER, TrainParams, ValidationScorer
 
@@ -271,13 +271,14 @@ def run_rung(
     agreement = _lead_rung(ladder, rung, resume, inputs)  # on several processes: the others fit it with this one
     try:
         method = build_method(rung, ladder.ctx)
-        if parent is not None:
-            _start_from(run, method, parent)  # before setup(), which loads the weights
-        fit, meter = _fit(run, method, resume)
-        agreement.fitted(method.trainable_state, run.write_info)  # raises when another process failed
-        evaluation = _evaluate(run, method, fit) if method.predicts else _own_evaluation(run, method)
-        cost = with_parent_cost(_measure(run, method, fit, meter), parent)
-        result = _results(run, base, evaluation, cost, fit)
+        with cpu_kernels(rung_runtime(ladder, rung), method.computes_in_half()):  # its predictions too
+            if parent is not None:
+                _start_from(run, method, parent)  # before setup(), which loads the weights
+            fit, meter = _fit(run, method, resume)
+            agreement.fitted(method.trainable_state, run.write_info)  # raises when another process failed
+            evaluation = _evaluate(run, method, fit) if method.predicts else _own_evaluation(run, method)
+            cost = with_parent_cost(_measure(run, method, fit, meter), parent)
+            result = _results(run, base, evaluation, cost, fit)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # a failing rung is recorded; the ladder goes on
@@ -374,13 +375,15 @@ def validation_scorer(ladder: Ladder, method: Method) -> ValidationScorer | None
 
 @contextlib.contextmanager
 def _during_fit(run: RungRun, method: Method, runtime: Runtime, scorer: ValidationScorer | None) -> Iterator[None]:
-    """What a rung's set-up and fit see: its runtime, progress reports, the validation scorer, finished runs."""
+    """What a rung's set-up and fit see: its runtime (and its CPU kernels), progress reports, the validation scorer,
+    finished runs."""
     tokens = [(RUNTIME, RUNTIME.set(runtime)),
               (STEP_REPORTER, STEP_REPORTER.set(lambda step, total, loss: run.say(_step_text(step, total, loss)))),
               (VALIDATION_SCORER, VALIDATION_SCORER.set(scorer or validation_scorer(run.ladder, method))),
               (FINISHED_RUNS, FINISHED_RUNS.set(load_scorer))]  # a rung learning from another run's output (grpo)
     try:
-        yield
+        with cpu_kernels(runtime, method.computes_in_half()):
+            yield
     finally:
         for var, token in reversed(tokens):
             var.reset(token)

@@ -338,7 +338,7 @@ def plan_rung(ladder: Any, rung: Any, device: str, budget: float) -> RungPlan:
     from adaptlab.generation import lm
     from adaptlab.methods import METHODS
     from adaptlab.pipeline import rung_runtime
-    from adaptlab.runtime import RUNTIME
+    from adaptlab.runtime import RUNTIME, cpu_kernels
     from adaptlab.training import Schedule, TrainParams
 
     ladder.ctx.reset_caches()  # as the pipeline does before each rung
@@ -348,21 +348,23 @@ def plan_rung(ladder: Any, rung: Any, device: str, budget: float) -> RungPlan:
     shape = Shape.of(lm.load_config(ladder.ctx.model, ladder.ctx.trust_remote_code))
     params, cls = rung_params(rung), METHODS.get(rung.method)
     method = cls(calibration_params(params), ladder.ctx)
-    token = RUNTIME.set(runtime)
-    try:
-        method.setup()
-        if not method.trains:  # prompting rungs pick their in-context examples when fitted (cheap: no training)
-            with tempfile.TemporaryDirectory() as tmp:
-                method.fit(ladder.data, Path(tmp))
-        trainable, total = method.parameter_counts()
-        fp = _within_data(method.footprint(ladder.data, shape.layers), ladder.data)
-        here = device.split(":")[0] == ladder.ctx.torch_device.split(":")[0] and not device.startswith("cuda")
-        extra = memory(fp, shape, trainable, 0.0, runtime)
-        timing, note = _calibration(ladder, method, fp, shape.layers, extra["gradients_mb"] + extra["optimizer_mb"]) \
-            if here else (None, f"not calibrated on {device} here: memory from the formula, no time")
-    finally:
-        RUNTIME.reset(token)
-        del method
+    with cpu_kernels(runtime, method.computes_in_half()):  # as the rung will run
+        token = RUNTIME.set(runtime)
+        try:
+            method.setup()
+            if not method.trains:  # prompting rungs pick their in-context examples when fitted (cheap: no training)
+                with tempfile.TemporaryDirectory() as tmp:
+                    method.fit(ladder.data, Path(tmp))
+            trainable, total = method.parameter_counts()
+            fp = _within_data(method.footprint(ladder.data, shape.layers), ladder.data)
+            here = device.split(":")[0] == ladder.ctx.torch_device.split(":")[0] and not device.startswith("cuda")
+            extra = memory(fp, shape, trainable, 0.0, runtime)
+            state_mb = extra["gradients_mb"] + extra["optimizer_mb"]
+            timing, note = _calibration(ladder, method, fp, shape.layers, state_mb) if here else \
+                (None, f"not calibrated on {device} here: memory from the formula, no time")
+        finally:
+            RUNTIME.reset(token)
+            del method
     measured = (timing.train_bytes_per_token, timing.score_bytes_per_token) if timing else (None, None)
     gradient = isinstance(params, TrainParams)
     schedule = Schedule.resolve(params, len(ladder.data.train)) if gradient and fp.train_batch else None

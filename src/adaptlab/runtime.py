@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextvars
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -97,6 +99,37 @@ class Runtime:
             **checkpointing_args(self.gradient_checkpointing),
             "optim": OPTIMIZERS[self.optimizer],
         }
+
+
+@contextmanager
+def cpu_kernels(runtime: Runtime, half: bool = False) -> Iterator[None]:
+    """torch's own kernels in place of oneDNN's while a rung runs in fp32 on a CPU; at bf16 (the runtime's, or
+    ``half``: the rung's model computes in bf16/fp16, ``Method.computes_in_half``) oneDNN stays, its matrix products
+    being a CPU's fast path there.
+
+    oneDNN compiles a kernel for each input shape it is given (torch gives it the exact GELU of BERT-like encoders)
+    and keeps every one, about 6 MB, in a cache of 1,024 that is never emptied. Batches padded to their longest
+    example meet a new shape at each length, so a run's memory grew with the lengths it met and stayed grown for the
+    rungs after it: 340 MB over 57 lengths of MiniLM; a server meeting every length up to 512 would hold gigabytes.
+    torch's own kernels keep nothing between calls. Measured (``bench/cpu_kernels.py``; README, "Runtime, QLoRA and
+    the planner"): the Rotten Tomatoes LoRA rung peaked at 1089 MB instead of 1377 in the same training time; an
+    embedding pass took about 10% longer."""
+    import torch
+
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = before and not (runtime.device == "cpu" and runtime.precision == "fp32"
+                                                    and not half)
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+def steady_cpu_kernels() -> None:
+    """oneDNN off for the rest of this process: the server's, on a CPU in fp32 (see :func:`cpu_kernels`)."""
+    import torch
+
+    torch.backends.mkldnn.enabled = False
 
 
 def checkpointing_args(on: bool) -> dict[str, Any]:

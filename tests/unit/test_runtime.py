@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import write_config, write_sentiment_csv
 
 from adaptlab.config import LadderSpec, RungSpec
 from adaptlab.errors import ConfigError
-from adaptlab.runtime import CAUSAL_SFT_OPTIONS, TRAINER_OPTIONS, Machine, Runtime, RuntimeSpec, resolve
+from adaptlab.runtime import CAUSAL_SFT_OPTIONS, TRAINER_OPTIONS, Machine, Runtime, RuntimeSpec, cpu_kernels, resolve
 
 CPU = Machine("cpu")
 GPU = Machine("cuda", bf16=True, liger_installed=True)
@@ -104,3 +105,69 @@ def test_padding_free_batches_give_the_padded_loss(session_home):
     padded, packed = token_losses(False), token_losses(True)
     assert len(padded) == len(packed) == 23
     assert torch.allclose(padded, packed, atol=1e-5), (padded - packed).abs().max()
+
+
+def test_oneDNN_is_off_while_an_fp32_rung_runs_on_a_cpu_and_back_after(tmp_path, tiny_bert, monkeypatch):
+    """oneDNN keeps a compiled kernel per input shape (memory grows with each length a run meets): a fp32 rung on a
+    CPU runs without it, in its fit and its predictions; bf16 keeps it; the setting is restored after the rung."""
+    from adaptlab.config import load_ladder
+    from adaptlab.methods.linear_probe import LinearProbe
+    from adaptlab.pipeline import compare, prepare
+
+
+    seen: list[tuple[str, bool]] = []
+    fit, predict = LinearProbe.fit, LinearProbe.predict_proba
+
+    def fit_(self, *args, **kwargs):
+        seen.append(("fit", torch.backends.mkldnn.enabled))
+        return fit(self, *args, **kwargs)
+
+    def predict_(self, *args, **kwargs):
+        seen.append(("predict", torch.backends.mkldnn.enabled))
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(LinearProbe, "fit", fit_)
+    monkeypatch.setattr(LinearProbe, "predict_proba", predict_)
+    assert torch.backends.mkldnn.enabled
+    config = write_config(tmp_path, write_sentiment_csv(tmp_path / "s.csv", 60), tiny_bert,
+                          [{"method": "linear_probe"}])
+    board = compare(prepare(load_ladder(config)))
+    assert board["rungs"][0]["status"] == "ok", board["rungs"][0]["error"]
+    assert {s for s, _ in seen} == {"fit", "predict"} and not any(on for _, on in seen), seen
+    assert torch.backends.mkldnn.enabled  # restored
+    with cpu_kernels(Runtime(device="cpu", precision="bf16")):
+        assert torch.backends.mkldnn.enabled
+    with cpu_kernels(Runtime(device="cuda", precision="fp32")):
+        assert torch.backends.mkldnn.enabled
+
+
+@pytest.mark.parametrize(("method", "params", "half"), [
+    ("lm_lora", {}, True),  # auto: the weights as stored (bf16 for smollm2)
+    ("lm_lora", {"dtype": "float32"}, False),
+    ("qlora", {"dtype": "float32"}, True),  # its 4-bit layers multiply in bf16
+    ("qlora", {"compute_dtype": "float32"}, False),
+    ("lora", {}, False),
+])
+def test_a_rung_computing_in_half_precision_keeps_oneDNN_on_a_cpu(method, params, half):
+    from adaptlab.context import RunContext
+    from adaptlab.methods import METHODS
+
+    cls = METHODS.get(method)
+    rung = cls(cls.Params.model_validate(params), RunContext(model_spec="tiny-random-llama", task="classification",
+                                                                 label_names=["a", "b"]))
+    assert rung.computes_in_half() is half
+    with cpu_kernels(Runtime(device="cpu", precision="fp32"), rung.computes_in_half()):
+        assert torch.backends.mkldnn.enabled is half
+    assert torch.backends.mkldnn.enabled
+
+
+def test_the_server_process_runs_a_fp32_base_on_a_cpu_without_oneDNN(tiny_bert):
+    from adaptlab.serving.transformers_engine import load_engine
+
+    threads = torch.get_num_threads()
+    try:
+        assert torch.backends.mkldnn.enabled
+        engine = load_engine(tiny_bert, [], device="cpu", threads=threads)
+        assert engine.device == "cpu" and not torch.backends.mkldnn.enabled
+    finally:
+        torch.backends.mkldnn.enabled = True

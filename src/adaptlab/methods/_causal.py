@@ -181,6 +181,10 @@ class GenerativeMethod(TorchModelAccounting, Method):
         """How the base's weights are held (its dtype setting; qlora: 4-bit), keying the base's forgetting score."""
         return str(self.params.dtype)
 
+    def computes_in_half(self) -> bool:
+        """auto loads the weights as stored: bf16 for smollm2."""
+        return self.params.dtype != "float32"
+
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         """Decide what trains. Prompting rungs freeze everything."""
         for p in model.parameters():

@@ -197,6 +197,12 @@ class Method:
     def frozen_state(self) -> dict[str, Any]:
         return {}
 
+    def computes_in_half(self) -> bool:
+        """Whether its matrix products may run in bf16/fp16 whatever the runtime's precision (a model loaded in bf16,
+        a 4-bit base computing in bf16): on a CPU such a rung keeps oneDNN, the fast path there
+        (:func:`adaptlab.runtime.cpu_kernels`)."""
+        return False
+
     def merges_as(self) -> str | None:
         """What its model is once any adapter is merged into it, as an export kind (``classifier``, ``tagger``,
         ``decoder``: :attr:`Task.export_kind`); None when there is no transformers model to merge into (embedding

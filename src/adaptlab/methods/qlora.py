@@ -63,6 +63,10 @@ class QLoRA(LMLoRA):
     def place(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
 
+    def computes_in_half(self) -> bool:
+        """The 4-bit layers multiply in compute_dtype (the other weights are fp32 after k-bit preparation)."""
+        return self.params.compute_dtype != "float32"
+
     def weights_format(self) -> str:
         p = self.params
         return f"{p.dtype}/{p.quant_type}{'-dq' if p.double_quant else ''}/{p.compute_dtype}"

@@ -81,6 +81,9 @@ class RewardModel(PreferenceRung, TorchModelAccounting, Method):
         self.formatter, self.kind, self.window = build_formatter(self.ctx)
         self.tokenizer = self.formatter.tokenizer
 
+    def computes_in_half(self) -> bool:
+        return self.params.dtype != "float32"
+
     def base_model(self) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification, set_seed
 
