@@ -60,7 +60,7 @@ from adaptlab.runs.files import (
 from adaptlab.runs.loading import load_run
 from adaptlab.runs.provenance import provenance
 from adaptlab.runs.result import RungResult
-from adaptlab.runtime import RUNTIME, Machine, Runtime, cpu_kernels, resolve
+from adaptlab.runtime import RUNTIME, Machine, Runtime, cpu_kernels, kernels_kept, resolve
 from adaptlab.tasks import get_task
 from adaptlab.training import FINISHED_RUNS, STEP_REPORTER, VALIDATION_SCORER, TrainParams, ValidationScorer
 
@@ -639,9 +639,10 @@ def load_scorer(path: Path) -> tuple[Any, Any, dict]:
     """What scores text for a reward (``task.judges.reward``, grpo's ``params.reward``): a finished run folder
     (:func:`load_run`), or an exported classifier bundle, loaded with :func:`adaptlab.bundle.load` as (None, its
     predictor, its manifest)."""
-    if bundle.is_bundle(Path(path)):
-        return None, bundle.load(path), bundle.read_manifest(Path(path))
-    return load_run(path)
+    with kernels_kept():  # loading sets the kernels a rung predicts with; the rung loading it keeps its own
+        if bundle.is_bundle(Path(path)):
+            return None, bundle.load(path), bundle.read_manifest(Path(path))
+        return load_run(path)
 
 
 def read_predictions(run_dir: Path) -> list[dict]:
@@ -771,7 +772,8 @@ def run_trial(ladder: Ladder, rung: RungSpec, live: Any, metric: str, folder: Pa
     workdir = folder / f"trial-{live.number}"
     try:
         method, fit = _fit_trial(ladder, _with_params(rung, live.params), workdir, live, metric, say)
-        trial.value = validation_score(ladder, method, metric, _search_meta(ladder))
+        with cpu_kernels(rung_runtime(ladder, rung), method.computes_in_half()):  # as its fit scored validation
+            trial.value = validation_score(ladder, method, metric, _search_meta(ladder))
         trial.trainable_params, trial.steps = method.parameter_counts()[0], fit.get("steps")
     except Pruned:
         trial.state = "pruned"

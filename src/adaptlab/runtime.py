@@ -104,32 +104,48 @@ class Runtime:
 @contextmanager
 def cpu_kernels(runtime: Runtime, half: bool = False) -> Iterator[None]:
     """torch's own kernels in place of oneDNN's while a rung runs in fp32 on a CPU; at bf16 (the runtime's, or
-    ``half``: the rung's model computes in bf16/fp16, ``Method.computes_in_half``) oneDNN stays, its matrix products
-    being a CPU's fast path there.
+    ``half``: the rung's model computes in bf16/fp16, ``Method.computes_in_half``) oneDNN is on, its matrix products
+    being a CPU's fast path there. The setting is process-wide (``torch.backends.mkldnn.enabled``), set for the block
+    whatever it was and restored after it.
 
     oneDNN compiles a kernel for each input shape it is given (torch gives it the exact GELU of BERT-like encoders)
     and keeps every one, about 6 MB, in a cache of 1,024 that is never emptied. Batches padded to their longest
     example meet a new shape at each length, so a run's memory grew with the lengths it met and stayed grown for the
-    rungs after it: 340 MB over 57 lengths of MiniLM; a server meeting every length up to 512 would hold gigabytes.
-    torch's own kernels keep nothing between calls. Measured (``bench/cpu_kernels.py``; README, "Runtime, QLoRA and
-    the planner"): the Rotten Tomatoes LoRA rung peaked at 1089 MB instead of 1377 in the same training time; an
-    embedding pass took about 10% longer."""
+    rungs after it: GELU alone over 57 shapes added 341 MB; a server meeting every length up to 512 would hold
+    gigabytes. torch's own kernels don't keep a kernel per shape. Measured (``bench/cpu_kernels.py``; README,
+    "Runtime, QLoRA and the planner"): the Rotten Tomatoes LoRA rung peaked at 1089 MB instead of 1377 in the same
+    training time; a MiniLM forward pass took about 6% longer. The two GELUs differ by up to about 5e-7, so a loaded
+    rung predicts with the kernels it ran with (:func:`kernels_for`)."""
     import torch
 
     before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = before and not (runtime.device == "cpu" and runtime.precision == "fp32"
-                                                    and not half)
+    torch.backends.mkldnn.enabled = not (runtime.device == "cpu" and runtime.precision == "fp32" and not half)
     try:
         yield
     finally:
         torch.backends.mkldnn.enabled = before
 
 
-def steady_cpu_kernels() -> None:
-    """oneDNN off for the rest of this process: the server's, on a CPU in fp32 (see :func:`cpu_kernels`)."""
+@contextmanager
+def kernels_kept() -> Iterator[None]:
+    """The process's kernels as they were before the block (a rung that loads another run keeps its own)."""
     import torch
 
-    torch.backends.mkldnn.enabled = False
+    before = torch.backends.mkldnn.enabled
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+def kernels_for(device: str, half: bool) -> None:
+    """This process's kernels for a model loaded to predict (a finished rung, a bundle, the server's base), as
+    :func:`cpu_kernels` ran it: on a CPU, oneDNN off in fp32 and on in half precision, so that a loaded rung gives the
+    scores it recorded, to the last digit. Other devices: left as they are."""
+    import torch
+
+    if device == "cpu":
+        torch.backends.mkldnn.enabled = half
 
 
 def checkpointing_args(on: bool) -> dict[str, Any]:

@@ -107,12 +107,22 @@ def test_padding_free_batches_give_the_padded_loss(session_home):
     assert torch.allclose(padded, packed, atol=1e-5), (padded - packed).abs().max()
 
 
-def test_oneDNN_is_off_while_an_fp32_rung_runs_on_a_cpu_and_back_after(tmp_path, tiny_bert, monkeypatch):
+@pytest.fixture
+def onednn_on():
+    """oneDNN on as torch starts (loading a fp32 rung elsewhere in this process turns it off), restored after."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = True
+    yield
+    torch.backends.mkldnn.enabled = before
+
+
+def test_oneDNN_is_off_while_an_fp32_rung_runs_on_a_cpu_and_back_after(tmp_path, tiny_bert, monkeypatch, onednn_on):
     """oneDNN keeps a compiled kernel per input shape (memory grows with each length a run meets): a fp32 rung on a
-    CPU runs without it, in its fit and its predictions; bf16 keeps it; the setting is restored after the rung."""
+    CPU runs without it, in its fit and its predictions; bf16 keeps it; the setting is restored after the rung; the
+    rung loaded again predicts without it, as recorded."""
     from adaptlab.config import load_ladder
     from adaptlab.methods.linear_probe import LinearProbe
-    from adaptlab.pipeline import compare, prepare
+    from adaptlab.pipeline import compare, load_run, prepare
 
 
     seen: list[tuple[str, bool]] = []
@@ -130,11 +140,13 @@ def test_oneDNN_is_off_while_an_fp32_rung_runs_on_a_cpu_and_back_after(tmp_path,
     monkeypatch.setattr(LinearProbe, "predict_proba", predict_)
     assert torch.backends.mkldnn.enabled
     config = write_config(tmp_path, write_sentiment_csv(tmp_path / "s.csv", 60), tiny_bert,
-                          [{"method": "linear_probe"}])
+                          [{"method": "linear_probe"}], device="cpu")
     board = compare(prepare(load_ladder(config)))
     assert board["rungs"][0]["status"] == "ok", board["rungs"][0]["error"]
     assert {s for s, _ in seen} == {"fit", "predict"} and not any(on for _, on in seen), seen
     assert torch.backends.mkldnn.enabled  # restored
+    load_run(tmp_path / "out" / "linear_probe")
+    assert not torch.backends.mkldnn.enabled  # a loaded fp32 rung predicts with the kernels it ran with
     with cpu_kernels(Runtime(device="cpu", precision="bf16")):
         assert torch.backends.mkldnn.enabled
     with cpu_kernels(Runtime(device="cuda", precision="fp32")):
@@ -142,13 +154,14 @@ def test_oneDNN_is_off_while_an_fp32_rung_runs_on_a_cpu_and_back_after(tmp_path,
 
 
 @pytest.mark.parametrize(("method", "params", "half"), [
-    ("lm_lora", {}, True),  # auto: the weights as stored (bf16 for smollm2)
+    ("lm_lora", {}, False),  # auto: the weights as stored (fp32 here; bf16 for smollm2)
+    ("lm_lora", {"dtype": "bfloat16"}, True),
     ("lm_lora", {"dtype": "float32"}, False),
     ("qlora", {"dtype": "float32"}, True),  # its 4-bit layers multiply in bf16
     ("qlora", {"compute_dtype": "float32"}, False),
     ("lora", {}, False),
 ])
-def test_a_rung_computing_in_half_precision_keeps_oneDNN_on_a_cpu(method, params, half):
+def test_a_rung_computing_in_half_precision_keeps_oneDNN_on_a_cpu(method, params, half, onednn_on):
     from adaptlab.context import RunContext
     from adaptlab.methods import METHODS
 
@@ -159,15 +172,14 @@ def test_a_rung_computing_in_half_precision_keeps_oneDNN_on_a_cpu(method, params
     with cpu_kernels(Runtime(device="cpu", precision="fp32"), rung.computes_in_half()):
         assert torch.backends.mkldnn.enabled is half
     assert torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    with cpu_kernels(Runtime(device="cpu", precision="fp32"), rung.computes_in_half()):
+        assert torch.backends.mkldnn.enabled is half  # set for the block, whatever it was
+    assert not torch.backends.mkldnn.enabled
 
 
-def test_the_server_process_runs_a_fp32_base_on_a_cpu_without_oneDNN(tiny_bert):
+def test_the_server_process_runs_a_fp32_base_on_a_cpu_without_oneDNN(tiny_bert, onednn_on):
     from adaptlab.serving.transformers_engine import load_engine
 
-    threads = torch.get_num_threads()
-    try:
-        assert torch.backends.mkldnn.enabled
-        engine = load_engine(tiny_bert, [], device="cpu", threads=threads)
-        assert engine.device == "cpu" and not torch.backends.mkldnn.enabled
-    finally:
-        torch.backends.mkldnn.enabled = True
+    engine = load_engine(tiny_bert, [], device="cpu", threads=torch.get_num_threads())
+    assert engine.device == "cpu" and not torch.backends.mkldnn.enabled

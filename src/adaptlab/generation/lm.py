@@ -54,6 +54,14 @@ def load_config(resolved: Any, trust_remote_code: bool = False) -> Any:
     return AutoConfig.from_pretrained(resolved.location, **kwargs)
 
 
+def in_half(resolved: Any, dtype: str, trust_remote_code: bool = False) -> bool:
+    """Whether a model loaded with ``dtype`` (auto: as stored, read from its config) computes in bf16/fp16."""
+    if dtype != "auto":
+        return dtype in ("bfloat16", "float16")
+    stored = load_config(resolved, trust_remote_code).dtype
+    return str(stored).removeprefix("torch.") in ("bfloat16", "float16")
+
+
 def require_generative(config: Any, model_spec: str, rung: str) -> Literal["causal", "seq2seq"]:
     """The model's kind, or a UserError when it is an encoder-only model (it cannot generate text)."""
     kind = model_kind(config)

@@ -182,8 +182,8 @@ class GenerativeMethod(TorchModelAccounting, Method):
         return str(self.params.dtype)
 
     def computes_in_half(self) -> bool:
-        """auto loads the weights as stored: bf16 for smollm2."""
-        return self.params.dtype != "float32"
+        """Its dtype; auto: the weights as stored (bf16 for smollm2)."""
+        return lm.in_half(self.ctx.model, self.params.dtype, self.ctx.trust_remote_code)
 
     def adapt(self, model: torch.nn.Module) -> torch.nn.Module:
         """Decide what trains. Prompting rungs freeze everything."""

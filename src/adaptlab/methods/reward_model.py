@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from adaptlab.context import RunContext
 from adaptlab.distributed import predicting
 from adaptlab.errors import UserError
+from adaptlab.generation import lm
 from adaptlab.methods._causal import PROMPT_FILE
 from adaptlab.methods._pairs import encode_pairs, pair_tokens
 from adaptlab.methods._peft import check_targets, load_adapter, lora_config, save_adapter, target_problems, wrap
@@ -82,7 +83,7 @@ class RewardModel(PreferenceRung, TorchModelAccounting, Method):
         self.tokenizer = self.formatter.tokenizer
 
     def computes_in_half(self) -> bool:
-        return self.params.dtype != "float32"
+        return lm.in_half(self.ctx.model, self.params.dtype, self.ctx.trust_remote_code)
 
     def base_model(self) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification, set_seed

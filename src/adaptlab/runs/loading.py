@@ -46,11 +46,15 @@ def load_weights(weights: Path, method_cls: Any, params: Any, ctx: RunContext) -
 
     from safetensors import SafetensorError
 
+    from adaptlab.runtime import kernels_for
+
     try:
-        return method_cls.load(weights, params, ctx)
+        method = method_cls.load(weights, params, ctx)
     except (OSError, SafetensorError, json.JSONDecodeError) as err:
         raise UserError(f"{weights}: the rung's weights can't be read ({type(err).__name__}: {err}); this folder "
                         f"is damaged. {RUN_AGAIN}") from None
+    kernels_for(ctx.torch_device, method.computes_in_half())  # it predicts with the kernels it ran with
+    return method
 
 
 __all__ = ["load_run"]

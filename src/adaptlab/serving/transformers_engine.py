@@ -43,7 +43,7 @@ from adaptlab.generation.formatting import Formatter, PromptStyle
 from adaptlab.generation.lm import context_window, model_kind
 from adaptlab.methods._heads import HEAD_FILE, pool, pooling_of, sentence_pooling
 from adaptlab.methods._peft import is_prompt_learning
-from adaptlab.runtime import steady_cpu_kernels
+from adaptlab.runtime import kernels_for
 from adaptlab.serving.adapters import AdapterSpec
 from adaptlab.serving.engine import (
     BASE,
@@ -76,11 +76,10 @@ LABEL_CACHE = 256
 def load_engine(base: str, specs: list[AdapterSpec], *, device: str = "auto",
                 threads: int | None = None) -> TransformersEngine:
     """The engine ``adaptlab serve`` runs (in its own process, or in each replica): ``base`` with every adapter of
-    ``specs`` loaded; UserError naming the ``--adapter`` that failed to load. A fp32 base on a CPU turns oneDNN off
-    for the process (:func:`adaptlab.runtime.cpu_kernels`)."""
+    ``specs`` loaded; UserError naming the ``--adapter`` that failed to load. A fp32 base on a CPU runs without oneDNN
+    (:func:`adaptlab.runtime.kernels_for`)."""
     engine = TransformersEngine(base, device=device, threads=threads or default_threads())
-    if engine.device == "cpu" and next(engine.model.parameters()).dtype == torch.float32:
-        steady_cpu_kernels()  # memory that doesn't grow with each request length the server meets
+    kernels_for(engine.device, next(engine.model.parameters()).dtype != torch.float32)  # see cpu_kernels
     for spec in specs:
         try:
             engine.load_adapter(spec)
