@@ -5,7 +5,8 @@ batch 8) and its logged training loss must equal the value pinned here to 1e-4. 
 initialisation, class weights, loss, optimizer and learning-rate schedule all move it.
 
 How the values were obtained: ``python -m tests.unit.test_pinned_loss`` (prints the 10 logged losses), run twice in
-separate processes with 1 and 2 torch threads: bit-identical, so the pin is exact, not a tolerance for noise.
+separate processes with 1 and 2 torch threads: bit-identical then (with oneDNN's GELU; torch's own, which rungs use
+now, moves them by under 1e-7, inside the tolerance), so the pin is not a tolerance for noise.
 With torch 2.13 (CPU), transformers 5.23, tiny-random-bert recipe 1.
 
 When a deliberate change moves it (a new default, a fixed bug, a library upgrade), rerun the command above, check
@@ -60,10 +61,18 @@ def test_full_rung_loss_equals_pinned_value(tmp_path, tiny_bert):
     assert abs(losses[-1] - PINNED_LAST) < 1e-4, f"step-{STEPS} loss {losses[-1]!r} moved; see the module docstring"
 
 
-def test_same_losses_twice_in_one_process_whatever_the_threads(tmp_path, tiny_bert):
-    """A second run in this process (other thread count, state left by the first) gives the same losses exactly,
-    so the pin above tests training, not luck."""
-    assert train_losses(tmp_path / "a", threads=1) == train_losses(tmp_path / "b", threads=2)
+def test_same_losses_twice_in_one_process_and_within_1e6_whatever_the_threads(tmp_path, tiny_bert):
+    """A second run in this process (state left by the first) gives the same losses exactly, so the pin above tests
+    training, not luck. Another thread count gives them to the last bits only: a rung trains in fp32 on a CPU with
+    torch's own kernels, not oneDNN's (adaptlab.runtime.cpu_kernels), and those differed by 6e-8 between 1 and 2
+    threads at step 4."""
+    from adaptlab.runtime import Runtime, cpu_kernels
+
+    with cpu_kernels(Runtime(device="cpu", precision="fp32")):  # as in a ladder, whatever earlier tests left
+        first, again = train_losses(tmp_path / "a", threads=1), train_losses(tmp_path / "b", threads=1)
+        other = train_losses(tmp_path / "c", threads=2)
+    assert first == again
+    assert np.allclose(first, other, rtol=0, atol=1e-6), (first, other)
 
 
 if __name__ == "__main__":
