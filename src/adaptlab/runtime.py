@@ -114,7 +114,7 @@ def cpu_kernels(runtime: Runtime, half: bool = False) -> Iterator[None]:
     rungs after it: GELU alone over 57 shapes added 341 MB; a server meeting every length up to 512 would hold
     gigabytes. torch's own kernels don't keep a kernel per shape. Measured (``bench/cpu_kernels.py``; README,
     "Runtime, QLoRA and the planner"): the Rotten Tomatoes LoRA rung peaked at 1089 MB instead of 1377 in the same
-    training time; a MiniLM forward pass took about 6% longer. The two GELUs differ by up to about 5e-7, so a loaded
+    training time; a MiniLM forward pass took 2-6% longer. The two GELUs differ by up to about 5e-7, so a loaded
     rung predicts with the kernels it ran with (:func:`kernels_for`)."""
     import torch
 
