@@ -160,11 +160,9 @@ class Batcher:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise RequestTimeout(f"the request took longer than the server's timeout ({said:g} s).")
-                try:
-                    item = await asyncio.wait_for(job.stream.get(), remaining)
-                except asyncio.TimeoutError:
-                    raise RequestTimeout(
-                        f"the request took longer than the server's timeout ({said:g} s).") from None
+                item = await _next_within(job.stream, remaining)
+                if item is _LATE:
+                    raise RequestTimeout(f"the request took longer than the server's timeout ({said:g} s).")
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
@@ -294,6 +292,22 @@ class Batcher:
         for job in jobs:
             job.push(_DONE)
         return True
+
+
+#: What :func:`_next_within` returns when nothing came in time.
+_LATE = object()
+
+
+async def _next_within(queue: asyncio.Queue, timeout: float) -> Any:
+    """The queue's next item, or :data:`_LATE` after ``timeout`` seconds. Not ``asyncio.wait_for``: before Python
+    3.12 it can swallow the caller's cancellation when the item arrives at the same moment (the request whose client
+    left then waited for its whole generation, measured under load); a cancelled caller is cancelled here."""
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        done, _ = await asyncio.wait({getter}, timeout=timeout)
+    finally:
+        getter.cancel()  # a no-op once it is done
+    return getter.result() if done else _LATE
 
 
 def _close(stream: Any) -> None:
