@@ -118,12 +118,9 @@ def cpu_kernels(runtime: Runtime, half: bool = False) -> Iterator[None]:
     rung predicts with the kernels it ran with (:func:`kernels_for`)."""
     import torch
 
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = not (runtime.device == "cpu" and runtime.precision == "fp32" and not half)
-    try:
+    with kernels_kept():
+        torch.backends.mkldnn.enabled = not (runtime.device == "cpu" and runtime.precision == "fp32" and not half)
         yield
-    finally:
-        torch.backends.mkldnn.enabled = before
 
 
 @contextmanager
