@@ -26,8 +26,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializeAsAny,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -37,7 +39,7 @@ from adaptlab.distributed import DistributedSpec
 from adaptlab.errors import ConfigError, UserError, did_you_mean
 from adaptlab.runs.files import LADDER_ENTRIES
 from adaptlab.runtime import RuntimeSpec
-from adaptlab.specs import MAX_SEED, Spec, check_seed
+from adaptlab.specs import MAX_SEED, Spec, check_seed, next_to_config
 from adaptlab.tasks._settings import TEMPLATE_FIELDS, GenerationSpec, TaskSpec
 from adaptlab.textcodec import bom_codec
 
@@ -104,6 +106,9 @@ class DataSpec(Spec):
             )
         if self.validation_size + self.test_size >= 1.0:
             raise ValueError("validation_size + test_size must leave some data for training (sum < 1)")
+        if self.messages_column and self.target_column:
+            raise ValueError("give data.messages_column (chat data) or data.target_column (input/output columns), "
+                             "not both: they are two ways of reading a generation example")
         return self
 
 
@@ -125,6 +130,15 @@ class RungSpec(Spec):
         "optimiser): its fields override the ladder's runtime section.")
 
     model_config = ConfigDict(populate_by_name=True)  # RungSpec(from_=...) in Python, `from:` in YAML
+    _base_dir: Path | None = PrivateAttr(None)  # the config's folder (set by its ladder; never dumped)
+
+    def found_next_to(self, base_dir: Path) -> None:
+        """Models named in ``params`` (a judge, an embedder) are found next to the config file in ``base_dir``."""
+        self._base_dir = base_dir
+
+    def params_context(self) -> dict[str, Any]:
+        """The validation context of ``params``: where models named there are found."""
+        return {"base_dir": self._base_dir}
 
     @property
     def run_name(self) -> str:
@@ -283,13 +297,13 @@ class LadderSpec(Spec):
 
     @field_validator("task", mode="before")
     @classmethod
-    def _task_settings(cls, v: Any) -> Any:
+    def _task_settings(cls, v: Any, info: ValidationInfo) -> Any:
         """``task:`` validated by the settings model of the task its type names (an unknown type is reported by
         :func:`parse_ladder`; the shared settings model stands in for it)."""
         v = {"type": v} if isinstance(v, str) else v
         if not isinstance(v, dict):
             return v
-        return task_settings(v.get("type") or "classification").model_validate(v)
+        return task_settings(v.get("type") or "classification").model_validate(v, context=info.context)
 
     @field_validator("name")
     @classmethod
@@ -306,9 +320,11 @@ class LadderSpec(Spec):
     @model_validator(mode="after")
     def _model_next_to_config(self) -> LadderSpec:
         """``model: ./folder`` (or ``../folder``) is a folder next to the config file when one is there: data paths
-        are read that way too. Anything else (a name, a hub id, an absolute path) is left as written."""
-        if self.model.startswith(("./", "../")) and (self.base_dir / self.model).is_dir():
-            self.model = str(self.base_dir / self.model)
+        are read that way too. Anything else (a name, a hub id, an absolute path) is left as written. The rungs'
+        params read their models (a judge, an embedder) the same way when they are validated."""
+        self.model = next_to_config(self.model, self.base_dir)
+        for rung in self.rungs:
+            rung.found_next_to(self.base_dir)
         return self
 
     def resolve_path(self, p: str) -> Path:
@@ -403,7 +419,8 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
     problems: list[str] = []
     spec: LadderSpec | None = None
     try:
-        spec = LadderSpec.model_validate({**raw, "base_dir": base_dir or Path(".")})
+        spec = LadderSpec.model_validate({**raw, "base_dir": base_dir or Path(".")},
+                                         context={"base_dir": base_dir or Path(".")})
     except ValidationError as err:
         problems += format_validation_error(err, fields={"task": task_settings(_task_name(raw))})
 
@@ -439,6 +456,8 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         if isinstance(params, dict) and "precision" in params:
             problems.append(f"rungs[{i}].params.precision: precision moved to the runtime section; give the rung "
                             f"`runtime: {{precision: {params['precision']}}}` (or set it in the ladder's runtime:).")
+        if not isinstance(params, dict):
+            continue  # the schema already said params must be a mapping
         try:
             method.Params.model_validate(params)
         except ValidationError as err:
@@ -621,4 +640,4 @@ def rung_params(spec: RungSpec) -> BaseModel:
     """The rung's validated hyperparameters (the method's Params model)."""
     from adaptlab.methods import METHODS
 
-    return METHODS.get(spec.method).Params.model_validate(spec.params)
+    return METHODS.get(spec.method).Params.model_validate(spec.params, context=spec.params_context())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 #: Seeds numpy, scikit-learn and torch all accept.
 MAX_SEED = 2**32 - 1
@@ -18,3 +21,22 @@ class Spec(BaseModel):
     """Base for every config section: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def next_to_config(model: str, base_dir: Path | None) -> str:
+    """``./folder`` or ``../folder`` is the folder next to the config file (in ``base_dir``) when one is there, as
+    data paths are; anything else (a packaged name, a hub id, an absolute path, a folder that is not there) is left
+    as written."""
+    if base_dir is not None and model.startswith(("./", "../")) and (Path(base_dir) / model).is_dir():
+        return str(Path(base_dir) / model)
+    return model
+
+
+def _model_from_context(value: Any, info: ValidationInfo) -> Any:
+    base_dir = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
+    return next_to_config(value, base_dir) if isinstance(value, str) else value
+
+
+#: A model named in a config section: found next to the config file as the ladder's ``model`` is, when the section
+#: is validated with ``context={"base_dir": <the config's folder>}`` (without one, left as written).
+ModelName = Annotated[str, AfterValidator(_model_from_context)]

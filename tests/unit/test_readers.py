@@ -307,6 +307,16 @@ def test_clean_label_normalises_mixed_types():
     assert normalise_label(float("nan")) is None and normalise_label("") is None
 
 
+def test_a_boolean_label_is_one_class_whichever_format_wrote_it(tmp_path):
+    """A CSV's True/FALSE and a Parquet or JSON boolean are the same two classes, so files in two formats agree."""
+    (tmp_path / "d.csv").write_text("text,label\na,True\nb,FALSE\nc, true \n")
+    pd.DataFrame({"text": ["a", "b"], "label": [True, False]}).to_parquet(tmp_path / "d.parquet")
+    from_csv = clean_label_column(read_table(tmp_path / "d.csv"), "label", "d.csv").tolist()
+    from_parquet = clean_label_column(read_table(tmp_path / "d.parquet"), "label", "d.parquet").tolist()
+    assert from_csv == ["true", "false", "true"] and from_parquet == ["true", "false"]
+    assert normalise_label("Truth") == "Truth"  # only the whole word is a boolean
+
+
 def test_clean_label_missing_and_single_class():
     with pytest.raises(DataError, match=r"d.json: column 'label' has no label in 2 rows: rows 2, 3\."):
         clean_label_column(frame(label=["a", None, float("nan"), "b"]), "label", "d.json")

@@ -61,6 +61,11 @@ def test_an_unknown_task_key_names_the_task_s_own_keys():
             message
 
 
+def test_params_that_are_no_mapping_are_reported_once():
+    found = problems(ladder(rungs=[{"method": "lora", "params": [1, 2]}]))
+    assert found.count("rungs[0].params") == 1 and "valid dictionary" in found
+
+
 def test_repeated_labels_are_refused():
     assert "'pos' listed more than once" in problems(ladder(task={"type": "classification",
                                                                  "labels": ["pos", "neg", "pos"]}))
@@ -91,6 +96,30 @@ def test_a_model_folder_next_to_the_config_and_a_home_output_dir(tmp_path, monke
     assert spec.output_path() == tmp_path / "home" / "runs_x"
     path.write_text(yaml.safe_dump(ladder(model="./elsewhere")))
     assert load_ladder(path).model == "./elsewhere"  # not next to the config: as written
+
+
+def test_models_named_inside_sections_are_found_next_to_the_config_as_the_ladder_s_model_is(tmp_path, monkeypatch):
+    from adaptlab.config import rung_params
+
+    folder = tmp_path / "configs"
+    for name in ("judge", "embedder", "tagger"):
+        (folder / name).mkdir(parents=True)
+    raw = ladder(task={"type": "generation", "judges": {"llm_judge": {"model": "./judge"}, "against": "few"}},
+                 rungs=[{"method": "few_shot_prompt", "name": "few", "params": {"embedding_model": "./embedder"}},
+                        {"method": "lm_lora", "params": {}}])
+    (folder / "c.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    spec = load_ladder(Path("configs/c.yaml"))
+    assert Path(spec.task.judges.llm_judge.model).resolve() == folder / "judge"
+    assert Path(rung_params(spec.rungs[0]).embedding_model).resolve() == folder / "embedder"
+    assert rung_params(spec.rungs[0].model_copy()).embedding_model == rung_params(spec.rungs[0]).embedding_model
+    tagging = ladder(task={"type": "token_classification"},
+                     rungs=[{"method": "ner_prompt", "params": {"model": "./tagger"}},
+                            {"method": "ner_prompt", "name": "absent", "params": {"model": "./nowhere"}}])
+    (folder / "c.yaml").write_text(yaml.safe_dump(tagging))
+    first, absent = load_ladder(Path("configs/c.yaml")).rungs
+    assert Path(rung_params(first).model).resolve() == folder / "tagger"
+    assert rung_params(absent).model == "./nowhere"  # not there: left as written (relative to where you run)
 
 
 def frames_of(tmp_path: Path, data: dict, task: dict | None = None) -> dict:
@@ -175,6 +204,18 @@ def test_a_chat_test_file_without_the_messages_column_names_it(tmp_path):
     (tmp_path / "te.jsonl").write_text("\n".join(json.dumps({"prompt": "x", "reply": "y"}) for _ in range(3)) + "\n")
     with pytest.raises(DataError, match=r"te\.jsonl: column 'messages' .* not found"):
         frames_of(tmp_path, {"train": "tr.jsonl", "test": "te.jsonl"}, task={"type": "generation"})
+
+
+def test_chat_messages_beside_an_input_output_pair_say_which_was_read(tmp_path, caplog):
+    rows = [{"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"yo {i}"}],
+             "prompt": f"p {i}", "completion": f"c {i}"} for i in range(12)]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    frames_of(tmp_path, {"path": "d.jsonl"}, task={"type": "generation"})
+    assert "read the 'messages' column as chat messages and ignored the prompt/completion columns" in caplog.text
+    caplog.clear()
+    frames_of(tmp_path, {"path": "d.jsonl", "messages_column": "messages"}, task={"type": "generation"})
+    assert "ignored" not in caplog.text  # chosen in the config: nothing to say
+    assert "not both" in problems(ladder(data={"path": "d.jsonl", "messages_column": "m", "target_column": "t"}))
 
 
 def tagged(tmp_path: Path, sentences: list[tuple[list[str], list[str]]]) -> None:
@@ -274,6 +315,9 @@ def test_numeric_labels_in_the_config_name_the_classes_as_the_data_writes_them()
                                      "label_words": {1: "good", 0: "bad"}})).task
     assert (task.labels, task.label_descriptions, task.label_words) == (["0", "1"], {"0": "bad"},
                                                                         {"1": "good", "0": "bad"})
+    booleans = parse_ladder(ladder(task={"type": "classification", "labels": ["True", False, " 2.0 "],
+                                         "label_words": {True: "yes", "FALSE": "no"}})).task
+    assert (booleans.labels, booleans.label_words) == (["true", "false", "2"], {"true": "yes", "false": "no"})
     assert "base_dir" not in problems(ladder(datta={}))  # an internal field is no key to suggest
 
 

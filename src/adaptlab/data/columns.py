@@ -22,6 +22,7 @@ from adaptlab.errors import DataError, did_you_mean
 ROW_COLUMN = "_row"
 MAX_LISTED_ROWS = 10
 _INTEGRAL_TEXT = re.compile(r"[+-]?\d+\.0*")
+_BOOLEAN_TEXT = ("true", "false")
 
 
 def check_columns(df: pd.DataFrame, required: dict[str, str], source: str) -> None:
@@ -103,7 +104,8 @@ def check_scalar(df: pd.DataFrame, col: str, source: str, what: str) -> None:
 
 
 def normalise_label(value: Any) -> str | None:
-    """A label as a string, or None when missing. Integral floats lose '.0': 1, "1", 1.0, "1.0" -> "1"."""
+    """A label as a string, or None when missing. Integral floats lose '.0': 1, "1", 1.0, "1.0" -> "1"; a boolean
+    reads as "true"/"false" whichever way the file writes it (JSON/Parquet true, CSV "True" or "FALSE")."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, (bool, np.bool_)):
@@ -121,6 +123,8 @@ def normalise_label(value: Any) -> str | None:
     text = text.strip()
     if not text:
         return None
+    if text.lower() in _BOOLEAN_TEXT:
+        return text.lower()
     return _integral_text(text)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from adaptlab.specs import Spec, check_seed
+from adaptlab.specs import ModelName, Spec, check_seed
 
 #: metric name -> the judge that measures it
 METRICS = {
@@ -43,7 +43,8 @@ class RewardJudge(Spec):
 class LLMJudge(Spec):
     """A causal LM comparing two responses to the same prompt: log-probs of the answers A, B and tie."""
 
-    model: str = Field(description="Any causal LM spec (a short name such as smollm2, a local folder, a hub id).")
+    model: ModelName = Field(description="Any causal LM spec (a short name such as smollm2, a local folder (./judge "
+                             "next to the config), a hub id).")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="The judge's weights dtype.")
     batch_size: int = Field(8, gt=0, description="Judge prompts scored per forward pass.")
     max_chars: int = Field(600, gt=0, description="Each prompt and response is cut to this many characters in the "

@@ -25,6 +25,7 @@ from adaptlab.generation.formatting import Demo, Input
 from adaptlab.methods._causal import ChoiceParams, GenerativeMethod, split_examples
 from adaptlab.methods.base import METHODS, Method
 from adaptlab.search_space import Choice
+from adaptlab.specs import ModelName
 
 DEMOS_FILE = "demos.json"
 EMBEDDINGS_FILE = "demo_embeddings.safetensors"
@@ -39,7 +40,7 @@ class FewShotPromptParams(ChoiceParams):
         None, gt=0, description="Token budget of the prompt with its examples (at most, and by default, "
         "data.max_length minus the longest answer)."
     )
-    embedding_model: str = Field("minilm", description="Sentence embedder for selection=similar.")
+    embedding_model: ModelName = Field("minilm", description="Sentence embedder for selection=similar.")
 
 
 def _as_text(x: Input) -> str:

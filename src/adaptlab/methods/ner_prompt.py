@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adaptlab.context import RunContext
 from adaptlab.methods.base import METHODS, Method, TorchModelAccounting
+from adaptlab.specs import ModelName
 
 PROMPT_FILE = "prompt.json"
 LINE = re.compile(r"^\s*[-*]?\s*([A-Za-z][\w-]*)\s*:\s*(.+?)\s*$")
@@ -27,7 +28,7 @@ LINE = re.compile(r"^\s*[-*]?\s*([A-Za-z][\w-]*)\s*:\s*(.+?)\s*$")
 
 class NerPromptParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str | None = Field(None, description="The causal LM that answers (a folder, packaged name such as "
+    model: ModelName | None = Field(None, description="The causal LM that answers (a folder, packaged name such as "
                               "smollm2, or hub id). Default: the ladder's model, which must then be a causal LM.")
     shots: int = Field(3, ge=0, le=32, description="Training sentences with their entities shown before the text.")
     max_new_tokens: int = Field(48, gt=0, le=512, description="Tokens the model may write for one answer.")

@@ -16,6 +16,16 @@ from adaptlab.judging.settings import JudgesSpec
 from adaptlab.specs import Spec, check_seed
 
 
+def _as_label(value: Any) -> Any:
+    """A label named in the config, read as the same label in the data would be ("1.0" and 1 are "1"); anything
+    that is not a single value is left for the field's type check to report."""
+    from adaptlab.data.columns import normalise_label
+
+    if isinstance(value, (bool, int, float, str)):
+        return normalise_label(value) or value
+    return value
+
+
 class GenerationSpec(Spec):
     """How rungs that write text decode: greedy by default; sampling or beam search when asked."""
 
@@ -108,18 +118,13 @@ class TaskSpec(Spec):
     @classmethod
     def _numbers_as_labels(cls, v: Any) -> Any:
         """``labels: [0, 1]`` names the classes as the data writes them (a label column of 0 and 1 reads as "0" and
-        "1"), so numbers are taken as their label text."""
-        from adaptlab.data.columns import normalise_label
-
-        return [normalise_label(x) if isinstance(x, (int, float)) else x for x in v] if isinstance(v, list) else v
+        "1"; True, "True" and true read as "true"), so each label is read the way a label cell is."""
+        return [_as_label(x) for x in v] if isinstance(v, list) else v
 
     @field_validator("label_descriptions", "label_words", mode="before")
     @classmethod
     def _numbers_as_label_keys(cls, v: Any) -> Any:
-        from adaptlab.data.columns import normalise_label
-
-        return {normalise_label(k) if isinstance(k, (int, float)) else k: x for k, x in v.items()} \
-            if isinstance(v, dict) else v
+        return {_as_label(k): x for k, x in v.items()} if isinstance(v, dict) else v
 
     @field_validator("labels")
     @classmethod

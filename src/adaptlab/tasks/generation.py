@@ -16,6 +16,7 @@ match, resampled corpus scores for BLEU, chrF and perplexity).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ COLUMN_PAIRS = (
 MESSAGES = "messages"
 #: Alpaca's columns: the instruction, an optional input (often empty) that goes under it, the reference output.
 ALPACA = ("instruction", "input", "output")
+log = logging.getLogger(__name__)
 METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "perplexity")
 CORPUS_RESAMPLES = 200
 ROLES = ("system", "user", "assistant", "tool")
@@ -89,6 +91,7 @@ def detect_format(spec: Any, frame: pd.DataFrame, source: str) -> tuple[str, dic
         if col not in columns:
             raise DataError(f"{source}: column '{col}' (data.messages_column) not found.{did_you_mean(col, columns)} "
                             f"Columns: {', '.join(columns)}.")
+        _warn_unused_pair(data, columns, source)
         return "chat", {"messages": col}
     if data.target_column:
         missing = [c for c in (data.text_column, data.target_column) if c not in columns]
@@ -108,6 +111,15 @@ def detect_format(spec: Any, frame: pd.DataFrame, source: str) -> tuple[str, dic
         f"data.target_column (or data.messages_column for chat data). Recognised pairs: {pairs}, Alpaca's "
         f"instruction/input/output, or a 'messages' column. Columns: {', '.join(columns)}."
     )
+
+
+def _warn_unused_pair(data: Any, columns: list[str], source: str) -> None:
+    """Chat messages read by default where the columns also hold an input/output pair: say which was taken."""
+    found = None if data.messages_column else _known_columns(columns)
+    if found:
+        log.warning("%s: read the '%s' column as chat messages and ignored the %s/%s columns; set data.target_column "
+                    "(and data.text_column) to train on those instead, or data.messages_column to silence this.",
+                    source, MESSAGES, found["input"], found["target"])
 
 
 def _known_columns(columns: list[str]) -> dict[str, str] | None:
