@@ -7,6 +7,7 @@ it takes about 20 s to start on 2 cores.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -87,6 +88,49 @@ def check(name: str, i: int, response: httpx.Response, expected: dict, long: boo
         assert d["label"] == want["label"]
         assert set(d["scores"]) == set(want["scores"])
         assert max(abs(d["scores"][k] - v) for k, v in want["scores"].items()) < 1e-5
+
+
+class EndlessReplica:
+    """A deployment handle whose replica never finishes its answer (a long generation); it counts the messages it
+    sent and whether its call was cancelled."""
+
+    def __init__(self):
+        self.sent, self.cancelled = 0, False
+
+    def options(self, **_):
+        return self
+
+    def remote(self, request):
+        return self
+
+    def cancel(self):
+        self.cancelled = True
+
+    def __aiter__(self):
+        return self._messages()
+
+    async def _messages(self):
+        yield {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+        while True:
+            await asyncio.sleep(0.02)
+            self.sent += 1
+            yield {"type": "http.response.body", "body": b" ", "more_body": True}
+
+
+def test_a_client_that_leaves_cancels_its_call_on_the_replica(lean_adapters):  # noqa: F811
+    from adaptlab.serving.replicas import ReplicaFront
+
+    replica = EndlessReplica()
+    with live_server(ReplicaFront(replica, settings(lean_adapters))) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/classify", json=body("lean0", 0), timeout=0.5)
+        deadline = time.monotonic() + 10
+        while not replica.cancelled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert replica.cancelled  # the front noticed the client leave and cancelled the replica's call
+        seen = replica.sent
+        time.sleep(0.3)
+        assert 0 < replica.sent == seen  # and nothing more was asked of it
 
 
 @pytest.mark.slow  # a second Ray cluster from scratch (80-160 s); the tests below cover the same app on one cluster

@@ -28,7 +28,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from adaptlab.errors import UserError
@@ -155,7 +155,7 @@ class ReplicaFront:
                                       "starting the server.", "admin_not_replicated")(scope, receive, send)
             return
         request = {"scope": {k: scope[k] for k in _SCOPE_KEYS if k in scope}, "body": body}
-        await self.forward(request, send)
+        await _unless_client_leaves(self.forward(request, send), receive)
 
     async def forward(self, request: dict, send: Any) -> None:
         """Send ``request`` to a replica and its answer to the client, again to another replica if it was lost
@@ -206,6 +206,29 @@ class ReplicaFront:
         finally:
             response.cancel()
         await _flush(held, send)
+
+
+async def _unless_client_leaves(work: Coroutine[Any, Any, None], receive: Any) -> None:
+    """Run ``work`` (forwarding one request) until it ends or the client disconnects. A disconnect cancels it, and
+    with it the replica's call (the handle's response is cancelled), so no replica generates for nobody."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            log.info("the connection closed before the answer was complete; the request was cancelled")
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # its own failure, if any, is raised here
+
+
+async def _disconnect(receive: Any) -> None:
+    """Returns once the client disconnected (the server says so after the request body, when the client leaves or
+    the answer is complete)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _flush(held: list[dict], send: Any) -> None:
