@@ -136,15 +136,19 @@ class TransformersPredictor(Predictor):
 
     def __init__(self, folder: Path, labels: list[str] | None = None, max_length: int = 512, device: str = "cpu",
                  manifest: dict | None = None):
+        import torch
         from transformers import AutoTokenizer
 
         from adaptlab.methods._heads import load_classifier
+        from adaptlab.runtime import kernels_for
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.model = load_classifier(folder, local_files_only=True).to(device).eval()
         config_labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         super().__init__(labels or config_labels, manifest)
         self.max_length, self.device = max_length, device
+        half = next(self.model.parameters()).dtype in (torch.bfloat16, torch.float16)
+        kernels_for(str(device), half)  # as the rung it was merged from predicted (adaptlab.runtime.cpu_kernels)
 
     def predict_logits(self, texts, pairs=None):
         return torch_logits(self.model, self.tokenizer, texts, pairs, self.max_length, self.device)

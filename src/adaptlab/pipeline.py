@@ -60,7 +60,7 @@ from adaptlab.runs.files import (
 from adaptlab.runs.loading import load_run
 from adaptlab.runs.provenance import provenance
 from adaptlab.runs.result import RungResult
-from adaptlab.runtime import RUNTIME, Machine, Runtime, cpu_kernels, kernels_kept, resolve
+from adaptlab.runtime import RUNTIME, Machine, Runtime, cpu_kernels, resolve
 from adaptlab.tasks import get_task
 from adaptlab.training import FINISHED_RUNS, STEP_REPORTER, VALIDATION_SCORER, TrainParams, ValidationScorer
 
@@ -639,10 +639,9 @@ def load_scorer(path: Path) -> tuple[Any, Any, dict]:
     """What scores text for a reward (``task.judges.reward``, grpo's ``params.reward``): a finished run folder
     (:func:`load_run`), or an exported classifier bundle, loaded with :func:`adaptlab.bundle.load` as (None, its
     predictor, its manifest)."""
-    with kernels_kept():  # loading sets the kernels a rung predicts with; the rung loading it keeps its own
-        if bundle.is_bundle(Path(path)):
-            return None, bundle.load(path), bundle.read_manifest(Path(path))
-        return load_run(path)
+    if bundle.is_bundle(Path(path)):  # loading sets its kernels; reward.build_scorer keeps the caller's
+        return None, bundle.load(path), bundle.read_manifest(Path(path))
+    return load_run(path)
 
 
 def read_predictions(run_dir: Path) -> list[dict]:

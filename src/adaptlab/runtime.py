@@ -145,6 +145,32 @@ def kernels_for(device: str, half: bool) -> None:
         torch.backends.mkldnn.enabled = half
 
 
+@contextmanager
+def kernels_of(device: str, half: bool) -> Iterator[None]:
+    """For a block, the kernels of another model a rung calls (an LLM judge): as :func:`kernels_for` sets them for
+    it, whatever the rung runs with; the rung's own are restored after."""
+    with kernels_kept():
+        kernels_for(device, half)
+        yield
+
+
+def kernels_now() -> bool:
+    """Whether oneDNN is on now (read right after loading a model: the kernels :func:`kernels_for` chose for it)."""
+    import torch
+
+    return bool(torch.backends.mkldnn.enabled)
+
+
+@contextmanager
+def kernels_as(onednn: bool) -> Iterator[None]:
+    """For a block, oneDNN on or off (a loaded scorer's own, from :func:`kernels_now`); restored after."""
+    import torch
+
+    with kernels_kept():
+        torch.backends.mkldnn.enabled = onednn
+        yield
+
+
 def checkpointing_args(on: bool) -> dict[str, Any]:
     """Activation checkpointing's TrainingArguments fields, under their current names (``gradient_checkpointing``
     before transformers renamed it ``activation_checkpointing``)."""

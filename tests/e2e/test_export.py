@@ -7,11 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from tests.conftest import write_config, write_sentiment_csv
 from tests.e2e.test_cli import run_cli
 
 import adaptlab
 from adaptlab.errors import UserError
+from adaptlab.runtime import kernels_kept
 
 RUNGS = [
     {"method": "lora", "params": {"learning_rate": 5e-3, "batch_size": 16, "max_steps": 4, "evals_per_epoch": 0}},
@@ -88,7 +90,10 @@ def test_export_merge_onnx_int8_then_load_every_backend(ladder, tmp_path, monkey
         got = predictor.predict_proba(texts)
         assert np.max(np.abs(got - probs)) < tol, backend
     assert adaptlab.load(bundle).backend == "onnx"  # auto: the exact ONNX export first
-    one = adaptlab.load(bundle, backend="merged").predict("the wonderful superb film")
+    with kernels_kept():
+        torch.backends.mkldnn.enabled = True
+        one = adaptlab.load(bundle, backend="merged").predict("the wonderful superb film")
+        assert not torch.backends.mkldnn.enabled  # fp32 on a CPU: the kernels its rung ran with (oneDNN off)
     assert one[0]["label"] in labels and abs(sum(one[0]["scores"].values()) - 1) < 1e-4
 
     # the merged folder is a plain transformers model

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from tests.generative_data import write_generation_csv, write_ladder
 
@@ -21,6 +22,7 @@ from adaptlab.judging.report import judges_sections
 from adaptlab.judging.settings import JudgesSpec, MMLUJudge, RewardJudge
 from adaptlab.pipeline import compare, load_run, prepare
 from adaptlab.reporting.sections import RunResults
+from adaptlab.runtime import kernels_for, kernels_kept
 
 SUBJECTS = ["anatomy", "astronomy"]
 
@@ -48,12 +50,23 @@ def test_reward_model_run_scores_responses(tmp_path):
                                                    "rung": {"method": "reward_model"}}))
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "ok"}))
 
+    kernels = []
+
     class StubRewardModel:
         def score_responses(self, prompts, responses):
+            kernels.append(torch.backends.mkldnn.enabled)
             return np.array([r.count("good") for r in responses], float)
 
-    scorer = reward.build_scorer(RewardJudge(run=str(tmp_path)), lambda _: (None, StubRewardModel(), {}))
-    out = reward.judge(scorer, ["q"] * 3, ["good good", "good", "bad"], ["good", "good", "good"], seed=0)
+    def load(_):  # as loading a bf16 reward model on a CPU does, it sets the kernels it predicts with
+        kernels_for("cpu", half=True)
+        return None, StubRewardModel(), {}
+
+    with kernels_kept():
+        torch.backends.mkldnn.enabled = False  # the fp32 rung on a CPU that loads and calls it
+        scorer = reward.build_scorer(RewardJudge(run=str(tmp_path)), load)
+        assert not torch.backends.mkldnn.enabled  # loading it left the rung's kernels as they were
+        out = reward.judge(scorer, ["q"] * 3, ["good good", "good", "bad"], ["good", "good", "good"], seed=0)
+        assert kernels and all(kernels) and not torch.backends.mkldnn.enabled  # its own, then the rung's again
     assert out["metrics"]["reward_win_rate"] == pytest.approx((1 + 0.5 + 0) / 3)
     assert out["metrics"]["reward_mean"] == pytest.approx(1.0)
 
@@ -151,6 +164,18 @@ def test_tiny_llama_judge_scores_three_answers():
     judge = llm_judge.LMJudge(spec, "cpu")
     scores = judge.logprobs([("repeat: king", "king", "queen"), ("hi", "hello there", "x" * 2000)])
     assert scores.shape == (2, 3) and np.isfinite(scores).all() and (scores < 0).all()
+
+
+@pytest.mark.parametrize(("dtype", "inside", "outside"), [("bfloat16", False, True), ("float32", True, False)])
+def test_a_judge_runs_with_its_own_kernels_inside_the_rung_it_judges(dtype, inside, outside):
+    """oneDNN on a CPU is on for a bf16 judge and off for a fp32 one, whatever the judged rung runs with."""
+    judge = llm_judge.LMJudge(JudgesSpec(llm_judge={"model": "tiny-random-llama", "dtype": dtype}).llm_judge, "cpu")
+    seen = []
+    judge.model.register_forward_pre_hook(lambda *_: seen.append(torch.backends.mkldnn.enabled))
+    with kernels_kept():
+        torch.backends.mkldnn.enabled = inside
+        judge.logprobs([("repeat: king", "king", "queen")])
+        assert seen and all(s is outside for s in seen) and torch.backends.mkldnn.enabled is inside
 
 
 # ------------------------------------------------------------------------------------------------------- MMLU

@@ -178,6 +178,25 @@ def test_a_rung_computing_in_half_precision_keeps_oneDNN_on_a_cpu(method, params
     assert not torch.backends.mkldnn.enabled
 
 
+def test_ner_prompt_computes_in_the_dtype_its_model_is_stored_in(tmp_path, onednn_on):
+    """It loads its model as stored: a bf16 checkpoint (smollm2) computes in half, keeping oneDNN."""
+    import json
+    import shutil
+
+    from adaptlab.context import RunContext
+    from adaptlab.methods import METHODS
+    from adaptlab.models import resolve_model
+
+    stored = resolve_model("tiny-random-llama").location
+    bf16 = shutil.copytree(stored, tmp_path / "bf16")
+    config = json.loads((bf16 / "config.json").read_text())
+    (bf16 / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16", "torch_dtype": "bfloat16"}))
+    cls = METHODS.get("ner_prompt")
+    ctx = RunContext(model_spec="tiny-random-llama", task="token_classification", label_names=["O", "B-PER"])
+    assert cls(cls.Params(), ctx).computes_in_half() is False
+    assert cls(cls.Params(model=str(bf16)), ctx).computes_in_half() is True
+
+
 def test_the_server_process_runs_a_fp32_base_on_a_cpu_without_oneDNN(tiny_bert, onednn_on):
     from adaptlab.serving.transformers_engine import load_engine
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from adaptlab.errors import UserError
 from adaptlab.evaluation.stats import bootstrap_mean
+from adaptlab.runtime import kernels_of
 
 PROMPT = ("Compare two responses to the same prompt and say which one is better: more helpful, relevant and "
           "fluent.\n\nPrompt: {prompt}\n\nResponse A: {a}\n\nResponse B: {b}\n\nWhich response is better? "
@@ -79,6 +80,7 @@ class LMJudge:
         self.tokenizer = lm.load_tokenizer(resolved.location)
         self.window = lm.context_window(config, self.tokenizer)
         self.model = lm.load_model(resolved, "causal", spec.dtype).to(device).eval()
+        self.half = lm.in_half(resolved, spec.dtype)
 
     def _prompt_ids(self, text: str) -> list[int]:
         tok = self.tokenizer
@@ -101,6 +103,7 @@ class LMJudge:
             if self.window:
                 ids = ids[-(self.window - max(map(len, answers))):]
             encoded += [Encoded(ids, ans) for ans in answers]
-        sums, _ = lm.answer_logprobs(self.model, "causal", encoded, pad_id=self.tokenizer.pad_token_id or 0,
-                                     batch_size=self.spec.batch_size, device=self.device)
+        with kernels_of(self.device, self.half):  # its own, inside whichever rung it judges
+            sums, _ = lm.answer_logprobs(self.model, "causal", encoded, pad_id=self.tokenizer.pad_token_id or 0,
+                                         batch_size=self.spec.batch_size, device=self.device)
         return sums.reshape(-1, len(ANSWERS))

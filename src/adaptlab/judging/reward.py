@@ -18,6 +18,7 @@ import numpy as np
 
 from adaptlab.errors import UserError
 from adaptlab.evaluation.stats import bootstrap_mean
+from adaptlab.runtime import kernels_as, kernels_kept, kernels_now
 
 #: (prompts, responses) -> the reward of each response to its prompt
 Scorer = Callable[[Sequence[Any], Sequence[str]], np.ndarray]
@@ -115,10 +116,13 @@ def build_scorer(spec: Any, load: Callable[[Path], tuple], field: str = "task.ju
     if problems:
         raise UserError(problems[0])
     labels, _ = source(run, field)
-    _, method, _ = load(run)
+    with kernels_kept():  # loading sets the kernels the scorer predicts with; the rung calling it keeps its own
+        _, method, _ = load(run)
+        own = kernels_now()
     if spec.target_label is None:
         def reward(prompts: Sequence[Any], responses: Sequence[str]) -> np.ndarray:
-            return np.asarray(method.score_responses(list(prompts), list(responses)), dtype=float)
+            with kernels_as(own):
+                return np.asarray(method.score_responses(list(prompts), list(responses)), dtype=float)
         return reward
     column = labels.index(spec.target_label)
 
@@ -126,8 +130,9 @@ def build_scorer(spec: Any, load: Callable[[Path], tuple], field: str = "task.ju
         texts = list(responses)
         if not texts:
             return np.zeros(0, dtype=float)
-        return np.concatenate([np.asarray(method.predict_proba(texts[i:i + spec.batch_size]))[:, column]
-                               for i in range(0, len(texts), spec.batch_size)]).astype(float)
+        with kernels_as(own):
+            return np.concatenate([np.asarray(method.predict_proba(texts[i:i + spec.batch_size]))[:, column]
+                                   for i in range(0, len(texts), spec.batch_size)]).astype(float)
     return probability
 
 

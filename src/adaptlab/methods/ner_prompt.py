@@ -91,6 +91,15 @@ class NerPrompt(TorchModelAccounting, Method):
         self.types = sorted({n[2:] for n in self.label_names if n != "O"})
         self.demos: list[tuple[str, str]] = []
 
+    def computes_in_half(self) -> bool:
+        """Its model as stored (bf16 for smollm2): loaded with dtype auto."""
+        from adaptlab.generation import lm
+        from adaptlab.models import resolve_model
+
+        resolved = resolve_model(self.params.model, allow_pickle=self.ctx.allow_pickle) if self.params.model \
+            else self.ctx.model
+        return lm.in_half(resolved, "auto", self.ctx.trust_remote_code)
+
     def fit(self, data: Any, workdir: Path, resume: bool = False) -> dict[str, Any]:
         """Pick the demonstrations (seeded): training sentences that contain entities."""
         with_entities = [i for i, tags in enumerate(data.train.tags) if any(t != "O" for t in tags)]
