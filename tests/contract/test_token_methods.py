@@ -61,3 +61,18 @@ def test_token_rung_contract(ladder, name, tmp_path):
     method.save(tmp_path / "weights")
     again = type(method).load(tmp_path / "weights", method.params, ladder.ctx)
     assert again.predict_tags(ladder.data.test.tokens).tags == [r["prediction"] for r in records]
+
+
+@pytest.mark.parametrize("name", ["linear_probe", "head_only"])
+def test_a_word_without_sub_tokens_is_tagged_O_and_the_words_after_it_keep_their_own_tags(ladder, name, tmp_path):
+    """A soft hyphen or a zero-width space gets no sub-token from BERT's tokenizer. It is tagged O, is not counted
+    as cut by max_length, and every other word keeps its own state (the linear probe once shifted the words after
+    it by one)."""
+    method = build_method(ladder.spec.rung(name), ladder.ctx)
+    method.setup()
+    method.fit(ladder.data, tmp_path / "work")
+    plain = ladder.data.test.tokens[:20]
+    odd = [["\u00ad", *words[:2], "\u200b", *words[2:]] for words in plain]
+    want, got = method.predict_tags(plain), method.predict_tags(odd)
+    assert got.tags == [["O", *tags[:2], "O", *tags[2:]] for tags in want.tags]
+    assert got.words_cut == [0] * len(odd) and any(t != "O" for tags in want.tags for t in tags)

@@ -48,11 +48,11 @@ class LinearProbe(EmbeddingMethod):
     def features(self, split: Any) -> tuple[np.ndarray, np.ndarray]:
         """(X, y) for fitting: one row per text, or per word for token classification."""
         if self.objective.probe_unit == "word":
-            states, cut = self._word_states(split.tokens)
-            return np.concatenate(states), self.objective.probe_targets(split, cut)
+            states, seen = self._word_states(split.tokens)
+            return np.concatenate(states), self.objective.probe_targets(split, seen)
         return self.embedder.encode(split.texts, split.pairs), np.asarray(split.labels)
 
-    def _word_states(self, sentences: list[list[str]]) -> tuple[list[np.ndarray], list[int]]:
+    def _word_states(self, sentences: list[list[str]]) -> tuple[list[np.ndarray], list[Any]]:
         body = self.embedder.model[0].auto_model  # the shared sentence-transformers model's transformer
         return self.objective.word_features(body, self.embedder.model.tokenizer, sentences, self.params.batch_size,
                                             self.ctx.max_length, self.ctx.torch_device)
@@ -77,8 +77,8 @@ class LinearProbe(EmbeddingMethod):
 
     def predict_tags(self, sentences: list[list[str]]) -> Any:
         """Token classification: each word's tag from its frozen state."""
-        states, cut = self._word_states(sentences)
-        return self.objective.probe_output([self.scores(s) if len(s) else np.zeros((0, 1)) for s in states], cut)
+        states, seen = self._word_states(sentences)
+        return self.objective.probe_output([self.scores(s) if len(s) else np.zeros((0, 1)) for s in states], seen)
 
 
 def _full_rows(clf: Any, num_labels: int, dim: int) -> dict[str, np.ndarray]:

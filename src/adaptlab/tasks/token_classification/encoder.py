@@ -3,11 +3,14 @@ token's final state (transformers' ``AutoModelForTokenClassification``), trained
 
 Alignment: the first sub-token of each word carries the word's tag; the other sub-tokens are ignored by the loss
 (``subtokens: all`` gives them the word's I- tag instead). Words whose first sub-token falls past ``max_length`` are
-counted (``words_cut``) and predicted O, never dropped silently.
+counted (``words_cut``) and predicted O, never dropped silently. A word the tokenizer gives no sub-token at all (a
+soft hyphen, a zero-width space) is predicted O too, without counting as cut: every word is matched to its own
+sub-tokens by ``word_ids``, never by its place in the sentence.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,25 @@ import torch
 from adaptlab.tasks.token_classification.output import TagOutput
 
 IGNORE = -100
+
+
+@dataclass(frozen=True)
+class WordsSeen:
+    """Which words of a sentence the probe has a state for (``words``, in order), of its ``n`` words, and how many
+    of the others ``max_length`` cut off (``cut``)."""
+
+    words: list[int]
+    n: int
+    cut: int
+
+
+def words_cut(word_ids: list[int | None], n_words: int, max_length: int) -> int:
+    """The words ``max_length`` cut off: those after the last word with a sub-token, when the encoding is that long.
+    A word without any sub-token elsewhere (or in a sentence that wasn't cut) is not counted: it is predicted O."""
+    kept = [w for w in word_ids if w is not None]
+    if len(word_ids) < max_length:
+        return 0
+    return n_words - 1 - max(kept) if kept else n_words
 
 
 class TokenObjective:
@@ -53,8 +75,7 @@ class TokenObjective:
         cut, labels = [], []
         for i, words in enumerate(sentences):
             word_ids = enc.word_ids(i)
-            kept = {w for w in word_ids if w is not None}
-            cut.append(len(words) - len(kept))
+            cut.append(words_cut(word_ids, len(words), max_length))
             if tags is not None:
                 labels.append(self._align(word_ids, tags[i]))
         if tags is not None:
@@ -94,32 +115,40 @@ class TokenObjective:
 
     @torch.inference_mode()
     def word_features(self, body: Any, tokenizer: Any, sentences: list[list[str]], batch_size: int, max_length: int,
-                      device: str) -> tuple[list[np.ndarray], list[int]]:
-        """Each word's frozen state (its first sub-token's last hidden state) per sentence, and the words cut."""
+                      device: str) -> tuple[list[np.ndarray], list[WordsSeen]]:
+        """Each word's frozen state (its first sub-token's last hidden state) per sentence, and which words those
+        are (words cut by max_length, and words without a sub-token, have none)."""
         enc, cut = self.encode(tokenizer, sentences, None, max_length)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         out: list[np.ndarray] = [np.zeros(0)] * len(sentences)
+        seen: list[WordsSeen] = [WordsSeen([], len(words), c) for words, c in zip(sentences, cut)]
         for start in range(0, len(sentences), batch_size):
             idx = list(range(start, min(start + batch_size, len(sentences))))
             batch = tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys}, return_tensors="pt")
             states = body(**{k: v.to(device) for k, v in batch.items()}).last_hidden_state.float().cpu().numpy()
             for row, i in enumerate(idx):
-                first = {}
+                first: dict[int, int] = {}
                 for position, w in enumerate(enc.word_ids(i)):
-                    first.setdefault(w, position)
-                kept = [first[w] for w in range(len(sentences[i])) if w in first]
-                out[i] = states[row, kept]
-        return out, cut
+                    if w is not None:
+                        first.setdefault(w, position)
+                words = sorted(first)
+                out[i] = states[row, [first[w] for w in words]]
+                seen[i] = WordsSeen(words, len(sentences[i]), cut[i])
+        return out, seen
 
-    def probe_targets(self, split: Any, cut: list[int]) -> np.ndarray:
-        """Label ids of the words the probe sees (the words not cut by max_length), in order."""
-        return np.array([self.index[t] for tags, c in zip(split.tags, cut) for t in tags[:len(tags) - c]],
-                        dtype=np.int64)
+    def probe_targets(self, split: Any, seen: list[WordsSeen]) -> np.ndarray:
+        """Label ids of the words the probe sees, in order."""
+        return np.array([self.index[tags[w]] for tags, s in zip(split.tags, seen) for w in s.words], dtype=np.int64)
 
-    def probe_output(self, probs: list[np.ndarray], cut: list[int]) -> TagOutput:
-        """Word probabilities per sentence -> tags (cut words O)."""
-        return TagOutput([[self.label_names[int(k)] for k in p.argmax(axis=1)] + ["O"] * c
-                          for p, c in zip(probs, cut)], words_cut=cut)
+    def probe_output(self, probs: list[np.ndarray], seen: list[WordsSeen]) -> TagOutput:
+        """Word probabilities per sentence -> tags (words the probe saw no state for: O)."""
+        tags = []
+        for p, s in zip(probs, seen):
+            row = ["O"] * s.n
+            for w, k in zip(s.words, p.argmax(axis=1) if len(s.words) else []):
+                row[w] = self.label_names[int(k)]
+            tags.append(row)
+        return TagOutput(tags, words_cut=[s.cut for s in seen])
 
     # -- prediction ----------------------------------------------------------------------------------------------
     def predict(self, model: Any, tokenizer: Any, sentences: list[list[str]], batch_size: int, max_length: int,
@@ -128,5 +157,5 @@ class TokenObjective:
         from adaptlab.tasks.token_classification.ship import tags_of, torch_backend, word_logits
 
         logits = word_logits(torch_backend(model, device), tokenizer, sentences, max_length, batch_size)
-        return TagOutput([tags_of(rows, self.label_names) for rows in logits],
-                         words_cut=[int(np.isnan(rows).any(axis=1).sum()) for rows in logits])
+        _, cut = self.encode(tokenizer, sentences, None, max_length)
+        return TagOutput([tags_of(rows, self.label_names) for rows in logits], words_cut=cut)
