@@ -37,7 +37,7 @@ OPTIMIZERS = {"adamw": "adamw_torch", "adamw_fused": "adamw_torch_fused", "adamw
 class RuntimeSpec(BaseModel):
     """``runtime:``: how trained rungs train here (a ladder default; a rung's own section overrides field by field)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Mixed precision of training: auto (bf16 on a GPU that has it, else fp16; fp32 on CPU), "
         "fp32, bf16 (also on CPU, through autocast), fp16 (CUDA only).")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class Range(BaseModel):
     """A numeric interval, sampled uniformly (or on a log scale)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     low: float
     high: float
     log: bool = Field(False, description="Sample on a log scale (for learning rates); needs low > 0.")
@@ -49,7 +49,7 @@ class Range(BaseModel):
 class Choice(BaseModel):
     """A fixed set of values, tried as categories."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     values: tuple[Any, ...] = Field(..., min_length=1)
 
     def contains(self, value: Any) -> bool:

@@ -20,7 +20,7 @@ def check_seed(v: int | None) -> int | None:
 class Spec(BaseModel):
     """Base for every config section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 def next_to_config(model: str, base_dir: Path | None) -> str:

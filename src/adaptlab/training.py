@@ -48,10 +48,11 @@ DEFAULT_MIN_STEPS = 150
 class TrainParams(BaseModel):
     """Hyperparameters shared by every rung that trains weights with gradient descent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     epochs: float | None = Field(
-        None, gt=0, description="Passes over the training split. Default (null): as many whole passes as it takes to "
-        "reach min_steps optimizer steps (at least 1, at most max_auto_epochs), so small data still trains enough.",
+        None, gt=0, le=1000, description="Passes over the training split (at most 1000). Default (null): as many "
+        "whole passes as it takes to reach min_steps optimizer steps (at least 1, at most max_auto_epochs), so small "
+        "data still trains enough.",
     )
     min_steps: int | None = Field(
         None, gt=0, description="With epochs null: the fewest optimizer steps to train for. Default (null): the "

@@ -75,6 +75,10 @@ def test_chat_pairs_implicit_explicit_and_json_text_read_the_same(tmp_path):
     _, csv_data = _prepare(tmp_path, write_rows(tmp_path / "chat.csv", as_text))
     assert _pairs(implicit) == _pairs(explicit_data) == _pairs(csv_data)
     assert implicit.train.prompts[0] == [{"role": "user", "content": ROWS[int(implicit.train.ids[0]) - 1]["prompt"]}]
+    bracketed = [{**r, "prompt": f"[INST] {r['prompt'][0]['content']} [/INST]"} for r in explicit]
+    _, text_prompts = _prepare(tmp_path, write_rows(tmp_path / "bracketed.jsonl", bracketed))
+    first = int(text_prompts.train.ids[0]) - 1
+    assert text_prompts.train.prompts[0] == [{"role": "user", "content": f"[INST] {ROWS[first]['prompt']} [/INST]"}]
 
 
 def _bad(rows, index, **change):
@@ -129,6 +133,19 @@ def test_bad_chat_pairs_name_the_file_and_row(tmp_path, case):
     with pytest.raises(DataError, match=message) as err:
         _prepare(tmp_path, path)
     assert str(path) in str(err.value)
+
+
+def test_pairs_that_are_the_same_once_cut_to_max_length_are_named_before_any_rung_runs(tmp_path):
+    from adaptlab.pipeline import prepare
+
+    shared = " ".join(["castle"] * 80)  # far past data.max_length (64): only the last word tells them apart
+    rows = [*ROWS[:3], *({**r, "chosen": f"{shared} splendid", "rejected": f"{shared} awful"} for r in ROWS[3:5]),
+            *ROWS[5:]]
+    path = write_rows(tmp_path / "cut.jsonl", rows)
+    with pytest.raises(UserError, match=r"cut\.jsonl: the chosen and rejected responses of row\(s\) 4(, 5)? \(\w+ "
+                                        r"split\) are the same within data\.max_length \(64 tokens\)"):
+        prepare(load_ladder(_config(tmp_path, path)))
+    prepare(load_ladder(_config(tmp_path, path, max_length=256)))  # room for the difference: no problem
 
 
 def test_a_prompt_longer_than_the_context_window_is_named_before_any_rung_runs(tmp_path):

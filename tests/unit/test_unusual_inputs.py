@@ -61,6 +61,15 @@ def test_an_unknown_task_key_names_the_task_s_own_keys():
             message
 
 
+def test_an_infinite_or_astronomical_setting_is_a_config_problem_not_a_crash():
+    inf = float("inf")
+    for params, message in (({"epochs": inf}, "finite number"), ({"epochs": 1e300}, "less than or equal"),
+                            ({"learning_rate": inf}, "finite number"), ({"C": inf}, "finite number")):
+        method = "linear_probe" if "C" in params else "head_only"
+        assert message in problems(ladder(rungs=[{"method": method, "params": params}])), params
+    assert "finite number" in problems(ladder(tuning={"trials": 2, "minutes": float("inf")}))  # a config section
+
+
 def test_params_that_are_no_mapping_are_reported_once():
     found = problems(ladder(rungs=[{"method": "lora", "params": [1, 2]}]))
     assert found.count("rungs[0].params") == 1 and "valid dictionary" in found

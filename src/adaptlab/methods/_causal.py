@@ -43,7 +43,7 @@ _BASE_PERPLEXITY: dict[tuple, float] = {}
 class PromptParams(BaseModel):
     """Settings of rungs that only prompt the base model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     dtype: Dtype = Field("auto", description="Weights dtype: auto (as stored: bf16 for smollm2), float32, bfloat16.")
     batch_size: int = Field(16, gt=0, description="Sequences scored per forward pass.")
 

@@ -20,6 +20,7 @@ from adaptlab.errors import UserError
 from adaptlab.generation import lm
 from adaptlab.generation.formatting import Formatter, resolve_style
 from adaptlab.methods._causal import task_spec
+from adaptlab.methods._pairs import encode_pairs
 from adaptlab.runtime import TRAINER_OPTIONS
 
 #: Rows named in one problem before "and N more".
@@ -39,13 +40,36 @@ def build_formatter(ctx: RunContext, chat_data: bool = False) -> tuple[Formatter
     return Formatter(tokenizer, style, kind, ctx.max_length), kind, lm.context_window(config, tokenizer)
 
 
-def long_prompt_problems(ctx: RunContext, data: Any) -> list[str]:
-    """Pairs whose prompt alone (as the model sees it: template and chat markup included) is longer than the model's
-    context window, named by file and row. Prompts within the window but over data.max_length are cut instead."""
+def pair_problems(ctx: RunContext, data: Any) -> list[str]:
+    """What makes pairs unusable for this model, named by file and row: prompts longer than its context window, and
+    pairs whose two responses are the same once cut to data.max_length."""
     try:
         formatter, _, window = build_formatter(ctx, chat_data=data.meta().get("format") == "chat")
+        return long_prompt_problems(formatter, window, ctx, data) + same_after_cut_problems(formatter, data)
     except UserError as e:
         return [str(e)]
+
+
+def same_after_cut_problems(formatter: Formatter, data: Any) -> list[str]:
+    """Pairs whose chosen and rejected responses are the same token ids within data.max_length: what told them
+    apart was cut off, so no rung can learn or score anything from them."""
+    problems = []
+    for name in ("train", "validation", "test"):
+        split = getattr(data, name)
+        same = [i for i, pair in enumerate(encode_pairs(formatter, split.prompts, split.chosen, split.rejected))
+                if pair.chosen_ids == pair.rejected_ids]
+        if same:
+            rows = ", ".join(split.ids[i] for i in same[:MAX_LISTED])
+            more = f" and {len(same) - MAX_LISTED} more" if len(same) > MAX_LISTED else ""
+            problems.append(f"{split.source or name}: the chosen and rejected responses of row(s) {rows}{more} "
+                            f"({name} split) are the same within data.max_length ({formatter.max_length} tokens): "
+                            "what tells them apart is cut off. Raise data.max_length, or shorten or drop these rows.")
+    return problems
+
+
+def long_prompt_problems(formatter: Formatter, window: int | None, ctx: RunContext, data: Any) -> list[str]:
+    """Pairs whose prompt alone (as the model sees it: template and chat markup included) is longer than the model's
+    context window, named by file and row. Prompts within the window but over data.max_length are cut instead."""
     if not window:
         return []
     problems = []
@@ -77,7 +101,7 @@ class PreferenceRung:
 
     @classmethod
     def check(cls, params: BaseModel, ctx: RunContext, data: Any) -> list[str]:
-        return super().check(params, ctx, data) + long_prompt_problems(ctx, data)  # type: ignore[misc]
+        return super().check(params, ctx, data) + pair_problems(ctx, data)  # type: ignore[misc]
 
 
 def check_grouping(params: Any, rung: str) -> None:

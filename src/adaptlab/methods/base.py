@@ -59,7 +59,7 @@ def backprop_share(trainable: list[str], layers: int) -> float:
 class NoParams(BaseModel):
     """This method has no hyperparameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Method:

@@ -13,7 +13,7 @@ from adaptlab.methods.base import METHODS
 
 
 class ZeroShotParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     temperature: float = Field(0.05, gt=0, description="Softmax temperature over cosine similarities (scores only).")
     template: str = Field("{description}", description="Text embedded per label; `{description}` is replaced.")
 

@@ -14,7 +14,7 @@ from adaptlab.search_space import Choice, Range
 
 
 class FewShotParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     shots: int = Field(8, gt=0, description="Labelled examples per class drawn (seeded) from the training split.")
     mode: Literal["centroid", "knn"] = Field("centroid", description="Nearest class centroid, or k nearest shots.")
     k: int = Field(5, gt=0, description="Neighbours for mode=knn.")

@@ -21,7 +21,7 @@ from adaptlab.search_space import Range
 
 
 class ProbeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     C: float = Field(1.0, gt=0, description="Inverse L2 regularisation strength (scikit-learn LogisticRegression).")
     max_iter: int = Field(2000, gt=0, description="Solver iterations.")
     class_weight: Literal["balanced", "none"] | None = Field(

@@ -27,7 +27,7 @@ LINE = re.compile(r"^\s*[-*]?\s*([A-Za-z][\w-]*)\s*:\s*(.+?)\s*$")
 
 
 class NerPromptParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: ModelName | None = Field(None, description="The causal LM that answers (a folder, packaged name such as "
                               "smollm2, or hub id). Default: the ladder's model, which must then be a causal LM.")
     shots: int = Field(3, ge=0, le=32, description="Training sentences with their entities shown before the text.")

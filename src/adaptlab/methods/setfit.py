@@ -31,7 +31,7 @@ BODY, HEAD = "body", "head.safetensors"
 
 
 class SetFitParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     num_iterations: int = Field(20, gt=0, description="Pairs drawn per training text and epoch (setfit's "
                                 "num_iterations): 2 x num_iterations x texts pairs, half same-label, half not.")
     epochs: int = Field(1, gt=0, description="Passes over the pairs while tuning the body.")

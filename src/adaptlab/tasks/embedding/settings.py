@@ -39,7 +39,7 @@ ALL_METRICS = sorted({*(m for names in PAIR_METRICS.values() for m in names),
 class EmbeddingSettings(BaseModel):
     """``task:`` settings of sentence embeddings. Columns left unset are detected (see ``read.COLUMN_SETS``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["embedding"] = "embedding"
     format: Literal["auto", "scored_pairs", "labelled_pairs", "triplets", "retrieval"] = Field(
         "auto", description="Shape of the rows: scored_pairs (two texts + a similarity score), labelled_pairs (two "

@@ -143,9 +143,15 @@ def _reply(value: Any, where: str) -> tuple[list[dict[str, str]], str]:
 
 
 def _prompt_messages(value: Any, where: str) -> list[dict[str, str]]:
-    """A prompt cell of chat data: messages, or a text read as the user's turn."""
-    if isinstance(value, str) and not value.lstrip().startswith("["):
-        return [{"role": "user", "content": value}]
+    """A prompt cell of chat data: messages (a list, or its JSON text), or a text read as the user's turn: a text
+    that only starts like JSON ("[INST] ...", "[Q] ...") is a text."""
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not (isinstance(parsed, list) and parsed and all(isinstance(m, dict) for m in parsed)):
+            return [{"role": "user", "content": value}]
     return message_list(value, where)
 
 

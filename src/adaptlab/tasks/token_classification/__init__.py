@@ -33,7 +33,7 @@ from adaptlab.tasks.token_classification.schemes import SCHEMES
 class TokenClassificationSettings(BaseModel):
     """``task:`` settings of token classification."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     type: Literal["token_classification"] = "token_classification"
     tokens_column: str = Field("tokens", description="Column with the words of a sentence (a list).")
     tags_column: str = Field("tags", description="Column with one tag per word (a list): O, B-/I-/E-/S-<type>.")
