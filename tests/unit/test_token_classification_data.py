@@ -46,6 +46,14 @@ def test_conll_extra_columns_take_the_last_as_tag(tmp_path):
     assert read_table(tmp_path / "b.conll")["tags"].tolist() == [["B-ORG", "O"]]
 
 
+def test_conll_comment_lines_before_a_sentence_are_skipped_and_a_hash_token_is_kept(tmp_path):
+    text = "# newdoc\n# sent_id = 1\n# text = Paris #1\nParis\tB-LOC\n#\tO\n1\tO\n\n# sent_id = 2\nBob\tB-PER\n"
+    (tmp_path / "c.conll").write_text(text, encoding="utf-8")
+    frame = read_table(tmp_path / "c.conll")
+    assert frame["tokens"].tolist() == [["Paris", "#", "1"], ["Bob"]]
+    assert frame["tags"].tolist() == [["B-LOC", "O", "O"], ["B-PER"]] and frame["_line"].tolist() == [4, 9]
+
+
 def test_conll_wrong_number_of_fields_names_file_and_line(tmp_path):
     (tmp_path / "bad.conll").write_text("Paris\tB-LOC\nis\tO\textra\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"bad.conll: line 2 .* has 3 fields but line 1 has 2"):
@@ -61,6 +69,9 @@ def test_conll_wrong_number_of_fields_names_file_and_line(tmp_path):
     (["PER", "PER", "O", "LOC", "ORG"], "IO", ["B-PER", "I-PER", "O", "B-LOC", "B-ORG"], 0, "IO"),
     (["S-PER", "B-LOC", "E-LOC", "O", "E-ORG"], "BIOES", ["B-PER", "B-LOC", "I-LOC", "O", "B-ORG"], 1, "BIOES"),
     (["U-PER", "B-LOC", "L-LOC"], "BIOES", ["B-PER", "B-LOC", "I-LOC"], 0, "BIOES"),
+    (["B-LOC", "I-LOC", "E-LOC"], "BIOES", ["B-LOC", "I-LOC", "I-LOC"], 0, "BIOES"),
+    # IO: an E- that no B- opened is no BIOES end but a type of its own (E-MAIL), one entity over both words
+    (["PER", "E-MAIL", "E-MAIL", "O", "I-PER"], "IO", ["B-PER", "B-E-MAIL", "I-E-MAIL", "O", "B-PER"], 0, "IO"),
 ])
 def test_schemes_normalise_to_bio_and_count_repairs(tags, scheme, bio, repairs, detected):
     converted = to_bio(tags, scheme)

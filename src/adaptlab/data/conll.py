@@ -6,7 +6,9 @@
 
 Fields are separated by a tab (then a token may hold spaces) or, in a line without tabs, by runs of spaces. The
 token is the first field and the tag the last; columns in between (part of speech, chunk) are allowed and ignored,
-but every line of a file must have the same number of fields. ``-DOCSTART-`` lines end a sentence and are skipped.
+but every line of a file must have the same number of fields. ``-DOCSTART-`` lines end a sentence and are skipped,
+and so are comment lines before a sentence (CoNLL-U's ``# sent_id = 1``, ``# text = ...``): a ``#`` then a space,
+with no tab (``#`` then a tab is the token ``#``).
 A sentence becomes one row: ``tokens`` and ``tags`` (lists) and ``_line``, the line its first token is on.
 """
 
@@ -42,6 +44,8 @@ def read_conll(text: str, name: str) -> pd.DataFrame:
     for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
         if not line.strip() or line.startswith("-DOCSTART-"):
             end_sentence()
+            continue
+        if not tokens and line.startswith("# ") and "\t" not in line:  # a comment before a sentence
             continue
         fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
         fields = [f.strip() for f in fields] if "\t" in line else fields

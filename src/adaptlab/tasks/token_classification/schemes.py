@@ -50,11 +50,18 @@ def tag_problem(tag: str) -> str | None:
 
 
 def detect_scheme(sequences: Iterable[list[str]]) -> str:
-    """BIOES if any tag is S-/E-/U-/L-, BIO if any is B-, else IO."""
+    """BIOES if any tag is S-/U-, or E-/L- beside B-; BIO if any is B-; else IO, where a tag is its type, whatever
+    letters start it (``E-MAIL`` is the type E-MAIL: an E- that no B- ever opened ends nothing)."""
     prefixes = {split_tag(t)[0] for seq in sequences for t in seq}
-    if prefixes & {"S", "E"}:
+    if "S" in prefixes or {"B", "E"} <= prefixes:
         return "BIOES"
     return "BIO" if "B" in prefixes else "IO"
+
+
+def _io_type(tag: str) -> str:
+    """An IO tag's type: ``I-PER`` and ``PER`` are PER; any other tag (``E-MAIL``) is its type whole."""
+    prefix, kind = split_tag(tag)
+    return kind if prefix == "I" and kind else tag
 
 
 @dataclass
@@ -69,7 +76,7 @@ def to_bio(tags: list[str], scheme: str) -> Converted:
     repairs = 0
     prev: tuple[str, str | None] = ("O", None)
     for tag in tags:
-        prefix, kind = split_tag(tag)
+        prefix, kind = split_tag(tag) if scheme != "IO" or tag == "O" else ("I", _io_type(tag))
         if prefix == "O":
             out.append("O")
         elif prefix in ("B", "S"):
