@@ -134,6 +134,9 @@ def test_scores_outside_the_declared_range_name_the_rows_and_the_fix(tmp_path):
     bad[1]["score"] = "high"
     with pytest.raises(DataError, match=r"column 'score' has no numeric score in row 2"):
         prepare(tmp_path, bad, task={"score_range": [0, 5]})
+    bad[1]["score"] = True  # a JSON boolean, which pandas would read as 1
+    with pytest.raises(DataError, match=r"column 'score' has no numeric score in row 2"):
+        prepare(tmp_path, bad, task={"score_range": [0, 5]})
 
 
 def test_labelled_pairs_need_to_know_the_positive_label(tmp_path):

@@ -96,6 +96,7 @@ def test_spans_become_word_tags_and_back_to_characters(tmp_path):
     ([{"start": 20, "end": 99, "label": "PER"}], "runs past the text"),
     ([{"start": 3, "end": 1, "label": "PER"}], "runs past the text"),
     ([{"begin": 0, "label": "PER"}], "each span is"),
+    ([{"start": False, "end": True, "label": "PER"}], "each span is"),  # JSON booleans are no offsets
 ])
 def test_bad_spans_name_the_row_and_span(tmp_path, spans_value, message):
     good = {"text": "Angela Merkel visited Paris.", "spans": [{"start": 0, "end": 6, "label": "PER"}]}
@@ -107,6 +108,14 @@ def test_bad_spans_name_the_row_and_span(tmp_path, spans_value, message):
         prepare(tmp_path, {"tr.jsonl": text, "te.jsonl": json.dumps(good)}, train="tr.jsonl", test="te.jsonl")
     except DataError as e:
         assert message in str(e) and "tr.jsonl" in str(e)
+
+
+def test_numeric_tag_ids_are_named_as_label_ids(tmp_path):
+    rows = [{"tokens": ["Ann", "met", "Bob"], "tags": [1, 0, 1]}] * 3
+    text = "\n".join(json.dumps(r) for r in rows)
+    with pytest.raises(DataError, match=r"row 1: tag 1 \(1\) is empty or not text; the tags are numbers, as a hub "
+                                        r"dataset's label ids"):
+        prepare(tmp_path, {"tr.jsonl": text, "te.jsonl": text}, train="tr.jsonl", test="te.jsonl")
 
 
 def test_empty_sentence_mismatched_tags_and_textless_rows_are_errors(tmp_path):

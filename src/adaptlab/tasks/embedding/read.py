@@ -97,7 +97,8 @@ def scores(frame: pd.DataFrame, column: str, score_range: tuple[float, float]) -
     rows (the range itself is checked over every split at once: :func:`check_score_range`)."""
     source = frame.attrs.get("source", "data")
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
+    booleans = [isinstance(v, (bool, np.bool_)) for v in frame[column].tolist()]  # true is no score of 1
+    bad = np.flatnonzero(~np.isfinite(values) | np.asarray(booleans, dtype=bool))
     if len(bad):
         raise DataError(f"{source}: column '{column}' has no numeric score in {_rows(frame, bad)}; fill in a score "
                         "or drop these rows.")

@@ -124,8 +124,11 @@ def read_tagged(frame: pd.DataFrame, tokens_col: str, tags_col: str, source: str
                             "a space; every token must be one non-empty word.")
         bad = [k for k, t in enumerate(tags) if not isinstance(t, str) or not t.strip()]
         if bad:
-            raise DataError(f"{source}: {place}: tag {bad[0] + 1} ({tags[bad[0]]!r}) is empty or not text; use O "
-                            "for a token outside every entity.")
+            ids = ("; the tags are numbers, as a hub dataset's label ids (ner_tags) are: save the data with "
+                   "the tag names (a datasets folder saved with save_to_disk keeps them), or write the names"
+                   if any(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in tags) else "")
+            raise DataError(f"{source}: {place}: tag {bad[0] + 1} ({tags[bad[0]]!r}) is empty or not text{ids}; use "
+                            "O for a token outside every entity.")
         odd = [(k, problem) for k, t in enumerate(tags) if (problem := tag_problem(t.strip()))]
         if odd:
             k, problem = odd[0]
@@ -173,8 +176,10 @@ def _checked_span(k: int, span: Any, length: int, source: str, place: str) -> tu
     if not isinstance(span, dict) or not {"start", "end", "label"} <= set(span):
         raise DataError(f"{source}: {place}: span {k} is {span!r}; {fix}.")
     start, end, label = span["start"], span["end"], span["label"]
-    if not (isinstance(start, int) and isinstance(end, int) and isinstance(label, str) and label.strip()):
+    whole = all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in (start, end))
+    if not (whole and isinstance(label, str) and label.strip()):
         raise DataError(f"{source}: {place}: span {k} is {span!r}; {fix}.")
+    start, end = int(start), int(end)
     if not 0 <= start < end <= length:
         raise DataError(f"{source}: {place}: span {k} ({start}-{end}, {label!r}) runs past the text (length "
                         f"{length}) or is empty; {fix}.")
