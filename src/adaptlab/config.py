@@ -411,7 +411,6 @@ def _task_name(raw: dict) -> Any:
 
 def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = None) -> LadderSpec:
     """Validate a ladder from plain data; raise one ConfigError listing every problem."""
-    from adaptlab.methods import METHODS
     from adaptlab.tasks import TASKS
 
     if not isinstance(raw, dict):
@@ -432,10 +431,28 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
         problems.append(f"task.type: {TASKS.unknown_message(task_name)}")
 
     rungs = raw.get("rungs") if isinstance(raw.get("rungs"), list) else []
+    problems += rung_problems(rungs, task_name if isinstance(task_name, str) and task_name in TASKS else None)
+    problems += from_problems(rungs)
+    if spec is not None and spec.tuning is not None:
+        problems += tuning_problems(spec)
+    if spec is not None and spec.train_sizes is not None:
+        problems += train_sizes_problems(spec)
+    if problems:
+        raise ConfigError(source, problems)
+    assert spec is not None
+    return spec
+
+
+def rung_problems(rungs: list[Any], task_name: str | None) -> list[str]:
+    """Repeated rung names, unknown methods, methods that don't support the task (``task_name``, None when it is
+    unknown) and params their method refuses, rung by rung (what the schema already reported is skipped)."""
+    from adaptlab.methods import METHODS
+
+    problems: list[str] = []
     seen: dict[str, int] = {}
     for i, rung in enumerate(rungs):
         if not isinstance(rung, dict) or not isinstance(rung.get("method"), str):
-            continue  # already reported by the schema
+            continue
         method_name = rung["method"]
         run_name = rung.get("name") or method_name
         if run_name in seen:
@@ -447,30 +464,20 @@ def parse_ladder(raw: Any, source: str = "<config>", base_dir: Path | None = Non
             problems.append(f"rungs[{i}].method: {METHODS.unknown_message(method_name)}")
             continue
         method = METHODS.get(method_name)
-        if task_name in TASKS and task_name not in method.tasks:
-            problems.append(
-                f"rungs[{i}].method: '{method_name}' does not support task '{task_name}' "
-                f"(it supports: {', '.join(sorted(method.tasks))})."
-            )
+        if task_name is not None and task_name not in method.tasks:
+            problems.append(f"rungs[{i}].method: '{method_name}' does not support task '{task_name}' "
+                            f"(it supports: {', '.join(sorted(method.tasks))}).")
         params = rung.get("params") or {}
-        if isinstance(params, dict) and "precision" in params:
+        if not isinstance(params, dict):
+            continue  # the schema said params must be a mapping
+        if "precision" in params:
             problems.append(f"rungs[{i}].params.precision: precision moved to the runtime section; give the rung "
                             f"`runtime: {{precision: {params['precision']}}}` (or set it in the ladder's runtime:).")
-        if not isinstance(params, dict):
-            continue  # the schema already said params must be a mapping
         try:
             method.Params.model_validate(params)
         except ValidationError as err:
             problems += format_validation_error(err, prefix=f"rungs[{i}].params")
-    problems += from_problems(rungs)
-    if spec is not None and spec.tuning is not None:
-        problems += tuning_problems(spec)
-    if spec is not None and spec.train_sizes is not None:
-        problems += train_sizes_problems(spec)
-    if problems:
-        raise ConfigError(source, problems)
-    assert spec is not None
-    return spec
+    return problems
 
 
 def from_problems(rungs: list[Any]) -> list[str]:

@@ -638,8 +638,9 @@ def check_repro(ladder: Ladder, rung_name: str, scratch: Path) -> dict:
 def load_scorer(path: Path) -> tuple[Any, Any, dict]:
     """What scores text for a reward (``task.judges.reward``, grpo's ``params.reward``): a finished run folder
     (:func:`load_run`), or an exported classifier bundle, loaded with :func:`adaptlab.bundle.load` as (None, its
-    predictor, its manifest)."""
-    if bundle.is_bundle(Path(path)):  # loading sets its kernels; reward.build_scorer keeps the caller's
+    predictor, its manifest). Loading sets the process's kernels for it (:func:`adaptlab.runtime.kernels_for`): a
+    caller running a rung reads them and restores its own, as :func:`adaptlab.judging.reward.build_scorer` does."""
+    if bundle.is_bundle(Path(path)):  # loading sets its kernels; reward.build_scorer restores the caller's
         return None, bundle.load(path), bundle.read_manifest(Path(path))
     return load_run(path)
 
@@ -1032,6 +1033,7 @@ class _FollowerRun(RungRun):
 def _follow_rung(ladder: Ladder, command: dict) -> None:
     """Fit an announced rung with the main process (the Trainer makes it one DDP/DeepSpeed run), then agree."""
     rung = RungSpec.model_validate(command["rung"])
+    rung.found_next_to(ladder.spec.base_dir)  # models in its params are found as the main process found them
     ctx = reseeded(ladder.ctx, command["seed"])  # another training seed (`seeds:`), or the same context
     here = Ladder(**{**ladder.__dict__, "ctx": ctx, "output": Path(command["output"])})
     ctx.reset_caches()

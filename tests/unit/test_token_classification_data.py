@@ -52,6 +52,9 @@ def test_conll_comment_lines_before_a_sentence_are_skipped_and_a_hash_token_is_k
     frame = read_table(tmp_path / "c.conll")
     assert frame["tokens"].tolist() == [["Paris", "#", "1"], ["Bob"]]
     assert frame["tags"].tolist() == [["B-LOC", "O", "O"], ["B-PER"]] and frame["_line"].tolist() == [4, 9]
+    spaced = "# sent_id = 1\nParis B-LOC\n\n# O\nhello O\n"  # no tabs: "# O" is the token # tagged O
+    (tmp_path / "s.conll").write_text(spaced, encoding="utf-8")
+    assert read_table(tmp_path / "s.conll")["tokens"].tolist() == [["Paris"], ["#", "hello"]]
 
 
 def test_conll_wrong_number_of_fields_names_file_and_line(tmp_path):
@@ -72,6 +75,7 @@ def test_conll_wrong_number_of_fields_names_file_and_line(tmp_path):
     (["B-LOC", "I-LOC", "E-LOC"], "BIOES", ["B-LOC", "I-LOC", "I-LOC"], 0, "BIOES"),
     # IO: an E- that no B- opened is no BIOES end but a type of its own (E-MAIL), one entity over both words
     (["PER", "E-MAIL", "E-MAIL", "O", "I-PER"], "IO", ["B-PER", "B-E-MAIL", "I-E-MAIL", "O", "B-PER"], 0, "IO"),
+    (["B-PER", "I-PER", "O", "B-LOC"], "IO", ["B-PER", "I-PER", "O", "B-LOC"], 0, "BIO"),  # a B- still begins
 ])
 def test_schemes_normalise_to_bio_and_count_repairs(tags, scheme, bio, repairs, detected):
     converted = to_bio(tags, scheme)

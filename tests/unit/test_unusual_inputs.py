@@ -327,6 +327,11 @@ def test_numeric_labels_in_the_config_name_the_classes_as_the_data_writes_them()
     booleans = parse_ladder(ladder(task={"type": "classification", "labels": ["True", False, " 2.0 "],
                                          "label_words": {True: "yes", "FALSE": "no"}})).task
     assert (booleans.labels, booleans.label_words) == (["true", "false", "2"], {"true": "yes", "false": "no"})
+    pairs = parse_ladder(ladder(task={"type": "embedding", "positive_labels": ["True", 1.0]},
+                                rungs=[{"method": "embedding_base"}])).task
+    assert pairs.positive_labels == ["true", "1"]
+    from adaptlab.judging.settings import RewardJudge
+    assert RewardJudge(run="r", target_label=" TRUE ").target_label == "true"
     assert "base_dir" not in problems(ladder(datta={}))  # an internal field is no key to suggest
 
 

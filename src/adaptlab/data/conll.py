@@ -8,7 +8,8 @@ Fields are separated by a tab (then a token may hold spaces) or, in a line witho
 token is the first field and the tag the last; columns in between (part of speech, chunk) are allowed and ignored,
 but every line of a file must have the same number of fields. ``-DOCSTART-`` lines end a sentence and are skipped,
 and so are comment lines before a sentence (CoNLL-U's ``# sent_id = 1``, ``# text = ...``): a ``#`` then a space,
-with no tab (``#`` then a tab is the token ``#``).
+with no tab in a file of tab-separated fields; in a file without tabs, only such a line that holds `` = `` or has
+another number of fields than the file's lines (``# O`` is the token ``#``).
 A sentence becomes one row: ``tokens`` and ``tags`` (lists) and ``_line``, the line its first token is on.
 """
 
@@ -32,6 +33,7 @@ def read_conll(text: str, name: str) -> pd.DataFrame:
     tags: list[str] = []
     width: tuple[int, int] | None = None  # (fields per line, line that set it)
     start = 0
+    tabbed = "\t" in text
 
     def end_sentence() -> None:
         if tokens:
@@ -45,7 +47,7 @@ def read_conll(text: str, name: str) -> pd.DataFrame:
         if not line.strip() or line.startswith("-DOCSTART-"):
             end_sentence()
             continue
-        if not tokens and line.startswith("# ") and "\t" not in line:  # a comment before a sentence
+        if not tokens and _is_comment(line, tabbed, width):
             continue
         fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
         fields = [f.strip() for f in fields] if "\t" in line else fields
@@ -61,6 +63,13 @@ def read_conll(text: str, name: str) -> pd.DataFrame:
     if not rows["tokens"]:
         raise DataError(f"{name}: no sentences found; {_FIX}.")
     return pd.DataFrame(rows)
+
+
+def _is_comment(line: str, tabbed: bool, width: tuple[int, int] | None) -> bool:
+    """A comment line (see the module's docstring)."""
+    if not line.startswith("# ") or "\t" in line:
+        return False
+    return tabbed or " = " in line or (width is not None and len(line.split()) != width[0])
 
 
 def _field_message(name: str, number: int, line: str, fields: list[str], width: tuple[int, int]) -> str:

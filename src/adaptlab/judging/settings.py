@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from adaptlab.specs import ModelName, Spec, check_seed
+from adaptlab.specs import Label, ModelName, Spec, check_seed
 
 #: metric name -> the judge that measures it
 METRICS = {
@@ -35,7 +35,7 @@ class RewardJudge(Spec):
                      "output_dir is): a preference task's reward_model rung (its scalar reward of prompt + "
                      "response), or a classification rung with target_label; or a classifier bundle (adaptlab "
                      "export) with target_label.")
-    target_label: str | None = Field(None, description="Classifiers: the label whose probability (of the response "
+    target_label: Label | None = Field(None, description="Classifiers: the label whose probability (of the response "
                                      "alone) is the reward. Must be one of the run's labels.")
     batch_size: int = Field(16, gt=0, description="Responses scored per forward pass (classification runs).")
 

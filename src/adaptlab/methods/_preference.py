@@ -45,9 +45,13 @@ def pair_problems(ctx: RunContext, data: Any) -> list[str]:
     pairs whose two responses are the same once cut to data.max_length."""
     try:
         formatter, _, window = build_formatter(ctx, chat_data=data.meta().get("format") == "chat")
-        return long_prompt_problems(formatter, window, ctx, data) + same_after_cut_problems(formatter, data)
     except UserError as e:
         return [str(e)]
+    problems = long_prompt_problems(formatter, window, ctx, data)
+    try:
+        return problems + same_after_cut_problems(formatter, data)
+    except UserError as e:  # a prompt's markup alone fills data.max_length
+        return [*problems, str(e)]
 
 
 def same_after_cut_problems(formatter: Formatter, data: Any) -> list[str]:

@@ -194,6 +194,8 @@ class ReplicaFront:
                     for m in held:
                         await send(m)
                     held, sent = [], True
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    break  # the answer is whole: nothing more to wait for
         except Exception as e:
             if not sent:
                 raise
@@ -226,9 +228,13 @@ async def _unless_client_leaves(work: Coroutine[Any, Any, None], receive: Any) -
 
 async def _disconnect(receive: Any) -> None:
     """Returns once the client disconnected (the server says so after the request body, when the client leaves or
-    the answer is complete)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    the answer is complete). A server that fails to say (receive raises) never cuts the request short."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except Exception:  # noqa: BLE001 - whatever the server raised, the request itself goes on
+        log.debug("could not watch the connection", exc_info=True)
+        await asyncio.Event().wait()  # until cancelled with the request
 
 
 async def _flush(held: list[dict], send: Any) -> None:

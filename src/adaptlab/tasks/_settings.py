@@ -7,23 +7,13 @@ validates ``task:`` with the model of the task its ``type`` names.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from adaptlab.errors import did_you_mean
 from adaptlab.judging.settings import JudgesSpec
-from adaptlab.specs import Spec, check_seed
-
-
-def _as_label(value: Any) -> Any:
-    """A label named in the config, read as the same label in the data would be ("1.0" and 1 are "1"); anything
-    that is not a single value is left for the field's type check to report."""
-    from adaptlab.data.columns import normalise_label
-
-    if isinstance(value, (bool, int, float, str)):
-        return normalise_label(value) or value
-    return value
+from adaptlab.specs import Label, Spec, check_seed
 
 
 class GenerationSpec(Spec):
@@ -61,8 +51,9 @@ class TaskSpec(Spec):
     """What is being learned."""
 
     type: str = Field("classification", description="A registered task: see `adaptlab methods`.")
-    labels: list[str] | None = Field(None, description="Label order (default: sorted label values).")
-    label_descriptions: dict[str, str] | None = Field(
+    labels: list[Label] | None = Field(None, description="Label order (default: sorted label values). Each is read "
+                                       "as a label cell is: 1 and 1.0 are \"1\", True and TRUE are \"true\".")
+    label_descriptions: dict[Label, str] | None = Field(
         None, description="Natural-language description per label, for zero-shot rungs (default: the label itself)."
     )
     template: str | None = Field(
@@ -76,7 +67,7 @@ class TaskSpec(Spec):
     chat_template: bool | None = Field(
         None, description="Wrap prompts in the tokenizer's chat template (default: when the tokenizer has one)."
     )
-    label_words: dict[str, str] | None = Field(
+    label_words: dict[Label, str] | None = Field(
         None, description="Classification by generation: the answer text scored (or parsed) for each label "
         "(default: the label itself). They must differ from each other."
     )
@@ -113,18 +104,6 @@ class TaskSpec(Spec):
             raise ValueError("the template has no {text} placeholder, so the input would never reach the model; "
                              "add {text} where the input goes, e.g. 'Review: {text}\\nIs it positive or negative?'")
         return v
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _numbers_as_labels(cls, v: Any) -> Any:
-        """``labels: [0, 1]`` names the classes as the data writes them (a label column of 0 and 1 reads as "0" and
-        "1"; True, "True" and true read as "true"), so each label is read the way a label cell is."""
-        return [_as_label(x) for x in v] if isinstance(v, list) else v
-
-    @field_validator("label_descriptions", "label_words", mode="before")
-    @classmethod
-    def _numbers_as_label_keys(cls, v: Any) -> Any:
-        return {_as_label(k): x for k, x in v.items()} if isinstance(v, dict) else v
 
     @field_validator("labels")
     @classmethod

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from adaptlab.errors import did_you_mean
 from adaptlab.evaluation.metrics import RANK_CUTOFFS
+from adaptlab.specs import Label
 from adaptlab.tasks.embedding.data import FORMATS
 
 #: The metrics of each format that take no cutoff; retrieval's are recall/mrr/ndcg at each k (:func:`metric_names`).
@@ -57,7 +58,7 @@ class EmbeddingSettings(BaseModel):
     score_range: tuple[float, float] = Field(
         (0.0, 1.0), description="Scored pairs: the [low, high] range the scores are on (e.g. [0, 5] for STS-B); "
         "they are rescaled to [0, 1], and a score outside the range is a data error naming its row.")
-    positive_labels: list[str] | None = Field(
+    positive_labels: list[Label] | None = Field(
         None, description="Labelled pairs: the labels meaning the texts belong together (default: the labels among "
         f"{', '.join(POSITIVE_WORDS)}).")
     corpus: str | None = Field(

@@ -58,11 +58,6 @@ def detect_scheme(sequences: Iterable[list[str]]) -> str:
     return "BIO" if "B" in prefixes else "IO"
 
 
-def _io_type(tag: str) -> str:
-    """An IO tag's type: ``I-PER`` and ``PER`` are PER; any other tag (``E-MAIL``) is its type whole."""
-    prefix, kind = split_tag(tag)
-    return kind if prefix == "I" and kind else tag
-
 
 @dataclass
 class Converted:
@@ -76,7 +71,9 @@ def to_bio(tags: list[str], scheme: str) -> Converted:
     repairs = 0
     prev: tuple[str, str | None] = ("O", None)
     for tag in tags:
-        prefix, kind = split_tag(tag) if scheme != "IO" or tag == "O" else ("I", _io_type(tag))
+        prefix, kind = split_tag(tag)
+        if scheme == "IO" and prefix in ("E", "S"):  # no BIOES end in an IO file: part of the type (E-MAIL)
+            prefix, kind = "I", tag
         if prefix == "O":
             out.append("O")
         elif prefix in ("B", "S"):
