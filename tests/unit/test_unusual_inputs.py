@@ -122,6 +122,11 @@ def test_models_named_inside_sections_are_found_next_to_the_config_as_the_ladder
     assert Path(spec.task.judges.llm_judge.model).resolve() == folder / "judge"
     assert Path(rung_params(spec.rungs[0]).embedding_model).resolve() == folder / "embedder"
     assert rung_params(spec.rungs[0].model_copy()).embedding_model == rung_params(spec.rungs[0]).embedding_model
+    monkeypatch.chdir(folder)  # the same config from its own folder: the same models, so the same rung hashes
+    here = load_ladder(Path("c.yaml"))
+    assert here.task.judges.llm_judge.model == spec.task.judges.llm_judge.model
+    assert rung_params(here.rungs[0]).embedding_model == rung_params(spec.rungs[0]).embedding_model
+    monkeypatch.chdir(tmp_path)
     tagging = ladder(task={"type": "token_classification"},
                      rungs=[{"method": "ner_prompt", "params": {"model": "./tagger"}},
                             {"method": "ner_prompt", "name": "absent", "params": {"model": "./nowhere"}}])
