@@ -323,8 +323,8 @@ class LadderSpec(Spec):
         are read that way too. Anything else (a name, a hub id, an absolute path) is left as written. The rungs'
         params read their models (a judge, an embedder) the same way when they are validated."""
         self.model = next_to_config(self.model, self.base_dir)
-        for rung in self.rungs:
-            rung.found_next_to(self.base_dir)
+        for rung in self.rungs:  # absolute: its params are validated later, maybe from another folder
+            rung.found_next_to(self.base_dir.resolve())
         return self
 
     def resolve_path(self, p: str) -> Path:

@@ -1033,7 +1033,7 @@ class _FollowerRun(RungRun):
 def _follow_rung(ladder: Ladder, command: dict) -> None:
     """Fit an announced rung with the main process (the Trainer makes it one DDP/DeepSpeed run), then agree."""
     rung = RungSpec.model_validate(command["rung"])
-    rung.found_next_to(ladder.spec.base_dir)  # models in its params are found as the main process found them
+    rung.found_next_to(ladder.spec.base_dir.resolve())  # models in its params are found as the main process found them
     ctx = reseeded(ladder.ctx, command["seed"])  # another training seed (`seeds:`), or the same context
     here = Ladder(**{**ladder.__dict__, "ctx": ctx, "output": Path(command["output"])})
     ctx.reset_caches()
