@@ -53,7 +53,7 @@ from adaptlab.runs.files import (
     check_rung_folders,
     partial_dir,
     publish,
-    read_jsonl,
+    read_run_jsonl,
     write_json_atomic,
     write_jsonl_atomic,
 )
@@ -646,7 +646,7 @@ def load_scorer(path: Path) -> tuple[Any, Any, dict]:
 
 
 def read_predictions(run_dir: Path) -> list[dict]:
-    return read_jsonl(Path(run_dir) / "predictions.jsonl")
+    return read_run_jsonl(Path(run_dir) / "predictions.jsonl")
 
 
 # -- the configured rung: searched with the ladder's tuning budget, repeated over training seeds -------------------

@@ -130,6 +130,10 @@ def test_bundle_exports_pass_parity_and_load_as_encoders(ladder):
         encoder = adaptlab.load(ladder / "bundle_a", backend=backend)
         np.testing.assert_allclose(encoder.encode(TEXTS), reference, atol=1e-4)
     assert np.abs(adaptlab.load(ladder / "bundle_a", backend="int8").encode(TEXTS) - reference).max() < 0.2
+    base = export_run(ladder / "out" / "base", ladder / "bundle_base", merge=True, onnx=True)  # the untrained body
+    assert base["passed"] and [c["artifact"] for c in base["checks"]] == ["weights", "merged", "onnx"]
+    np.testing.assert_allclose(adaptlab.load(ladder / "bundle_base", backend="onnx").encode(TEXTS),
+                               run_encode(ladder / "out" / "base", TEXTS), atol=1e-4)
 
 
 def test_parity_fails_when_the_exported_weights_differ(ladder, tmp_path):

@@ -155,6 +155,14 @@ def test_user_mistakes(ladder, tmp_path, monkeypatch, capsys):
     with pytest.raises(UserError, match="wrong base"):
         adaptlab.load(tampered, backend="weights")
 
+    damaged = shutil.copytree(ladder / "linear_probe", tmp_path / "damaged")
+    (damaged / "predictions.jsonl").write_text('{"id": 1, "prob')  # cut off mid-record
+    code, _, err = run_cli(monkeypatch, capsys, "export", damaged, "--to", tmp_path / "d1")
+    assert code == 2 and "predictions.jsonl: can't be read" in err and "damaged" in err and "Traceback" not in err
+    (damaged / "predictions.jsonl").unlink()
+    code, _, err = run_cli(monkeypatch, capsys, "export", damaged, "--to", tmp_path / "d2")
+    assert code == 2 and "predictions.jsonl: can't be read" in err
+
 
 def test_generation_run_exports_a_decoder_with_its_kv_cache(tmp_path, monkeypatch, capsys, session_home):
     """An lm_lora run on tiny-random-llama: merged and ONNX decoders (past key values in and out) match the rung."""

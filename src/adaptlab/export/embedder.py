@@ -20,7 +20,7 @@ import numpy as np
 from adaptlab.bundle import ARTIFACT_PATHS, load_method
 from adaptlab.errors import UserError
 from adaptlab.export.parity import over_tolerance
-from adaptlab.runs.files import read_jsonl
+from adaptlab.runs.files import read_run_jsonl
 from adaptlab.tasks.embedding.ship import encode_sentence_folder, onnx_encode
 
 #: Recorded cosines checked per artefact unless --parity-limit says otherwise (records, not cosines).
@@ -72,7 +72,7 @@ def build_embedder(run_dir: Path, staging: Path, manifest: dict, merge: bool, on
     say("copying weights")
     copy_weights(run_dir, staging)
     manifest["artifacts"]["weights"] = {"path": ARTIFACT_PATHS["weights"]}
-    ref = CosineReference.from_records(read_jsonl(run_dir / "predictions.jsonl")[: limit or PARITY_RECORDS])
+    ref = CosineReference.from_records(read_run_jsonl(run_dir / "predictions.jsonl")[: limit or PARITY_RECORDS])
     method = load_method(staging, manifest)
     texts = ref.texts()
     say(f"parity: rung weights on {len(ref.left)} recorded cosines")
@@ -149,7 +149,7 @@ def merged_sentence_model(method: Any, weights: Path) -> Any:
 
     adapter = weights / ADAPTER_DIR
     if not adapter.is_dir():
-        return method.model.eval()
+        return method.sentence_model().eval()
     model = method.base()
     module = model[0]
     module.model = PeftModel.from_pretrained(module.model, str(adapter)).merge_and_unload()

@@ -36,7 +36,7 @@ from adaptlab.export import parity
 from adaptlab.export.bundling import copy_weights, finish, opset
 from adaptlab.export.merge import check_mergeable
 from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE, ParityError, ParityReference, Tolerance
-from adaptlab.runs.files import read_jsonl, read_run_json
+from adaptlab.runs.files import read_run_json, read_run_jsonl
 
 Progress = Callable[[str], None]
 #: Test prompts greedy-decoded per artefact of a generation run unless --parity-limit says otherwise.
@@ -163,7 +163,7 @@ def _build(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool
     say("copying weights")
     copy_weights(run_dir, staging)
     manifest["artifacts"]["weights"] = {"path": ARTIFACT_PATHS["weights"]}
-    records = read_jsonl(run_dir / "predictions.jsonl")
+    records = read_run_jsonl(run_dir / "predictions.jsonl")
     ref = ParityReference.from_records(records, manifest["labels"], manifest["primary_metric"] or "macro_f1", limit)
     say(f"parity: rung weights on {len(ref)} test examples")
     method = load_method(staging, manifest)
@@ -214,7 +214,7 @@ def _build_generation(run_dir: Path, staging: Path, manifest: dict, merge: bool,
     say("copying weights")
     copy_weights(run_dir, staging)
     manifest["artifacts"]["weights"] = {"path": ARTIFACT_PATHS["weights"]}
-    records = read_jsonl(run_dir / "predictions.jsonl")[: limit or GENERATION_PARITY_EXAMPLES]
+    records = read_run_jsonl(run_dir / "predictions.jsonl")[: limit or GENERATION_PARITY_EXAMPLES]
     if not records or "prompt" not in records[0]:
         raise UserError(f"{run_dir}: predictions.jsonl has no test prompts to check parity against.")
     generation = ((manifest["context"].get("extra") or {}).get("task") or {}).get("generation") or {}

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.bundle import ARTIFACT_PATHS, load_method
-from adaptlab.runs.files import read_jsonl
+from adaptlab.runs.files import read_run_jsonl
 
 
 def build_tagger(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx: bool, int8: bool, tolerance: Any,
@@ -20,7 +20,7 @@ def build_tagger(run_dir: Path, staging: Path, manifest: dict, merge: bool, onnx
     say("copying weights")
     copy_weights(run_dir, staging)
     manifest["artifacts"]["weights"] = {"path": ARTIFACT_PATHS["weights"]}
-    records = read_jsonl(run_dir / "predictions.jsonl")[:limit]
+    records = read_run_jsonl(run_dir / "predictions.jsonl")[:limit]
     types = sorted({n[2:] for n in manifest["labels"] if n != "O"})
     labels, max_length = manifest["labels"], int(manifest["max_length"] or 512)
     method = load_method(staging, manifest)

@@ -124,6 +124,10 @@ class SentenceMethod(StartsFromEncoder, TorchModelAccounting, Method):
             load_encoder(model.transformers_model, self.start_state, str(self.start_source))
         return model
 
+    def sentence_model(self) -> Any:
+        """The SentenceTransformer it encodes with (what an export merges and converts)."""
+        return self.model
+
     def setup(self) -> None:
         from transformers import set_seed
 

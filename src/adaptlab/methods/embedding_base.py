@@ -31,6 +31,10 @@ class EmbeddingBase(StartsFromEncoder, Method):
         """L2-normalised float32 embeddings, one row per text."""
         return self.embedder.encode(list(texts))
 
+    def sentence_model(self) -> Any:
+        """The SentenceTransformer it encodes with (what an export converts): the base, or its domain_mlm encoder."""
+        return self.embedder.model
+
     def uncached(self) -> contextlib.AbstractContextManager:
         return self.embedder.uncached()
 

@@ -66,6 +66,17 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def read_run_jsonl(path: Path) -> list[dict]:
+    """A run's JSON-lines file (predictions.jsonl); a missing or unreadable one is a UserError naming it."""
+    try:
+        records = read_jsonl(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: can't be read ({err}); this run folder is damaged. {RUN_AGAIN}") from None
+    if not all(isinstance(r, dict) for r in records):
+        raise UserError(f"{path}: a line holds no JSON object; this run folder is damaged. {RUN_AGAIN}")
+    return records
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 
