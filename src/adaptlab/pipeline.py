@@ -49,8 +49,10 @@ from adaptlab.methods import METHODS, Method
 from adaptlab.runs import registry
 from adaptlab.runs.files import (
     OutputLock,
+    changed_files,
     check_output_folder,
     check_rung_folders,
+    file_sizes,
     partial_dir,
     publish,
     read_run_jsonl,
@@ -289,6 +291,8 @@ def run_rung(
         result = base.model_copy(update={"error": detail})
     if method is not None and method.adjustments:  # settings used in place of the configured ones (warned about)
         run.write_info(adjustments=method.adjustments)
+    if result.ok:  # what --resume checks is still there before keeping it
+        run.write_info(files=file_sizes(run.staging))
     write_json_atomic(run.staging / "metrics.json", result.model_dump())
     final = ladder.output / rung.run_name
     publish(run.staging, final)
@@ -519,6 +523,11 @@ def finished_entry(ladder: Ladder, rung: RungSpec) -> dict | None:
     except (OSError, ValueError):  # missing, corrupted, or not a rung's result (pydantic's errors are ValueErrors)
         return None
     if not result.ok or run.get("rung_sha256") != rung_hash(ladder, rung):
+        return None
+    changed = changed_files(folder, run["files"]) if isinstance(run.get("files"), dict) else []
+    if changed:  # a folder damaged since it finished is run again, never kept
+        log.warning("%s: %s changed or went missing since the rung finished; running it again.", folder,
+                    ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else ""))
         return None
     return result.entry()
 

@@ -74,7 +74,7 @@ def test_compare_runs_list_predict(tmp_path, sentiment_csv, tiny_bert, monkeypat
     assert code == 0 and "[/bold] a [b]great[/b] film" in out, err  # the text as given, never read as markup
 
 
-def test_resume_skips_finished_rungs(tmp_path, sentiment_csv, tiny_bert, monkeypatch, capsys):
+def test_resume_skips_finished_rungs(tmp_path, sentiment_csv, tiny_bert, monkeypatch, capsys, caplog):
     config = write_config(tmp_path, sentiment_csv, tiny_bert, RUNGS[:2])
     assert run_cli(monkeypatch, capsys, "compare", config)[0] == 0
     before = (tmp_path / "out" / "linear_probe" / "metrics.json").stat().st_mtime_ns
@@ -86,6 +86,14 @@ def test_resume_skips_finished_rungs(tmp_path, sentiment_csv, tiny_bert, monkeyp
     for empty in ("", " , ", "linear_probe,"):
         code, _, err = run_cli(monkeypatch, capsys, "compare", config, "--rungs", empty)
         assert code == 2 and "has an empty name" in err, err
+    for damage in ("weights", "predictions.jsonl"):  # a folder damaged since it finished is run again, not kept
+        folder = tmp_path / "out" / "linear_probe"
+        victim = next(p for p in sorted(folder.glob(f"{damage}*/**/*") if damage == "weights" else [folder / damage])
+                      if p.is_file())
+        victim.unlink()
+        code, out, err = run_cli(monkeypatch, capsys, "compare", config, "--resume")
+        assert code == 0 and "[2/2] linear_probe: ok" in " ".join(out.split()), out
+        assert "changed or went missing since the rung finished" in caplog.text and victim.is_file()
 
 
 @pytest.mark.parametrize(

@@ -108,6 +108,26 @@ def partial_dir(output: Path, rung: str) -> Path:
     return output / ".partial" / rung
 
 
+#: What a finished rung's folder must still hold for --resume to keep it (run.json's ``files`` lists their sizes).
+KEPT_FILES = ("weights", "predictions.jsonl")
+
+
+def file_sizes(folder: Path, entries: tuple[str, ...] = KEPT_FILES) -> dict[str, int]:
+    """The size of every file of ``entries`` (files, or folders taken whole) in ``folder``, by relative path."""
+    sizes: dict[str, int] = {}
+    for entry in entries:
+        path = folder / entry
+        found = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        sizes.update({p.relative_to(folder).as_posix(): p.stat().st_size for p in found})
+    return sizes
+
+
+def changed_files(folder: Path, recorded: dict[str, int]) -> list[str]:
+    """The recorded files of ``folder`` that are gone or no longer the size they were written at."""
+    return [name for name, size in recorded.items()
+            if not (folder / name).is_file() or (folder / name).stat().st_size != size]
+
+
 def publish(staging: Path, final: Path) -> None:
     """Move a finished rung folder into place, replacing an older run of the same rung."""
     _fsync_dir(staging)
