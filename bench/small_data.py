@@ -7,8 +7,10 @@ The split is the ladder's own (``adaptlab.pipeline.prepare``), so both see the s
 examples. The plain loop is what a careful notebook does: the base model's [CLS] token into a new linear layer,
 AdamW at a constant learning rate, shuffled batches of 16, 3 epochs, no class weights, no validation. adaptlab's
 rung runs with the config's settings (its defaults unless the config says otherwise). Both macro-F1 values come
-with the same bootstrap 95% interval over test examples. Exit code 1 if adaptlab's macro-F1 is below the plain loop's
-by more than --tolerance.
+with the same bootstrap 95% interval over test examples. Exit code 1 if adaptlab is significantly below the plain
+loop: the loop's macro-F1 above the upper end of adaptlab's 95% interval (plus --tolerance). One training run of each
+is one draw: a point comparison would flip with the run's noise (adaptlab's default checkpoint choice alone moved its
+value by 0.02 on the shipped example, README).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--tolerance", type=float, default=0.0, help="Allowed macro-F1 shortfall before failing.")
+    ap.add_argument("--tolerance", type=float, default=0.0,
+                    help="Allowed shortfall of adaptlab's interval's upper end below the plain loop before failing.")
     ap.add_argument("--out", help="Write the results as JSON here.")
     args = ap.parse_args()
 
@@ -119,7 +122,7 @@ def main() -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2), encoding="utf-8")
-    return 0 if entry["value"] >= plain_f1 - args.tolerance else 1
+    return 0 if entry["interval"][1] >= plain_f1 - args.tolerance else 1
 
 
 if __name__ == "__main__":
