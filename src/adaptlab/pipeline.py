@@ -170,6 +170,9 @@ def _prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     from adaptlab.data.source import load_frames
 
     check_output_folder(output or spec.output_path())
+    if bundle.is_bundle(output or spec.output_path()):  # a later export there would replace the ladder's runs
+        raise UserError(f"output folder '{output or spec.output_path()}' holds an exported bundle "
+                        f"({bundle.MANIFEST}); give the ladder a folder of its own (--output or output_dir).")
     check_rung_folders(output or spec.output_path(), [r.run_name for r in spec.rungs])
     check_device(spec.device)
     task = get_task(spec.task.type)

@@ -155,6 +155,15 @@ def test_user_mistakes(ladder, tmp_path, monkeypatch, capsys):
     with pytest.raises(UserError, match="wrong base"):
         adaptlab.load(tampered, backend="weights")
 
+    (tmp_path / "a_file").write_text("mine")
+    code, _, err = run_cli(monkeypatch, capsys, "export", ladder / "lora", "--to", tmp_path / "a_file" / "sub")
+    assert code == 2 and "is an existing file, not a folder" in err and "--to" in err
+    code, _, err = run_cli(monkeypatch, capsys, "report", ladder, "-o", tmp_path / "a_file")
+    assert code == 2 and "is an existing file, not a folder" in err and "--output (-o)" in err
+    config = ladder.parent / "ladder.yaml"
+    code, _, err = run_cli(monkeypatch, capsys, "compare", config, "--output", bundle)
+    assert code == 2 and "holds an exported bundle" in err and not (bundle / "ladder.json").exists()
+
     damaged = shutil.copytree(ladder / "linear_probe", tmp_path / "damaged")
     (damaged / "predictions.jsonl").write_text('{"id": 1, "prob')  # cut off mid-record
     code, _, err = run_cli(monkeypatch, capsys, "export", damaged, "--to", tmp_path / "d1")

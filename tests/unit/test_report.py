@@ -306,6 +306,16 @@ def test_missing_predictions_fall_back_to_intervals(tmp_path, capsys):
     assert "no paired test; 95% intervals overlap" in report.recommendation.reason
 
 
+def test_cut_predictions_are_not_paired(tmp_path):
+    """A predictions.jsonl cut short (3 records left) would give a paired test on 3 examples: it is set aside."""
+    ladder = make_ladder(tmp_path, failed=False)
+    path = ladder / "lora" / "predictions.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:3]), encoding="utf-8")
+    report = build_report([ladder], quiet_warn(messages := []))
+    assert any("holds 3 records but the run scored" in m for m in messages)
+    assert report.tests["lora"]["p_value"] is None and report.tests["zero_shot"]["p_value"] < 0.001
+
+
 def test_text_from_the_data_is_escaped_in_the_page(tmp_path):
     ladder = make_ladder(tmp_path, failed=False)
     path = ladder / "zero_shot" / "predictions.jsonl"

@@ -185,7 +185,7 @@ def check_generation(records: list[dict], artifact: str, step: Step, tokenizer: 
     if reference is None:  # the rung's own weights: compared with what the run recorded (informative only)
         recorded = [r.get("prediction", "") for r in records]
         run_value = generation_metric(metric, recorded, refs)
-        changed = sum(a != b for a, b in zip(texts, recorded))
+        changed = sum(a.strip() != b.strip() for a, b in zip(texts, recorded))  # the rungs record stripped text
         logit_diff, failures = None, []
     else:
         run_value = reference["value"]

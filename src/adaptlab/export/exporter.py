@@ -36,7 +36,7 @@ from adaptlab.export import parity
 from adaptlab.export.bundling import copy_weights, finish, opset
 from adaptlab.export.merge import check_mergeable
 from adaptlab.export.parity import FP32_TOLERANCE, INT8_TOLERANCE, ParityError, ParityReference, Tolerance
-from adaptlab.runs.files import read_run_json, read_run_jsonl
+from adaptlab.runs.files import check_output_folder, read_run_json, read_run_jsonl
 
 Progress = Callable[[str], None]
 #: Test prompts greedy-decoded per artefact of a generation run unless --parity-limit says otherwise.
@@ -138,6 +138,7 @@ def export_run(
     run_dir, to = Path(run_dir), Path(to)
     info, metrics = read_run(run_dir)
     kind = export_kind(info["context"]["task"], run_dir)
+    check_output_folder(to, "Pass --to a new folder (or an earlier bundle, which is replaced).")
     _check_destination(to, run_dir)
     onnx = onnx or int8  # int8 quantises the fp32 ONNX file
     to.parent.mkdir(parents=True, exist_ok=True)

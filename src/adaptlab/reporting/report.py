@@ -43,7 +43,7 @@ from adaptlab.reporting.runs import (
 from adaptlab.reporting.sections import RunResults
 from adaptlab.reporting.selection import selection_section
 from adaptlab.reporting.significance import no_test, pair
-from adaptlab.runs.files import write_text_atomic
+from adaptlab.runs.files import check_output_folder, write_text_atomic
 from adaptlab.tasks import TASKS, Task, get_task
 
 
@@ -203,6 +203,7 @@ def write_report(dirs: list[Path], output: Path, quiet: bool = False) -> list[Pa
         warnings.append(message)
         err.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
+    check_output_folder(Path(output), "Pass --output (-o) a folder for report.md and report.html.")
     report = build_report([Path(d) for d in dirs], warn)
     report.warnings = warnings
     markdown = render_markdown(report)

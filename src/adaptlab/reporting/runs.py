@@ -260,6 +260,11 @@ def load_predictions(run: Run, warn: Warn) -> list[dict] | None:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             warn(f"{run.name}: {path} is corrupted ({exc}); no paired test or examples for this run.")
             run.predictions = []
+        scored = run.result.details.get("n")  # every task records how many test records it scored
+        if isinstance(scored, int) and run.predictions and len(run.predictions) != scored:
+            warn(f"{run.name}: {path} holds {len(run.predictions)} records but the run scored {scored}; the file "
+                 "was cut or changed, so no paired test or examples for this run. Run the rung again.")
+            run.predictions = []
     return run.predictions or None
 
 

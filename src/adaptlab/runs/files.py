@@ -142,17 +142,16 @@ def publish(staging: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
-def check_output_folder(output: Path) -> None:
-    """UserError naming the path when ``output``, or a folder above it, is an existing file (runs need a folder)."""
+def check_output_folder(output: Path, fix: str = "Pass --output a folder (new or existing), or set output_dir in "
+                        "the config.") -> None:
+    """UserError naming the path when ``output``, or a folder above it, is an existing file (runs need a folder);
+    ``fix`` says what to give instead."""
     output = Path(output)
     for p in (output, *output.parents):
         if p.exists() or p.is_symlink():
             if not p.is_dir():
                 where = "" if p == output else f" (it is above '{output}')"
-                raise UserError(
-                    f"output folder '{output}': '{p}' is an existing file, not a folder{where}. Pass --output a "
-                    "folder (new or existing), or set output_dir in the config."
-                )
+                raise UserError(f"output folder '{output}': '{p}' is an existing file, not a folder{where}. {fix}")
             return
 
 
