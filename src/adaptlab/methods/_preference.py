@@ -63,12 +63,17 @@ def same_after_cut_problems(formatter: Formatter, data: Any) -> list[str]:
         same = [i for i, pair in enumerate(encode_pairs(formatter, split.prompts, split.chosen, split.rejected))
                 if pair.chosen_ids == pair.rejected_ids]
         if same:
-            rows = ", ".join(split.ids[i] for i in same[:MAX_LISTED])
-            more = f" and {len(same) - MAX_LISTED} more" if len(same) > MAX_LISTED else ""
-            problems.append(f"{split.source or name}: the chosen and rejected responses of row(s) {rows}{more} "
-                            f"({name} split) are the same within data.max_length ({formatter.max_length} tokens): "
-                            "what tells them apart is cut off. Raise data.max_length, or shorten or drop these rows.")
+            problems.append(f"{split.source or name}: the chosen and rejected responses of row(s) "
+                            f"{_listed(split, same)} ({name} split) are the same within data.max_length "
+                            f"({formatter.max_length} tokens): what tells them apart is cut off. Raise "
+                            "data.max_length, or shorten or drop these rows.")
     return problems
+
+
+def _listed(split: Any, positions: list[int]) -> str:
+    """The ids of the split's rows at ``positions``: the first few, then how many more."""
+    more = f" and {len(positions) - MAX_LISTED} more" if len(positions) > MAX_LISTED else ""
+    return ", ".join(split.ids[i] for i in positions[:MAX_LISTED]) + more
 
 
 def long_prompt_problems(formatter: Formatter, window: int | None, ctx: RunContext, data: Any) -> list[str]:
@@ -87,11 +92,9 @@ def long_prompt_problems(formatter: Formatter, window: int | None, ctx: RunConte
         long = [i for i, ids in enumerate(raw) if len(ids) + overhead > window
                 and len(formatter.prompt_ids(split.prompts[i])) > window]
         if long:
-            rows = ", ".join(split.ids[i] for i in long[:MAX_LISTED])
-            more = f" and {len(long) - MAX_LISTED} more" if len(long) > MAX_LISTED else ""
-            problems.append(f"{split.source or name}: the prompt of row(s) {rows}{more} ({name} split) is longer than "
-                            f"the {window}-token context window of '{ctx.model_spec}'; shorten these prompts or drop "
-                            "the rows.")
+            problems.append(f"{split.source or name}: the prompt of row(s) {_listed(split, long)} ({name} split) is "
+                            f"longer than the {window}-token context window of '{ctx.model_spec}'; shorten these "
+                            "prompts or drop the rows.")
     return problems
 
 
