@@ -529,7 +529,7 @@ def finished_entry(ladder: Ladder, rung: RungSpec) -> dict | None:
         return None
     changed = changed_files(folder, run["files"]) if isinstance(run.get("files"), dict) else []
     if changed:  # a folder damaged since it finished is run again, never kept
-        log.warning("%s: %s changed or went missing since the rung finished; running it again.", folder,
+        log.warning("%s: %s changed or went missing since the rung finished, so it is not kept as finished.", folder,
                     ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else ""))
         return None
     return result.entry()

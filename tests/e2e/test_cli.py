@@ -91,9 +91,11 @@ def test_resume_skips_finished_rungs(tmp_path, sentiment_csv, tiny_bert, monkeyp
         victim = next(p for p in sorted(folder.glob(f"{damage}*/**/*") if damage == "weights" else [folder / damage])
                       if p.is_file())
         victim.unlink()
+        caplog.clear()
         code, out, err = run_cli(monkeypatch, capsys, "compare", config, "--resume")
         assert code == 0 and "[2/2] linear_probe: ok" in " ".join(out.split()), out
         assert "changed or went missing since the rung finished" in caplog.text and victim.is_file()
+        assert victim.relative_to(folder).as_posix() in caplog.text
 
 
 @pytest.mark.parametrize(

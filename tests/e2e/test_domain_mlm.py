@@ -68,6 +68,11 @@ def test_domain_mlm_trains_on_the_train_and_extra_texts_and_predicts_nothing(ran
     own = metrics["metrics"]
     assert own["perplexity_texts"] == len(ladder.data.test)
     assert own["perplexity_after"] < own["perplexity_before"], own
+    from adaptlab.errors import UserError
+    from adaptlab.export import export_run
+
+    with pytest.raises(UserError, match="predicts nothing on its own; export a rung that starts from it"):
+        export_run(folder, folder.parent.parent / "domain_bundle")
 
 
 def test_its_perplexity_on_the_training_texts_drops(ran):

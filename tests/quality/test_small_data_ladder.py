@@ -4,8 +4,8 @@
 
 Every trained rung must beat both the majority-class baseline and embedding zero-shot on macro-F1 with
 non-overlapping 95% intervals, none may be flagged degenerate, and full fine-tuning must not be significantly worse
-than the plain hand-written loop in bench/small_data.py on the same split (the loop's macro-F1 inside or below
-adaptlab's 95% interval: one run of each is one draw).
+than the plain hand-written loop in bench/small_data.py on the same split (the paired bootstrap 95% interval of the
+macro-F1 difference not wholly below 0: one run of each is one draw).
 """
 
 from __future__ import annotations
@@ -45,5 +45,5 @@ def test_full_fine_tuning_matches_the_plain_loop(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "small_data.py"), str(EXAMPLE), "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
     result = json.loads(out.read_text())
-    assert result["adaptlab"]["interval"][1] >= result["plain"]["macro_f1"], proc.stdout
+    assert result["difference"]["interval"][1] >= 0, proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -56,6 +56,12 @@ def read_run(run_dir: Path) -> tuple[dict, dict]:
                         "nothing to export.")
     if not (run_dir / "weights").is_dir():
         raise UserError(f"{run_dir}: no weights/ folder; the rung saved nothing to ship.")
+    from adaptlab.methods import METHODS
+
+    method = (info.get("rung") or {}).get("method")
+    if isinstance(method, str) and method in METHODS and not METHODS.get(method).predicts:
+        raise UserError(f"{run_dir}: a {method} rung is a stage that predicts nothing on its own; export a rung that "
+                        f"starts from it (`from: {run_dir.name}`) instead.")
     return info, metrics
 
 

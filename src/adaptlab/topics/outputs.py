@@ -26,7 +26,7 @@ def write_outputs(found: Discovery, output: Path) -> list[Path]:
     """Write the three files into ``output`` (created if needed); topics.json last, so it marks a finished set."""
     from adaptlab.topics.page import render_page
 
-    check_output_folder(output)
+    check_output_folder(output, "Pass --output (-o) a folder.")
     output.mkdir(parents=True, exist_ok=True)
     record = topics_record(found)
     rows = document_rows(found)
