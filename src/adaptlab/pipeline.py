@@ -169,11 +169,12 @@ def prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
 def _prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     from adaptlab.data.source import load_frames
 
-    check_output_folder(output or spec.output_path())
-    if bundle.is_bundle(output or spec.output_path()):  # a later export there would replace the ladder's runs
-        raise UserError(f"output folder '{output or spec.output_path()}' holds an exported bundle "
-                        f"({bundle.MANIFEST}); give the ladder a folder of its own (--output or output_dir).")
-    check_rung_folders(output or spec.output_path(), [r.run_name for r in spec.rungs])
+    folder = output or spec.output_path()
+    check_output_folder(folder)
+    if bundle.is_bundle(folder):  # a later export there would replace the ladder's runs
+        raise UserError(f"output folder '{folder}' holds an exported bundle ({bundle.MANIFEST}); give the ladder a "
+                        "folder of its own (--output or output_dir).")
+    check_rung_folders(folder, [r.run_name for r in spec.rungs])
     check_device(spec.device)
     task = get_task(spec.task.type)
     frames = load_frames(spec, task.stratify_role)
@@ -193,7 +194,7 @@ def _prepare(spec: LadderSpec, output: Path | None = None) -> Ladder:
     _ = ctx.model  # resolve now: an unknown model is a user error before any rung starts
     check_rungs(spec, ctx, data)
     check_train_sizes(spec, task, data)
-    return Ladder(spec, task, data, ctx, output or spec.output_path(), task.fingerprint(data), config_hash(spec),
+    return Ladder(spec, task, data, ctx, folder, task.fingerprint(data), config_hash(spec),
                   overlap=_overlap(task, data))
 
 
